@@ -1,0 +1,38 @@
+# kubezero developer entry points. CI runs `make test` (via .ci/run).
+CARGO ?= cargo
+OUT ?= out
+
+.PHONY: all test generate release release-manifests release-binaries fmt lint clean
+
+all: test
+
+## test: the whole CI test suite (fmt check, clippy, build and run all tests); see scripts/test.sh
+test:
+	scripts/test.sh
+
+## generate: write the CRDs from the Rust types (a test fails when they drift)
+generate:
+	$(CARGO) run -q -p kubezero-provider -- crds --output-dir config/provider/crd/bases
+	$(CARGO) run -q -p kubezero-bootstrap -- crds --output-dir config/bootstrap/crd/bases
+
+## release: release binaries + clusterctl local repository in $(OUT)/
+release:
+	scripts/release.sh $(OUT)
+
+## release-manifests: only the clusterctl local repository (no cargo build)
+release-manifests:
+	scripts/release.sh --manifests-only $(OUT)
+
+## release-binaries: only the optimised manager binaries (target/release/)
+release-binaries:
+	$(CARGO) build --release --locked -p kubezero-provider -p kubezero-bootstrap
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(OUT)

@@ -1,0 +1,390 @@
+//! KubeZeroConfig controller.
+//!
+//! Flow (contract §4): find the owner Machine and its Cluster → honour pause → restore status from
+//! the Machine after `clusterctl move` → wait for the Cluster's infrastructure and control-plane
+//! endpoint → render the bootstrap data Secret. The data Secret is owned by the config (garbage
+//! collected with it), so no finalizer is needed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use kubezero_capi::conditions::{Condition, HasConditions, Observed};
+use kubezero_capi::contract::{BootstrapInitialization, READY_CONDITION};
+use kubezero_capi::core::{Cluster, Machine};
+use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, owner_machine_name};
+use kubezero_capi::pause::{pause_reason, paused_condition};
+use kubezero_capi::runtime::Context;
+use kubezero_capi::runtime::reconcile::{
+    Error, drain_results, error_policy, namespace_of, objects_of_cluster, referenced, write_conditions,
+};
+use tracing::Instrument;
+
+use crate::api::{GROUP, KubeZeroConfig, KubeZeroConfigStatus};
+
+/// Controller name (metrics label, logs).
+pub const CONTROLLER: &str = "kubezeroconfig";
+
+/// Field manager of every status write of this provider.
+pub const FIELD_MANAGER: &str = "kubezero-bootstrap";
+
+/// Condition reasons this provider reports on `Ready`.
+pub mod reasons {
+    /// No owner reference from Cluster API yet.
+    pub const WAITING_FOR_OWNER: &str = "WaitingForOwner";
+    /// The owning Cluster does not exist (yet).
+    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// The Cluster's infrastructure is not provisioned yet.
+    pub const WAITING_FOR_CLUSTER_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+    /// The Cluster has no control-plane endpoint yet.
+    pub const WAITING_FOR_CONTROL_PLANE_ENDPOINT: &str = "WaitingForControlPlaneEndpoint";
+    /// The data Secret exists and is named in the status.
+    pub const DATA_SECRET_AVAILABLE: &str = "DataSecretAvailable";
+    /// This build cannot render bootstrap data.
+    pub const RENDERER_UNAVAILABLE: &str = "RendererUnavailable";
+}
+
+impl HasConditions for KubeZeroConfig {
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map_or(&[], |status| status.conditions.as_slice())
+    }
+}
+
+/// Runs the KubeZeroConfig controller until the manager shuts down.
+pub async fn run(context: Context) {
+    let watcher_config = context.args.watcher_config();
+    let controller = Controller::new(
+        context.args.api::<KubeZeroConfig>(&context.client),
+        watcher_config.clone(),
+    );
+    let store = controller.store();
+    let results = controller
+        .watches(
+            context.args.api::<Machine>(&context.client),
+            watcher_config.clone(),
+            machine_to_config,
+        )
+        .watches(
+            context.args.api::<Cluster>(&context.client),
+            watcher_config,
+            move |cluster| objects_of_cluster(&store, &cluster),
+        )
+        .with_config(Config::default().concurrency(context.args.concurrency))
+        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
+        .run(reconcile, error_policy::<_, Error>(CONTROLLER), Arc::new(context));
+    drain_results(CONTROLLER, results).await;
+}
+
+/// Maps a Machine to the KubeZeroConfig its `spec.bootstrap.configRef` names.
+pub fn machine_to_config(machine: Machine) -> Option<ObjectRef<KubeZeroConfig>> {
+    referenced(
+        machine.spec.bootstrap.config_ref.as_ref(),
+        machine.namespace(),
+        GROUP,
+        "KubeZeroConfig",
+    )
+}
+
+/// The data-Secret fields of the status: what the config reports, or, when its status is empty
+/// (after `clusterctl move`, which drops status), what the owner Machine already recorded.
+pub fn data_secret(config: &KubeZeroConfig, owner: Option<&Machine>) -> Option<String> {
+    let recorded = config
+        .status
+        .as_ref()
+        .and_then(|status| status.data_secret_name.clone());
+    let from_machine = || owner.and_then(|machine| machine.spec.bootstrap.data_secret_name.clone());
+    recorded.or_else(from_machine).filter(|name| !name.is_empty())
+}
+
+/// The Ready condition of a config whose Machine and Cluster exist.
+pub fn readiness(data_secret_name: Option<&str>, cluster: &Cluster) -> Observed {
+    if let Some(name) = data_secret_name {
+        return Observed::true_(
+            READY_CONDITION,
+            reasons::DATA_SECRET_AVAILABLE,
+            format!("bootstrap data in Secret {name}"),
+        );
+    }
+    if !cluster.infrastructure_provisioned() {
+        return Observed::false_(
+            READY_CONDITION,
+            reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
+            format!(
+                "waiting for the infrastructure of Cluster {} to be provisioned",
+                cluster.name_any()
+            ),
+        );
+    }
+    if cluster.control_plane_endpoint().is_none() {
+        return Observed::false_(
+            READY_CONDITION,
+            reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT,
+            format!(
+                "waiting for Cluster {} to have a control-plane endpoint",
+                cluster.name_any()
+            ),
+        );
+    }
+    Observed::false_(
+        READY_CONDITION,
+        reasons::RENDERER_UNAVAILABLE,
+        "this build of kubezero-bootstrap cannot render bootstrap data; no data Secret was created",
+    )
+}
+
+async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result<Action, Error> {
+    let _timer = context.metrics.reconcile(CONTROLLER);
+    let name = config.name_any();
+    let namespace = namespace_of(config.as_ref())?;
+    let span = tracing::info_span!("reconcile", controller = CONTROLLER, %namespace, %name);
+    async {
+        let owner = get_owner_machine(&context.client, &namespace, &config.metadata)
+            .await
+            .map_err(Error::read(
+                "Machine",
+                &namespace,
+                &owner_machine_name(&config.metadata).unwrap_or_default(),
+            ))?;
+        let cluster_name = owner
+            .as_ref()
+            .map(|machine| machine.spec.cluster_name.clone())
+            .filter(|cluster_name| !cluster_name.is_empty())
+            .or_else(|| cluster_name_label(&config.metadata).map(str::to_string));
+        let cluster = match cluster_name {
+            Some(cluster_name) => get_cluster(&context.client, &namespace, &cluster_name)
+                .await
+                .map_err(Error::read("Cluster", &namespace, &cluster_name))?,
+            None => None,
+        };
+
+        let api: Api<KubeZeroConfig> = Api::namespaced(context.client.clone(), &namespace);
+        if let Some(reason) = pause_reason(cluster.as_ref(), &config.metadata) {
+            // Paused: re-apply what the status already says, only the Paused condition changes.
+            let recorded = data_secret(&config, None);
+            let observed = [paused_condition(Some(&reason))];
+            let status = |conditions| status(recorded, conditions);
+            write_conditions(
+                &api,
+                config.as_ref(),
+                &context,
+                FIELD_MANAGER,
+                &observed,
+                &[READY_CONDITION],
+                status,
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        let data_secret_name = data_secret(&config, owner.as_ref());
+        let status = |conditions| status(data_secret_name.clone(), conditions);
+        let ready = match (&owner, &cluster) {
+            (None, _) => Observed::false_(
+                READY_CONDITION,
+                reasons::WAITING_FOR_OWNER,
+                "waiting for Cluster API to set the owner Machine",
+            ),
+            (Some(_), None) => Observed::false_(
+                READY_CONDITION,
+                reasons::WAITING_FOR_CLUSTER,
+                "waiting for the Machine's Cluster to exist",
+            ),
+            (Some(_), Some(cluster)) => readiness(data_secret_name.as_deref(), cluster),
+        };
+        let waiting = ready.reason.starts_with("Waiting");
+        let observed = [ready, paused_condition(None)];
+        write_conditions(
+            &api,
+            config.as_ref(),
+            &context,
+            FIELD_MANAGER,
+            &observed,
+            &[],
+            status,
+        )
+        .await?;
+        Ok(if waiting {
+            Action::requeue(Duration::from_secs(30))
+        } else {
+            Action::await_change()
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+/// The status this controller owns: the data Secret fields (never renamed once set) and conditions.
+fn status(data_secret_name: Option<String>, conditions: Vec<Condition>) -> KubeZeroConfigStatus {
+    let initialization = data_secret_name.is_some().then_some(BootstrapInitialization {
+        data_secret_created: Some(true),
+    });
+    KubeZeroConfigStatus {
+        data_secret_name,
+        initialization,
+        conditions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubezero_capi::testing::{Recorded, ScriptedApi, context, not_found};
+    use serde_json::{Value, json};
+
+    const MACHINE: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/machines/demo-cp-0";
+    const CLUSTER: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/clusters/demo";
+
+    fn config(status: Option<Value>) -> Value {
+        let mut object = json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroConfig",
+            "metadata": {"name": "demo-cp-0", "namespace": "default", "uid": "u-cfg", "generation": 1,
+                "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": "demo-cp-0", "uid": "u-m"}]},
+            "spec": {}});
+        if let Some(status) = status {
+            object["status"] = status;
+        }
+        object
+    }
+
+    fn machine(data_secret_name: Option<&str>) -> Value {
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "demo-cp-0", "namespace": "default", "labels": {"cluster.x-k8s.io/control-plane": ""}},
+            "spec": {"clusterName": "demo", "bootstrap": {"dataSecretName": data_secret_name}}})
+    }
+
+    fn cluster(paused: bool, provisioned: bool, endpoint: bool) -> Value {
+        let mut object = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "demo", "namespace": "default"}, "spec": {"paused": paused},
+            "status": {"initialization": {"infrastructureProvisioned": provisioned}}});
+        if endpoint {
+            object["spec"]["controlPlaneEndpoint"] = json!({"host": "api.demo.example", "port": 6443});
+        }
+        object
+    }
+
+    async fn status_after(config: Value, machine: Value, cluster: Value) -> Value {
+        let typed: KubeZeroConfig = serde_json::from_value(config.clone()).unwrap();
+        let (client, api) =
+            ScriptedApi::start(
+                move |request| match (request.method.as_str(), request.path.as_str()) {
+                    ("GET", MACHINE) => (200, machine.clone()),
+                    ("GET", CLUSTER) => (200, cluster.clone()),
+                    ("PATCH", _) => (200, config.clone()),
+                    ("POST", _) => (201, request.body.clone()),
+                    _ => not_found(&request.path),
+                },
+            );
+        reconcile(Arc::new(typed), Arc::new(context(client)))
+            .await
+            .unwrap();
+        let requests = api.requests();
+        let patch: &Recorded = requests
+            .iter()
+            .find(|r| r.path.ends_with("/status"))
+            .expect("status patch");
+        assert!(patch.query.contains("fieldManager=kubezero-bootstrap"));
+        patch.body["status"].clone()
+    }
+
+    fn ready(status: &Value) -> (String, String) {
+        let ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap();
+        (
+            ready["status"].as_str().unwrap().into(),
+            ready["reason"].as_str().unwrap().into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn waits_for_infrastructure_then_for_the_endpoint() {
+        let status = status_after(config(None), machine(None), cluster(false, false, false)).await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE.into())
+        );
+        let status = status_after(config(None), machine(None), cluster(false, true, false)).await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT.into())
+        );
+        let status = status_after(config(None), machine(None), cluster(false, true, true)).await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::RENDERER_UNAVAILABLE.into())
+        );
+        assert!(
+            status.get("dataSecretName").is_none(),
+            "no Secret name without a Secret"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_is_restored_from_the_machine_after_a_move() {
+        let status = status_after(
+            config(None),
+            machine(Some("demo-cp-0")),
+            cluster(false, true, true),
+        )
+        .await;
+        assert_eq!(status["dataSecretName"], "demo-cp-0");
+        assert_eq!(status["initialization"]["dataSecretCreated"], true);
+        assert_eq!(
+            ready(&status),
+            ("True".into(), reasons::DATA_SECRET_AVAILABLE.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn pause_keeps_the_data_secret_fields_and_ready() {
+        let previous = json!({"dataSecretName": "demo-cp-0", "initialization": {"dataSecretCreated": true},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "DataSecretAvailable", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+        let status = status_after(
+            config(Some(previous)),
+            machine(Some("demo-cp-0")),
+            cluster(true, true, true),
+        )
+        .await;
+        assert_eq!(
+            status["dataSecretName"], "demo-cp-0",
+            "server-side apply would drop an omitted field"
+        );
+        assert_eq!(status["initialization"]["dataSecretCreated"], true);
+        assert_eq!(ready(&status), ("True".into(), "DataSecretAvailable".into()));
+        let unrestored = status_after(
+            config(None),
+            machine(Some("demo-cp-0")),
+            cluster(true, true, true),
+        )
+        .await;
+        assert!(
+            unrestored.get("dataSecretName").is_none(),
+            "no restore while paused"
+        );
+        let paused = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Paused")
+            .unwrap();
+        assert_eq!(paused["status"], "True");
+    }
+
+    #[test]
+    fn machines_map_to_their_bootstrap_config_reference() {
+        let mut machine: Machine = serde_json::from_value(machine(None)).unwrap();
+        assert!(machine_to_config(machine.clone()).is_none(), "no configRef");
+        machine.spec.bootstrap.config_ref = Some(kubezero_capi::core::ContractVersionedObjectReference {
+            api_group: GROUP.into(),
+            kind: "KubeZeroConfig".into(),
+            name: "demo-cp-0".into(),
+        });
+        assert_eq!(machine_to_config(machine).unwrap().name, "demo-cp-0");
+    }
+}

@@ -1,0 +1,138 @@
+//! KubeZeroHost: one bare-metal server in the inventory, reached through its Redfish BMC. A
+//! KubeZeroMachine with `spec.metal` claims an Available host whose labels match its selector.
+
+use kube::CustomResource;
+use kubezero_capi::{conditions::Condition, schema::conditions};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of a KubeZeroHost: how to reach its BMC and how it boots.
+#[derive(CustomResource, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "infrastructure.cluster.x-k8s.io",
+    version = "v1alpha1",
+    kind = "KubeZeroHost",
+    doc = "A bare-metal server with a Redfish BMC, available to be claimed by a KubeZeroMachine.",
+    namespaced,
+    status = "KubeZeroHostStatus",
+    derive = "PartialEq",
+    shortname = "kzh",
+    category = "cluster-api",
+    label("cluster.x-k8s.io/v1beta2", "v1alpha1"),
+    label("cluster.x-k8s.io/provider", "infrastructure-kubezero"),
+    printcolumn = r#"{"name": "State", "type": "string", "description": "Provisioning state", "jsonPath": ".status.state"}"#,
+    printcolumn = r#"{"name": "Power", "type": "string", "description": "Power state reported by the BMC", "jsonPath": ".status.powerState"}"#,
+    printcolumn = r#"{"name": "Consumer", "type": "string", "description": "KubeZeroMachine that claimed the host", "jsonPath": ".status.consumerRef.name"}"#,
+    printcolumn = r#"{"name": "BMC", "type": "string", "description": "BMC address", "jsonPath": ".spec.bmc.address", "priority": 1}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeZeroHostSpec {
+    /// Baseboard management controller of the host.
+    pub bmc: Bmc,
+
+    /// MAC address of the NIC the host boots from, e.g. `52:54:00:12:34:56`.
+    #[serde(rename = "bootMACAddress")]
+    #[schemars(length(max = 17), regex(pattern = r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"))]
+    pub boot_mac_address: String,
+
+    /// Whether the host should be powered on while it is not provisioned.
+    #[serde(default)]
+    pub online: bool,
+
+    /// Which disk to install to; default: the first disk the host reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_device_hints: Option<RootDeviceHints>,
+}
+
+/// Baseboard management controller (Redfish) of a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Bmc {
+    /// Redfish URL, e.g. `redfish+https://10.0.0.5/redfish/v1/Systems/1` or `https://10.0.0.5`.
+    #[schemars(
+        length(max = 2048),
+        regex(pattern = r"^(redfish|redfish-virtualmedia)(\+https?)?://.+|^https?://.+")
+    )]
+    pub address: String,
+
+    /// Secret in the same namespace with keys `username` and `password` for the BMC.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub credentials_name: String,
+
+    /// Skip TLS certificate verification of the BMC (self-signed BMC certificates).
+    #[serde(default)]
+    pub disable_certificate_verification: bool,
+}
+
+/// Hints selecting the root disk of a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RootDeviceHints {
+    /// Linux device name of the disk, e.g. `/dev/sda` or `/dev/disk/by-path/...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = r"^/dev/"))]
+    pub device_name: Option<String>,
+}
+
+/// Observed state of a KubeZeroHost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeZeroHostStatus {
+    /// Where the host is in its lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<HostState>,
+
+    /// Power state last reported by the BMC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_state: Option<PowerState>,
+
+    /// The KubeZeroMachine (same namespace) that claimed the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_ref: Option<ConsumerRef>,
+
+    /// Conditions of the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Lifecycle state of a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HostState {
+    /// BMC credentials and reachability are being checked.
+    Registering,
+    /// Ready to be claimed.
+    Available,
+    /// Claimed; boot media inserted and the host is booting.
+    Provisioning,
+    /// Running as a node of a workload cluster.
+    Provisioned,
+    /// Released; being powered off and wiped.
+    Deprovisioning,
+    /// Needs attention; see the conditions.
+    Error,
+}
+
+/// Power state of a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PowerState {
+    /// Powered on.
+    On,
+    /// Powered off.
+    Off,
+    /// The BMC did not say.
+    Unknown,
+}
+
+/// Reference to the KubeZeroMachine that claimed a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerRef {
+    /// Name of the KubeZeroMachine.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}

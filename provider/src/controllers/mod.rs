@@ -1,0 +1,119 @@
+//! Controllers of the infrastructure provider, one file per kind.
+//!
+//! Each reconcile is a pipeline: fetch (owner, Cluster, pause) → validate → plan → apply → status,
+//! with the status written once by server-side apply under [`FIELD_MANAGER`].
+
+pub mod cluster;
+pub mod machine;
+
+use kube::{Api, Resource};
+use kubezero_capi::conditions::{Condition, HasConditions, Observed};
+use kubezero_capi::runtime::Context;
+pub use kubezero_capi::runtime::reconcile::Error;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::{KubeZeroCluster, KubeZeroMachine};
+
+/// Field manager of every status write of this provider.
+pub const FIELD_MANAGER: &str = "kubezero-provider";
+
+/// Condition reasons this provider reports on `Ready`.
+pub mod reasons {
+    /// No owner reference from Cluster API yet.
+    pub const WAITING_FOR_OWNER: &str = "WaitingForOwner";
+    /// The owning Cluster does not exist (yet).
+    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// The Cluster's infrastructure is not provisioned yet.
+    pub const WAITING_FOR_CLUSTER_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+    /// The owning Machine has no bootstrap data Secret yet.
+    pub const WAITING_FOR_BOOTSTRAP_DATA: &str = "WaitingForBootstrapData";
+    /// The Machine and its Cluster use different platforms.
+    pub const PLATFORM_MISMATCH: &str = "PlatformMismatch";
+    /// This build has no backend for the object's platform.
+    pub const BACKEND_UNAVAILABLE: &str = "BackendUnavailable";
+    /// Reconciliation is paused.
+    pub const PAUSED: &str = "Paused";
+}
+
+/// The platform section an object uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Platform {
+    /// `spec.aws`.
+    Aws,
+    /// `spec.metal`.
+    Metal,
+}
+
+impl Platform {
+    /// The spec key of the platform section.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Aws => "aws",
+            Platform::Metal => "metal",
+        }
+    }
+}
+
+impl KubeZeroCluster {
+    /// The platform of this cluster (the CRD guarantees exactly one section).
+    pub fn platform(&self) -> Platform {
+        if self.spec.aws.is_some() {
+            Platform::Aws
+        } else {
+            Platform::Metal
+        }
+    }
+}
+
+impl KubeZeroMachine {
+    /// The platform of this machine (the CRD guarantees exactly one section).
+    pub fn platform(&self) -> Platform {
+        if self.spec.aws.is_some() {
+            Platform::Aws
+        } else {
+            Platform::Metal
+        }
+    }
+}
+
+impl HasConditions for KubeZeroCluster {
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map_or(&[], |status| status.conditions.as_slice())
+    }
+}
+
+impl HasConditions for KubeZeroMachine {
+    fn conditions(&self) -> &[Condition] {
+        self.status
+            .as_ref()
+            .map_or(&[], |status| status.conditions.as_slice())
+    }
+}
+
+/// Writes the observed conditions of `object` as this provider's field manager.
+pub(crate) async fn write_conditions<K, S>(
+    api: &Api<K>,
+    object: &K,
+    context: &Context,
+    observed: &[Observed],
+    carry_over: &[&str],
+    status_with: impl FnOnce(Vec<Condition>) -> S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + HasConditions + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    kubezero_capi::runtime::reconcile::write_conditions(
+        api,
+        object,
+        context,
+        FIELD_MANAGER,
+        observed,
+        carry_over,
+        status_with,
+    )
+    .await
+}

@@ -1,0 +1,28 @@
+//! `kubezero-provider`: the kubezero infrastructure provider manager (`run`) and its CRDs (`crds`).
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kubezero_capi::runtime::{Command, Context, execute};
+use kubezero_provider::api;
+use kubezero_provider::controllers::{cluster, machine};
+
+/// Name of the manager: Lease name, event reporter, logs.
+const MANAGER: &str = "kubezero-provider";
+
+/// Command line of `kubezero-provider`.
+#[derive(Parser)]
+#[command(name = MANAGER, version, about = "kubezero Cluster API infrastructure provider")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let controllers = |context: Context| async move {
+        tokio::join!(cluster::run(context.clone()), machine::run(context));
+    };
+    execute(MANAGER, Cli::parse().command, api::crds(), controllers).await
+}

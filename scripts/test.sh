@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The whole kubezero CI test: tool checks, format, lints, then one build and one run of every test.
+# Idempotent; run from anywhere. Prints how long each step took.
+#
+# Needs: cargo (with rustfmt and clippy; added through rustup when missing), kubectl (the manifest
+# tests render config/ with `kubectl kustomize`). cargo-nextest is optional: NEXTEST=1 runs the
+# tests with it when installed (doc tests still run through cargo test).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+die() {
+  echo "test: error: $*" >&2
+  exit 1
+}
+
+summary=()
+step() {
+  local name="$1"
+  shift
+  echo
+  echo "==> ${name}: $*"
+  local start end status=0
+  start="$(date +%s.%N)"
+  "$@" || status=$?
+  end="$(date +%s.%N)"
+  local took
+  took="$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.1f", e - s }')"
+  summary+=("$(printf '%-10s %8ss  %s' "$name" "$took" "$([[ $status -eq 0 ]] && echo ok || echo FAILED)")")
+  echo "==> ${name}: ${took}s"
+  if ((status != 0)); then
+    print_summary
+    die "step '${name}' failed (exit ${status})"
+  fi
+}
+
+print_summary() {
+  echo
+  printf '%-10s %9s  %s\n' step time result
+  printf '%s\n' "${summary[@]}"
+}
+
+# --- tools -----------------------------------------------------------------------------------
+command -v cargo >/dev/null 2>&1 || die "cargo not found in PATH (install Rust with rustup)"
+command -v kubectl >/dev/null 2>&1 \
+  || die "kubectl not found in PATH; the manifest tests need 'kubectl kustomize' (kubectl >= 1.27)."
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "cargo ${component} missing and rustup not available"
+    echo "test: installing rust component ${component}"
+    rustup component add "$component"
+  fi
+done
+use_nextest=false
+if [[ "${NEXTEST:-0}" == 1 ]]; then
+  if cargo nextest --version >/dev/null 2>&1; then
+    use_nextest=true
+  else
+    echo "test: NEXTEST=1 but cargo-nextest is not installed; using cargo test"
+  fi
+fi
+echo "test: $(cargo --version), $(kubectl version --client 2>/dev/null | head -n 1)"
+
+# --- checks ----------------------------------------------------------------------------------
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+# The manager binaries themselves: test/tests drive them as processes.
+step bins cargo build --workspace --locked --bins
+if "$use_nextest"; then
+  step build cargo nextest run --workspace --locked --no-run
+  step test cargo nextest run --workspace --locked
+  step doctest cargo test --workspace --locked --doc
+else
+  step build cargo test --workspace --locked --no-run
+  step test cargo test --workspace --locked
+fi
+
+print_summary
+echo
+echo "test: all steps passed"

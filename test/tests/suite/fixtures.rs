@@ -1,0 +1,301 @@
+//! The manifest fixtures of both providers, checked offline against the kubezero CRDs.
+//!
+//! Every file under `test/fixtures/valid/` must be accepted and deserialize into its Rust type; every
+//! file under `test/fixtures/invalid/` must be refused at the field and with the message its header
+//! names, and for no other reason: every other error is inside that field, or the notice that CEL
+//! rules were skipped (format in `test/fixtures/invalid/README.md`). Together the invalid
+//! fixtures must trip every CEL rule of every kubezero CRD.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
+
+use kube::Resource;
+use kubezero_bootstrap::api::{KubeZeroConfig, KubeZeroConfigTemplate};
+use kubezero_provider::api::{
+    KubeZeroCluster, KubeZeroClusterTemplate, KubeZeroHost, KubeZeroMachine, KubeZeroMachineTemplate,
+};
+use kubezero_test::validation::{
+    CrdValidator, FieldError, cel_rule_problems, cel_rules, kubezero_crds, schema_of,
+};
+use serde_json::Value;
+
+/// Fixture directories, one per provider, named after the API group's first label.
+const PROVIDERS: [&str; 2] = ["infrastructure", "bootstrap"];
+
+/// One validator per kind, for the served version of each kubezero CRD.
+struct Validators(BTreeMap<String, (String, CrdValidator)>);
+
+impl Validators {
+    fn new() -> Self {
+        Self(
+            kubezero_crds()
+                .into_iter()
+                .map(|crd| {
+                    let version = &crd.spec.versions[0].name;
+                    let api_version = format!("{}/{version}", crd.spec.group);
+                    let validator = CrdValidator::new(&crd, version).expect("kubezero CRD schemas are valid");
+                    (crd.spec.names.kind.clone(), (api_version, validator))
+                })
+                .collect(),
+        )
+    }
+
+    /// Errors of `doc` (an update from `old` when given), checking it names a kubezero kind.
+    fn errors(&self, doc: &Value, old: Option<&Value>, file: &Path) -> Vec<FieldError> {
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        let (api_version, validator) = self
+            .0
+            .get(kind)
+            .unwrap_or_else(|| panic!("{}: not a kubezero kind: {kind:?}", file.display()));
+        assert_eq!(doc["apiVersion"], api_version.as_str(), "{}", file.display());
+        assert_eq!(doc["metadata"]["namespace"], "default", "{}", file.display());
+        validator.validate(doc, old)
+    }
+}
+
+fn fixture_files(which: &str, provider: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(which)
+        .join(provider);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no fixtures in {}", dir.display());
+    files
+}
+
+fn all_fixture_files(which: &str) -> Vec<PathBuf> {
+    PROVIDERS
+        .iter()
+        .flat_map(|provider| fixture_files(which, provider))
+        .collect()
+}
+
+fn documents(file: &Path) -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let docs =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: not YAML: {e}", file.display()));
+    (text, docs)
+}
+
+/// Deserializes `doc` into the Rust type of its kind and serializes it back.
+fn round_trip(doc: &Value, file: &Path) -> Value {
+    fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
+        doc: &Value,
+    ) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(serde_json::from_value::<T>(doc.clone())?)
+    }
+    let result = match doc["kind"].as_str().unwrap_or_default() {
+        "KubeZeroCluster" => typed::<KubeZeroCluster>(doc),
+        "KubeZeroClusterTemplate" => typed::<KubeZeroClusterTemplate>(doc),
+        "KubeZeroMachine" => typed::<KubeZeroMachine>(doc),
+        "KubeZeroMachineTemplate" => typed::<KubeZeroMachineTemplate>(doc),
+        "KubeZeroHost" => typed::<KubeZeroHost>(doc),
+        "KubeZeroConfig" => typed::<KubeZeroConfig>(doc),
+        "KubeZeroConfigTemplate" => typed::<KubeZeroConfigTemplate>(doc),
+        other => panic!("{}: no Rust type for kind {other:?}", file.display()),
+    };
+    result.unwrap_or_else(|e| panic!("{}: does not deserialize: {e}", file.display()))
+}
+
+/// The expectation of an invalid fixture's header line.
+struct Header {
+    on_update: bool,
+    field: String,
+    message: String,
+}
+
+fn header(text: &str, file: &Path) -> Header {
+    let first = text.lines().next().unwrap_or_default();
+    let (on_update, rest) = if let Some(rest) = first.strip_prefix("# rejects on update: ") {
+        (true, rest)
+    } else if let Some(rest) = first.strip_prefix("# rejects: ") {
+        (false, rest)
+    } else {
+        panic!(
+            "{}: line 1 must be `# rejects: <field>: <message>`",
+            file.display()
+        );
+    };
+    let (field, message) = rest
+        .split_once(": ")
+        .unwrap_or_else(|| panic!("{}: the header needs `<field>: <message>`", file.display()));
+    assert_eq!(
+        text.lines().filter(|line| line.starts_with('#')).count(),
+        1,
+        "{}: the header is the only comment",
+        file.display()
+    );
+    Header {
+        on_update,
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// Whether `path` is `field` or a field inside it (`spec.aws` is inside `spec`, `spec.awsx` is not):
+/// changing an immutable template also changes the immutable fields in it.
+fn is_at_or_under(path: &str, field: &str) -> bool {
+    path.strip_prefix(field)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+#[test]
+fn valid_fixtures_are_accepted_and_deserialize_into_rust_types_that_serialize_back_to_valid_objects() {
+    let validators = Validators::new();
+    let mut kinds = BTreeSet::new();
+    for file in all_fixture_files("valid") {
+        let (_, docs) = documents(&file);
+        assert!(!docs.is_empty(), "{}: no document", file.display());
+        for doc in &docs {
+            let errors = validators.errors(doc, None, &file);
+            assert!(errors.is_empty(), "{}: refused: {errors:#?}", file.display());
+            let again = round_trip(doc, &file);
+            let errors = validators.errors(&again, None, &file);
+            assert!(
+                errors.is_empty(),
+                "{}: refused once serialized from Rust: {errors:#?}",
+                file.display()
+            );
+            kinds.insert(doc["kind"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let all: BTreeSet<String> = validators.0.keys().cloned().collect();
+    assert_eq!(kinds, all, "every kind has a valid fixture");
+}
+
+#[test]
+fn valid_fixtures_can_be_updated_unchanged() {
+    let validators = Validators::new();
+    for file in all_fixture_files("valid") {
+        for doc in documents(&file).1 {
+            let errors = validators.errors(&doc, Some(&doc), &file);
+            assert!(
+                errors.is_empty(),
+                "{}: unchanged update refused: {errors:#?}",
+                file.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn invalid_fixtures_are_refused_at_the_stated_field_for_the_stated_reason_only() {
+    let validators = Validators::new();
+    for file in all_fixture_files("invalid") {
+        let name = file.display();
+        let (text, docs) = documents(&file);
+        let Header {
+            on_update,
+            field,
+            message,
+        } = header(&text, &file);
+        let errors = match (on_update, docs.as_slice()) {
+            (false, [doc]) => validators.errors(doc, None, &file),
+            (true, [old, new]) => {
+                let created = validators.errors(old, None, &file);
+                assert!(
+                    created.is_empty(),
+                    "{name}: the first document must be accepted: {created:#?}"
+                );
+                let alone = validators.errors(new, None, &file);
+                assert!(
+                    alone.is_empty(),
+                    "{name}: the update must be valid on its own: {alone:#?}"
+                );
+                assert_eq!(
+                    old["metadata"]["name"], new["metadata"]["name"],
+                    "{name}: update of another object"
+                );
+                validators.errors(new, Some(old), &file)
+            }
+            _ => panic!("{name}: one document, or two for `# rejects on update`"),
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.field == field && e.message.contains(&message)),
+            "{name}: expected `{field}: ...{message}...`, got {errors:#?}"
+        );
+        for error in &errors {
+            assert!(
+                is_at_or_under(&error.field, &field) || error.is_cel_skipped(),
+                "{name}: refused for another reason too: {error:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_cel_rule_has_an_invalid_fixture_that_trips_it() {
+    let validators = Validators::new();
+    let mut tripped = BTreeSet::new();
+    for file in all_fixture_files("invalid") {
+        let (_, docs) = documents(&file);
+        let errors = match docs.as_slice() {
+            [doc] => validators.errors(doc, None, &file),
+            [old, new] => validators.errors(new, Some(old), &file),
+            _ => continue,
+        };
+        tripped.extend(errors.into_iter().filter_map(|e| e.rule));
+    }
+    let mut missing = Vec::new();
+    for crd in kubezero_crds() {
+        let schema = schema_of(&crd, &crd.spec.versions[0].name).expect("schema");
+        for rule in cel_rules(&schema) {
+            if !tripped.contains(&rule.rule) {
+                missing.push(format!(
+                    "{} {}: {}",
+                    crd.spec.names.kind, rule.schema_path, rule.rule
+                ));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "CEL rules without an invalid fixture: {missing:#?}"
+    );
+}
+
+#[test]
+fn cel_rules_compile_and_fit_the_cost_budget() {
+    let mut rules = 0;
+    for crd in kubezero_crds() {
+        let schema = schema_of(&crd, &crd.spec.versions[0].name).expect("schema");
+        rules += cel_rules(&schema).len();
+        let problems = cel_rule_problems(&schema);
+        assert!(problems.is_empty(), "{}: {problems:#?}", crd.spec.names.kind);
+    }
+    assert!(rules >= 35, "only {rules} CEL rules found");
+}
+
+#[test]
+fn fixtures_cover_every_kind_of_both_providers() {
+    let kinds = |which: &str| -> BTreeSet<String> {
+        all_fixture_files(which)
+            .iter()
+            .flat_map(|file| documents(file).1)
+            .filter_map(|doc| doc["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let expected: BTreeSet<String> = [
+        KubeZeroCluster::kind(&()),
+        KubeZeroClusterTemplate::kind(&()),
+        KubeZeroMachine::kind(&()),
+        KubeZeroMachineTemplate::kind(&()),
+        KubeZeroHost::kind(&()),
+        KubeZeroConfig::kind(&()),
+        KubeZeroConfigTemplate::kind(&()),
+    ]
+    .into_iter()
+    .map(|kind| kind.into_owned())
+    .collect();
+    assert_eq!(kinds("valid"), expected);
+    assert_eq!(kinds("invalid"), expected);
+}
