@@ -54,6 +54,12 @@ fn generated_crds_in_config_match_the_rust_types() {
                 committed == crd_to_yaml(crd).unwrap(),
                 "{folder}/crd/bases/{name} is stale: run `make generate` and commit the result"
             );
+            let parsed: Value = serde_saphyr::from_str(&committed).unwrap();
+            assert_eq!(
+                parsed,
+                serde_json::to_value(crd).unwrap(),
+                "{name}: YAML reads back as the CRD"
+            );
             expected_files.insert(name);
         }
         let present: BTreeSet<String> = std::fs::read_dir(&bases)
