@@ -62,6 +62,10 @@ if [[ "${NEXTEST:-0}" == 1 ]]; then
 fi
 echo "test: $(cargo --version), $(kubectl version --client 2>/dev/null | head -n 1)"
 
+# --- test world tools (moto, sushy-tools venv; shellcheck, cloud-init) -------------------------
+export KUBEZERO_VENV="${KUBEZERO_VENV:-${root}/.build/venv}"
+step tools scripts/test-tools.sh
+
 # --- checks ----------------------------------------------------------------------------------
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --locked -- -D warnings

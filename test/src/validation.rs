@@ -344,6 +344,16 @@ impl CrdValidator {
         &self.schema
     }
 
+    /// `object` as the server stores it after decoding: unknown fields pruned (they are returned too,
+    /// worded like the strict decoding error, `unknown field "<field>"`), `null`s in non-nullable
+    /// fields dropped or replaced by their default, and schema `default`s applied. Does not validate:
+    /// call [`CrdValidator::validate`] on the result.
+    pub fn decode(&self, object: &Value) -> (Value, Vec<FieldError>) {
+        let mut unknown = Vec::new();
+        let decoded = decode(&self.schema, object, "", true, &mut unknown);
+        (decoded, unknown)
+    }
+
     /// Every refusal of `object`: on create when `old` is `None`, else on update from `old` (which
     /// enables transition rules). Empty when the server would accept the object. See the module
     /// documentation for the order of the checks and when CEL is skipped.
@@ -526,10 +536,10 @@ impl CrdValidator {
             path.is_empty() || schema.get("x-kubernetes-embedded-resource") == Some(&Value::Bool(true));
         for (key, field) in fields {
             let child = join(path, key);
-            if let Some(property) = properties.and_then(|p| p.get(key)) {
-                self.check(property, field, &child, out);
-            } else if embedded && is_object_meta_key(key) {
+            if embedded && is_object_meta_key(key) {
                 // apiVersion, kind and metadata are validated by the server itself.
+            } else if let Some(property) = properties.and_then(|p| p.get(key)) {
+                self.check(property, field, &child, out);
             } else if let Some(additional) = additional.filter(|a| a.is_object()) {
                 self.check(additional, field, &child, out);
             } else if additional == Some(&Value::Bool(false)) {
@@ -643,7 +653,11 @@ fn decode(schema: &Value, value: &Value, path: &str, root: bool, unknown: &mut V
             let mut out = Map::new();
             for (key, field) in fields {
                 let child = join(path, key);
-                if let Some(property) = properties.and_then(|p| p.get(key)) {
+                if embedded && is_object_meta_key(key) {
+                    // The server owns apiVersion, kind and metadata: never pruned or defaulted by a
+                    // CRD schema, even one that declares `metadata: {type: object}`.
+                    out.insert(key.clone(), field.clone());
+                } else if let Some(property) = properties.and_then(|p| p.get(key)) {
                     if field.is_null() && property.get("nullable") != Some(&Value::Bool(true)) {
                         if let Some(default) = property.get("default") {
                             out.insert(key.clone(), decode(property, default, &child, false, unknown));
@@ -651,8 +665,6 @@ fn decode(schema: &Value, value: &Value, path: &str, root: bool, unknown: &mut V
                     } else {
                         out.insert(key.clone(), decode(property, field, &child, false, unknown));
                     }
-                } else if embedded && is_object_meta_key(key) {
-                    out.insert(key.clone(), field.clone());
                 } else if let Some(additional) = additional.filter(|a| a.is_object()) {
                     out.insert(key.clone(), decode(additional, field, &child, false, unknown));
                 } else if keeps_unknown {
@@ -1234,5 +1246,19 @@ mod tests {
         }
         assert_eq!(kubezero_crds().len(), 7);
         assert!(crd_for("Pod").is_none());
+    }
+
+    #[test]
+    fn metadata_is_never_pruned_even_when_the_schema_declares_it() {
+        let schema = json!({"type": "object", "properties": {
+            "metadata": {"type": "object"},
+            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}});
+        let validator = CrdValidator::from_schema(schema).unwrap();
+        let object = json!({"apiVersion": "x/v1", "kind": "X",
+            "metadata": {"name": "x", "namespace": "default", "labels": {"a": "b"}}, "spec": {"size": 1}});
+        let (decoded, unknown) = validator.decode(&object);
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(decoded["metadata"], object["metadata"]);
+        assert!(validator.validate(&object, None).is_empty());
     }
 }

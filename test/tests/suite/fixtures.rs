@@ -299,3 +299,192 @@ fn fixtures_cover_every_kind_of_both_providers() {
     assert_eq!(kinds("valid"), expected);
     assert_eq!(kinds("invalid"), expected);
 }
+
+/// The API resource of `document`'s kind as served by `discovery`.
+fn api_for(
+    client: &kube::Client,
+    discovery: &kube::Discovery,
+    document: &Value,
+) -> kube::Api<kube::api::DynamicObject> {
+    let api_version = document["apiVersion"].as_str().expect("apiVersion");
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, document["kind"].as_str().expect("kind"));
+    let (resource, capabilities) = discovery
+        .resolve_gvk(&gvk)
+        .unwrap_or_else(|| panic!("{gvk:?} is not served"));
+    match document["metadata"]["namespace"].as_str() {
+        Some(namespace) if capabilities.scope == kube::discovery::Scope::Namespaced => {
+            kube::Api::namespaced_with(client.clone(), namespace, &resource)
+        }
+        _ if capabilities.scope == kube::discovery::Scope::Namespaced => {
+            kube::Api::namespaced_with(client.clone(), "default", &resource)
+        }
+        _ => kube::Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// An emulator with the kubezero and CAPI CRDs installed, and its discovery.
+async fn emulator() -> (kubezero_test::apiserver::ApiServer, kube::Client, kube::Discovery) {
+    let server = kubezero_test::apiserver::ApiServer::start().await.unwrap();
+    server
+        .install_crds(&kubezero_test::validation::kubezero_crds())
+        .await
+        .unwrap();
+    let client = server.client().unwrap();
+    kubezero_test::capi::CapiCore::install(client.clone())
+        .await
+        .unwrap();
+    let discovery = kube::Discovery::new(client.clone()).run().await.unwrap();
+    (server, client, discovery)
+}
+
+async fn create(
+    client: &kube::Client,
+    discovery: &kube::Discovery,
+    document: &Value,
+) -> Result<Value, kube::Error> {
+    let object: kube::api::DynamicObject = serde_json::from_value(document.clone()).unwrap();
+    let created = api_for(client, discovery, document)
+        .create(&kube::api::PostParams::default(), &object)
+        .await?;
+    Ok(serde_json::to_value(created).unwrap())
+}
+
+#[tokio::test]
+async fn the_api_emulator_refuses_every_invalid_fixture_for_its_stated_field_and_reason() {
+    let (_server, client, discovery) = emulator().await;
+    let files = all_fixture_files("invalid");
+    for (index, file) in files.iter().enumerate() {
+        let (text, mut docs) = documents(file);
+        let expected = header(&text, file);
+        // Unique names, so every file gets a fresh object in the one emulator.
+        for doc in &mut docs {
+            doc["metadata"]["name"] = serde_json::json!(format!("fixture-{index}"));
+        }
+        let refused = if expected.on_update {
+            let created = create(&client, &discovery, &docs[0])
+                .await
+                .unwrap_or_else(|e| panic!("{}: the first document must be accepted: {e}", file.display()));
+            let mut update = docs[1].clone();
+            update["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+            let object: kube::api::DynamicObject = serde_json::from_value(update).unwrap();
+            let name = object.metadata.name.clone().unwrap();
+            api_for(&client, &discovery, &docs[1])
+                .replace(&name, &Default::default(), &object)
+                .await
+                .map(drop)
+        } else {
+            create(&client, &discovery, &docs[0]).await.map(drop)
+        };
+        let Err(kube::Error::Api(status)) = refused else {
+            panic!("{}: accepted by the emulator: {refused:?}", file.display());
+        };
+        assert_eq!(status.code, 422, "{}: {status:?}", file.display());
+        assert_eq!(status.reason, "Invalid", "{}", file.display());
+        assert!(
+            status.message.contains(&expected.message),
+            "{}: message {:?} lacks {:?}",
+            file.display(),
+            status.message,
+            expected.message
+        );
+        let causes = status
+            .details
+            .as_ref()
+            .map(|d| d.causes.clone())
+            .unwrap_or_default();
+        assert!(
+            causes.iter().any(|cause| cause.field == expected.field),
+            "{}: no cause names {}: {causes:?}",
+            file.display(),
+            expected.field
+        );
+    }
+}
+
+/// Substitutes clusterctl variables: `${VAR:=default}` takes its default, `${VAR}` a value from `values`.
+fn substitute(text: &str, values: &[(&str, &str)]) -> String {
+    let variable = regex::Regex::new(r"\$\{([A-Z0-9_]+)(:=([^}]*))?\}").unwrap();
+    variable
+        .replace_all(text, |capture: &regex::Captures<'_>| match capture.get(3) {
+            Some(default) => default.as_str().trim_matches('"').to_string(),
+            None => values
+                .iter()
+                .find(|(key, _)| *key == &capture[1])
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_else(|| panic!("no value for ${{{}}}", &capture[1])),
+        })
+        .into_owned()
+}
+
+#[tokio::test]
+async fn the_api_emulator_accepts_every_valid_fixture_template_and_config_manifest() {
+    let (_server, client, discovery) = emulator().await;
+    for file in all_fixture_files("valid") {
+        let (_, docs) = documents(&file);
+        for doc in docs {
+            create(&client, &discovery, &doc)
+                .await
+                .unwrap_or_else(|e| panic!("{}: refused: {e}", file.display()));
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let values = [
+        ("CLUSTER_NAME", "demo"),
+        ("NAMESPACE", "templates"),
+        ("KUBERNETES_VERSION", "v1.34.1"),
+        ("CONTROL_PLANE_MACHINE_COUNT", "1"),
+        ("WORKER_MACHINE_COUNT", "2"),
+    ];
+    // clusterctl requires the target namespace to exist; the valid fixtures already use `default`.
+    let namespace =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "templates"}});
+    create(&client, &discovery, &namespace).await.unwrap();
+    let mut manifests = Vec::new();
+    for entry in std::fs::read_dir(root.join("templates")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            manifests.push((
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    for folder in ["config/provider/default", "config/bootstrap/default"] {
+        let output = std::process::Command::new("kubectl")
+            .args(["kustomize"])
+            .arg(root.join(folder))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kubectl kustomize {folder}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        manifests.push((folder.to_string(), String::from_utf8(output.stdout).unwrap()));
+    }
+    for (name, text) in manifests {
+        let rendered = substitute(&text, &values);
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+        for doc in docs.into_iter().filter(|d| !d.is_null()) {
+            // CRDs from config/ are already installed (identical): apply them, create everything else.
+            if doc["kind"] == "CustomResourceDefinition" {
+                let crds: kube::Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+                    kube::Api::all(client.clone());
+                let crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+                    serde_json::from_value(doc.clone()).unwrap();
+                crds.patch(
+                    &crd.metadata.name.clone().unwrap(),
+                    &kube::api::PatchParams::apply("kubezero-test").force(),
+                    &kube::api::Patch::Apply(&crd),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{name}: CRD refused: {e}"));
+                continue;
+            }
+            create(&client, &discovery, &doc).await.unwrap_or_else(|e| {
+                panic!("{name}: {} {} refused: {e}", doc["kind"], doc["metadata"]["name"])
+            });
+        }
+    }
+}

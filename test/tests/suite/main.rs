@@ -1,9 +1,17 @@
 //! Integration suite of the kubezero workspace, one test binary (each binary links every crate).
 //!
+//! - [`apiserver`]: the Kubernetes API emulator through kube-rs, kube-runtime and `kubectl`.
+//! - [`capi`]: the CAPI core stand-in against the emulator.
+//! - [`e2e`]: both managers in a [`kubezero_test::world::World`] (emulated or a real cluster).
+//! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
 //! - [`manager`]: the manager binaries as processes (health, metrics, missing CRDs, SIGTERM).
 
+mod apiserver;
+mod capi;
+mod cloud;
+mod e2e;
 mod fixtures;
 mod manager;
 mod manifests;

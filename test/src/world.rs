@@ -1,0 +1,385 @@
+//! The one entry point of the end-to-end suites: a management cluster and the two kubezero managers.
+//!
+//! Without `KUBEZERO_E2E_KUBECONFIG` the world is emulated: an [`ApiServer`] on 127.0.0.1 with the
+//! kubezero CRDs and the [`CapiCore`] stand-in. With it, the suites run against that real management
+//! cluster (Cluster API core installed); the kubezero CRDs are applied there and the managers still run
+//! as local processes. Every world gets its own namespace and the managers watch only that namespace,
+//! so suites never see each other's objects. Suites use only this API: no emulator internals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client};
+
+use crate::apiserver::ApiServer;
+use crate::capi::CapiCore;
+
+/// Environment variable naming a real management cluster's kubeconfig.
+pub const E2E_KUBECONFIG: &str = "KUBEZERO_E2E_KUBECONFIG";
+
+/// Errors while building a world.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    /// The API emulator did not start.
+    #[error("failed to start the API emulator: {0}")]
+    Emulator(String),
+    /// The real cluster's kubeconfig could not be loaded.
+    #[error("failed to load {E2E_KUBECONFIG}={path}: {message}")]
+    Kubeconfig {
+        /// The kubeconfig path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A Kubernetes call failed.
+    #[error("unable to {action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: String,
+        /// Client error.
+        source: kube::Error,
+    },
+    /// A manager binary is missing or did not start.
+    #[error("failed to start {binary}: {message}")]
+    Manager {
+        /// Binary name.
+        binary: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Writing a file failed.
+    #[error("failed to write {path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// How the world is backed.
+enum Backend {
+    /// The emulator and the CAPI stand-in, owned by this world.
+    Emulated { _apiserver: ApiServer, _capi: CapiCore },
+    /// A real management cluster.
+    Real,
+}
+
+/// One running manager process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct ManagerProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// Sends SIGTERM to a child this world started, waits up to 10 s, then kills it.
+fn stop_child(child: &mut Child) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    for _ in 0..100 {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// What a suite needs to talk to a [`World`]: a client and the test namespace. Cheap to clone and
+/// `Send`, so a test body can run in its own task while the world stays with the test.
+#[derive(Clone)]
+pub struct WorldView {
+    client: Client,
+    namespace: String,
+}
+
+impl WorldView {
+    /// A client of the management cluster.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The test's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+/// A management cluster for one test, with its own namespace.
+pub struct World {
+    client: Client,
+    namespace: String,
+    directory: PathBuf,
+    kubeconfig: PathBuf,
+    managers: Vec<ManagerProcess>,
+    backend: Backend,
+}
+
+impl World {
+    /// Starts (or connects to) the management cluster, installs the kubezero CRDs and creates a fresh
+    /// namespace `kz-e2e-<random>`.
+    pub async fn start() -> Result<World, WorldError> {
+        let directory = std::env::temp_dir().join(format!("kubezero-world-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&directory).map_err(|source| WorldError::Io {
+            path: directory.display().to_string(),
+            source,
+        })?;
+        let kubeconfig = directory.join("kubeconfig");
+        let (client, backend) = match std::env::var(E2E_KUBECONFIG) {
+            Ok(path) if !path.is_empty() => {
+                std::fs::copy(&path, &kubeconfig).map_err(|source| WorldError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                (real_client(&path).await?, Backend::Real)
+            }
+            _ => {
+                let apiserver = ApiServer::start()
+                    .await
+                    .map_err(|e| WorldError::Emulator(e.to_string()))?;
+                apiserver
+                    .write_kubeconfig(&kubeconfig)
+                    .map_err(|e| WorldError::Emulator(e.to_string()))?;
+                let client = apiserver
+                    .client()
+                    .map_err(|e| WorldError::Emulator(e.to_string()))?;
+                CapiCore::install(client.clone())
+                    .await
+                    .map_err(|e| WorldError::Emulator(e.to_string()))?;
+                let capi = CapiCore::start(client.clone(), Default::default());
+                (
+                    client,
+                    Backend::Emulated {
+                        _apiserver: apiserver,
+                        _capi: capi,
+                    },
+                )
+            }
+        };
+        install_kubezero_crds(&client).await?;
+        let namespace = format!("kz-e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let object = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &object)
+            .await
+            .map_err(|source| WorldError::Kube {
+                action: format!("create namespace {namespace}"),
+                source,
+            })?;
+        Ok(World {
+            client,
+            namespace,
+            directory,
+            kubeconfig,
+            managers: Vec::new(),
+            backend,
+        })
+    }
+
+    /// A client of the management cluster.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The test's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The client and namespace, for a test body running in its own task.
+    pub fn view(&self) -> WorldView {
+        WorldView {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+        }
+    }
+
+    /// True when the world runs on the emulator and the CAPI stand-in.
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.backend, Backend::Emulated { .. })
+    }
+
+    /// Starts both managers as processes watching only this world's namespace, with leader election
+    /// on a Lease in that namespace.
+    pub fn start_managers(&mut self) -> Result<(), WorldError> {
+        for name in ["kubezero-provider", "kubezero-bootstrap"] {
+            let process = self.spawn_manager(name)?;
+            self.managers.push(process);
+        }
+        Ok(())
+    }
+
+    /// Stops the managers (SIGTERM) and returns their logs, for a failing test's message.
+    pub fn stop_managers(&mut self) -> String {
+        let mut logs = String::new();
+        for mut manager in self.managers.drain(..) {
+            stop_child(&mut manager.child);
+            let text = std::fs::read_to_string(&manager.log).unwrap_or_default();
+            logs.push_str(&format!("--- {} ---\n{text}\n", manager.name));
+        }
+        logs
+    }
+
+    fn spawn_manager(&self, name: &str) -> Result<ManagerProcess, WorldError> {
+        let binary = manager_binary(name)?;
+        let log = self.directory.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).map_err(|source| WorldError::Io {
+            path: log.display().to_string(),
+            source,
+        })?;
+        let port = |offset| free_port().map(|port| format!("127.0.0.1:{port}")).ok_or(offset);
+        let (metrics, health) = match (port(0), port(1)) {
+            (Ok(metrics), Ok(health)) => (metrics, health),
+            _ => {
+                return Err(WorldError::Manager {
+                    binary: name.into(),
+                    message: "no free port".into(),
+                });
+            }
+        };
+        let child = Command::new(&binary)
+            .arg("run")
+            .arg(format!("--namespace={}", self.namespace))
+            .arg("--leader-elect")
+            .arg(format!("--leader-election-namespace={}", self.namespace))
+            .arg(format!("--metrics-bind-address={metrics}"))
+            .arg(format!("--health-probe-bind-address={health}"))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("KUBEZERO_E2E_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("POD_NAME")
+            .env_remove("POD_NAMESPACE")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|error| WorldError::Manager {
+                binary: name.into(),
+                message: error.to_string(),
+            })?;
+        Ok(ManagerProcess {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.managers.clear();
+        if !self.is_emulated() {
+            // A real cluster outlives the test: remove what it created, without waiting.
+            let client = self.client.clone();
+            let namespace = self.namespace.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = Api::<Namespace>::all(client)
+                        .delete(&namespace, &DeleteParams::default())
+                        .await;
+                });
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.directory);
+    }
+}
+
+async fn real_client(path: &str) -> Result<Client, WorldError> {
+    let error = |message: String| WorldError::Kubeconfig {
+        path: path.to_string(),
+        message,
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| error(e.to_string()))?;
+    let options = kube::config::KubeConfigOptions::default();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    Client::try_from(config).map_err(|e| error(e.to_string()))
+}
+
+/// Applies the kubezero CRDs (server-side, forced) and waits until they are established.
+async fn install_kubezero_crds(client: &Client) -> Result<(), WorldError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crds = crate::validation::kubezero_crds();
+    for crd in &crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("kubezero-e2e").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .map_err(|source| WorldError::Kube {
+            action: format!("apply CRD {name}"),
+            source,
+        })?;
+    }
+    for crd in &crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .map_err(|_| WorldError::Emulator(format!("CRD {name} not established within 30 s")))?
+            .map_err(|error| WorldError::Emulator(format!("waiting for CRD {name}: {error}")))?;
+    }
+    Ok(())
+}
+
+/// The manager binary next to the test executables (`target/<profile>/`), or in `KUBEZERO_BIN_DIR`.
+pub fn manager_binary(name: &str) -> Result<PathBuf, WorldError> {
+    let directory = match std::env::var("KUBEZERO_BIN_DIR") {
+        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+            .unwrap_or_default(),
+    };
+    let path = directory.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(WorldError::Manager {
+            binary: name.into(),
+            message: format!(
+                "{} is missing: run `cargo build --workspace --bins`",
+                path.display()
+            ),
+        })
+    }
+}
+
+fn free_port() -> Option<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()
+        .map(|address| address.port())
+}

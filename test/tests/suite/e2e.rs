@@ -1,0 +1,384 @@
+//! End to end: both managers running against a management cluster (the emulator with the CAPI
+//! stand-in, or a real cluster when `KUBEZERO_E2E_KUBECONFIG` is set), driven only through the API.
+//!
+//! Until a platform backend exists, machines never become provisioned: these tests assert the
+//! contract's objects, owners, labels, annotations, conditions and deletion order, nothing more.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Future, StreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Resource, ResourceExt};
+use kubezero_bootstrap::api::KubeZeroConfig;
+use kubezero_capi::core::{Cluster, Machine};
+use kubezero_provider::api::{KubeZeroCluster, KubeZeroMachine};
+use kubezero_test::world::{World, WorldView};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn machine_deployments(world: &WorldView) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta2", "MachineDeployment"),
+        "machinedeployments",
+    );
+    Api::namespaced_with(world.client(), world.namespace(), &resource)
+}
+
+fn api<K>(world: &WorldView) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    Api::namespaced(world.client(), world.namespace())
+}
+
+async fn create(world: &WorldView, api: &Api<DynamicObject>, mut object: Value) {
+    object["metadata"]["namespace"] = json!(world.namespace());
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()));
+}
+
+fn dynamic(world: &WorldView, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    Api::namespaced_with(
+        world.client(),
+        world.namespace(),
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+/// Polls until `check` returns `Some` or [`WAIT`] passes.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Watches `api` and records `(kind, name)` the first time an object is seen deleting or deleted.
+fn record_deletions<K>(
+    api: Api<K>,
+    kind: &'static str,
+    log: Arc<Mutex<Vec<(String, String)>>>,
+) -> tokio::task::JoinHandle<()>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = events.next().await {
+            let (object, deleted) = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (o, false),
+                watcher::Event::Delete(o) => (o, true),
+                _ => continue,
+            };
+            if deleted || object.meta().deletion_timestamp.is_some() {
+                let entry = (kind.to_string(), object.name_any());
+                let mut log = log.lock().unwrap();
+                if !log.contains(&entry) {
+                    log.push(entry);
+                }
+            }
+        }
+    })
+}
+
+fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_deployment_scales_0_3_0_with_both_managers_and_contract_objects() {
+    let mut world = World::start().await.unwrap();
+    world.start_managers().unwrap();
+    let world = Arc::new(Mutex::new(world));
+    let flow = tokio::spawn({
+        let world = world.clone();
+        async move {
+            let view = world.lock().unwrap().view();
+            tokio::time::timeout(Duration::from_secs(240), scale_0_3_0(&view)).await
+        }
+    });
+    let outcome = flow.await;
+    let logs = world.lock().unwrap().stop_managers();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("the flow timed out; manager logs:\n{logs}"),
+        Err(failure) => panic!("{failure}; manager logs:\n{logs}"),
+    }
+}
+
+async fn scale_0_3_0(world: &WorldView) {
+    let namespace = world.namespace().to_string();
+    let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
+    create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        "metadata": {"name": "demo"},
+        "spec": {"clusterNetwork": {"pods": {"cidrBlocks": ["10.244.0.0/16"]}},
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"}}})).await;
+    let infra_clusters = dynamic(
+        world,
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroCluster",
+        "kubezeroclusters",
+    );
+    create(
+        world,
+        &infra_clusters,
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroCluster",
+        "metadata": {"name": "demo"}, "spec": {"aws": {"region": "eu-central-1"}}}),
+    )
+    .await;
+    let machine_templates = dynamic(
+        world,
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroMachineTemplate",
+        "kubezeromachinetemplates",
+    );
+    create(
+        world,
+        &machine_templates,
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "KubeZeroMachineTemplate", "metadata": {"name": "demo-workers"},
+        "spec": {"template": {"spec": {"aws": {"instanceType": "m7g.large"}}}}}),
+    )
+    .await;
+    let config_templates = dynamic(
+        world,
+        "bootstrap.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroConfigTemplate",
+        "kubezeroconfigtemplates",
+    );
+    create(world, &config_templates, json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
+        "kind": "KubeZeroConfigTemplate", "metadata": {"name": "demo-workers"}, "spec": {"template": {"spec": {}}}})).await;
+    let labels =
+        json!({"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/deployment-name": "demo-workers"});
+    create(world, &machine_deployments(world), json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+        "metadata": {"name": "demo-workers", "labels": {"cluster.x-k8s.io/cluster-name": "demo"}},
+        "spec": {"clusterName": "demo", "replicas": 0, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"clusterName": "demo", "version": "v1.34.1",
+                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfigTemplate", "name": "demo-workers"}},
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachineTemplate", "name": "demo-workers"}}}}})).await;
+
+    // The KubeZeroCluster is adopted by core and reconciled by our provider.
+    let kzc_api = api::<KubeZeroCluster>(world);
+    eventually(
+        "KubeZeroCluster owned by the Cluster, with our finalizer and Ready reported",
+        || async {
+            let infra = kzc_api.get("demo").await.ok()?;
+            let owned = infra
+                .owner_references()
+                .iter()
+                .any(|o| o.kind == "Cluster" && o.name == "demo");
+            let finalized = infra
+                .finalizers()
+                .iter()
+                .any(|f| f == kubezero_provider::api::FINALIZER_CLUSTER);
+            let reason = ready_reason(infra.status.as_ref().map_or(&[], |s| &s.conditions))?;
+            (owned && finalized && reason == "BackendUnavailable").then_some(())
+        },
+    )
+    .await;
+
+    // Both managers hold their leader Lease in the test namespace.
+    let leases = api::<Lease>(world);
+    eventually("both leader Leases", || async {
+        let names: Vec<String> = leases
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .iter()
+            .map(|l| l.name_any())
+            .collect();
+        (names.contains(&"kubezero-provider".to_string())
+            && names.contains(&"kubezero-bootstrap".to_string()))
+        .then_some(())
+    })
+    .await;
+
+    let deletions = Arc::new(Mutex::new(Vec::new()));
+    let recorders = [
+        record_deletions(
+            api::<KubeZeroMachine>(world),
+            "KubeZeroMachine",
+            deletions.clone(),
+        ),
+        record_deletions(api::<KubeZeroConfig>(world), "KubeZeroConfig", deletions.clone()),
+        record_deletions(api::<Machine>(world), "Machine", deletions.clone()),
+    ];
+
+    machine_deployments(world)
+        .patch(
+            "demo-workers",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    let machines_api = api::<Machine>(world);
+    let kzm_api = api::<KubeZeroMachine>(world);
+    let config_api = api::<KubeZeroConfig>(world);
+    let selector = "cluster.x-k8s.io/deployment-name=demo-workers";
+    let machines = eventually(
+        "3 Machines whose KubeZeroMachines and KubeZeroConfigs carry the contract",
+        || async {
+            let machines = machines_api
+                .list(&ListParams::default().labels(selector))
+                .await
+                .ok()?
+                .items;
+            if machines.len() != 3 {
+                return None;
+            }
+            for machine in &machines {
+                let infra_name = &machine.spec.infrastructure_ref.as_ref()?.name;
+                let config_name = &machine.spec.bootstrap.config_ref.as_ref()?.name;
+                let infra = kzm_api.get_opt(infra_name).await.ok()??;
+                let config = config_api.get_opt(config_name).await.ok()??;
+                for (meta, template_kind) in [
+                    (
+                        &infra.metadata,
+                        "KubeZeroMachineTemplate.infrastructure.cluster.x-k8s.io",
+                    ),
+                    (
+                        &config.metadata,
+                        "KubeZeroConfigTemplate.bootstrap.cluster.x-k8s.io",
+                    ),
+                ] {
+                    let owners = meta.owner_references.clone().unwrap_or_default();
+                    let controller = owners.iter().find(|o| o.controller == Some(true))?;
+                    if controller.kind != "Machine" || controller.name != machine.name_any() {
+                        return None;
+                    }
+                    let labels = meta.labels.clone().unwrap_or_default();
+                    let annotations = meta.annotations.clone().unwrap_or_default();
+                    assert_eq!(
+                        labels.get("cluster.x-k8s.io/cluster-name").map(String::as_str),
+                        Some("demo")
+                    );
+                    assert_eq!(
+                        annotations
+                            .get("cluster.x-k8s.io/cloned-from-name")
+                            .map(String::as_str),
+                        Some("demo-workers")
+                    );
+                    assert_eq!(
+                        annotations
+                            .get("cluster.x-k8s.io/cloned-from-groupkind")
+                            .map(String::as_str),
+                        Some(template_kind)
+                    );
+                }
+                // Our managers reconciled both: finalizer on the infra machine, waiting conditions on both.
+                if !infra
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == kubezero_provider::api::FINALIZER_MACHINE)
+                {
+                    return None;
+                }
+                let infra_reason = ready_reason(infra.status.as_ref().map_or(&[], |s| &s.conditions))?;
+                let config_reason = ready_reason(config.status.as_ref().map_or(&[], |s| &s.conditions))?;
+                if infra_reason != "WaitingForClusterInfrastructure"
+                    || config_reason != "WaitingForClusterInfrastructure"
+                {
+                    return None;
+                }
+                assert!(
+                    infra.spec.provider_id.is_none(),
+                    "nothing provisions machines without a backend"
+                );
+            }
+            Some(machines)
+        },
+    )
+    .await;
+    let machine_names: Vec<String> = machines.iter().map(ResourceExt::name_any).collect();
+    let cluster: Cluster = api::<Cluster>(world).get("demo").await.unwrap();
+    assert!(
+        !cluster.infrastructure_provisioned(),
+        "no backend, no provisioned infrastructure"
+    );
+
+    machine_deployments(world)
+        .patch(
+            "demo-workers",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await
+        .unwrap();
+    eventually(
+        "Machines, KubeZeroMachines and KubeZeroConfigs all gone",
+        || async {
+            let machines = machines_api.list(&ListParams::default()).await.ok()?.items.len();
+            let infra = kzm_api.list(&ListParams::default()).await.ok()?.items.len();
+            let configs = config_api.list(&ListParams::default()).await.ok()?.items.len();
+            (machines + infra + configs == 0).then_some(())
+        },
+    )
+    .await;
+    let order = deletions.lock().unwrap().clone();
+    for name in &machine_names {
+        let position = |kind: &str| order.iter().position(|(k, n)| k == kind && n == name);
+        let (infra, config) = (position("KubeZeroMachine"), position("KubeZeroConfig"));
+        assert!(
+            infra.is_some() && config.is_some(),
+            "{name}: both deletions observed: {order:?}"
+        );
+        assert!(
+            infra < config,
+            "{name}: the infra machine goes before the bootstrap config: {order:?}"
+        );
+    }
+    for recorder in recorders {
+        recorder.abort();
+    }
+
+    // Deleting the Cluster removes the KubeZeroCluster too (our finalizer released).
+    api::<Cluster>(world)
+        .delete("demo", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("Cluster and KubeZeroCluster gone", || async {
+        let cluster = api::<Cluster>(world).get_opt("demo").await.ok()?;
+        let infra = kzc_api.get_opt("demo").await.ok()?;
+        (cluster.is_none() && infra.is_none()).then_some(())
+    })
+    .await;
+    let left = infra_clusters
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len()
+        + machines_api
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+    assert_eq!(left, 0, "nothing of the cluster is left in {namespace}");
+}
