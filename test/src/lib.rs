@@ -4,6 +4,7 @@
 //! - [`apiserver`]: a Kubernetes API emulator on 127.0.0.1 that kube-rs and `kubectl` talk to.
 //! - [`capi`]: a stand-in for Cluster API core's controllers, running against the emulator.
 //! - [`cloud`]: moto (AWS) and sushy-tools (Redfish) fixtures on loopback ports.
+//! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and a node simulator.
 //! - [`world`]: the end-to-end entry point: emulated or real management cluster plus both managers.
 
 #![deny(missing_docs)]
@@ -12,4 +13,5 @@ pub mod apiserver;
 pub mod capi;
 pub mod cloud;
 pub mod validation;
+pub mod workload;
 pub mod world;

@@ -5,6 +5,13 @@
 //! cluster (Cluster API core installed); the kubezero CRDs are applied there and the managers still run
 //! as local processes. Every world gets its own namespace and the managers watch only that namespace,
 //! so suites never see each other's objects. Suites use only this API: no emulator internals.
+//!
+//! The emulated world also runs [`WorkloadEmulators`]: one more emulator per workload Cluster, published
+//! as `<cluster>-kubeconfig` once the Cluster's infrastructure is provisioned (the stand-in then mints
+//! no kubeconfig of its own and links `nodeRef`s through that Secret), and, with
+//! [`World::start_with_cloud`], a [`NodeSimulator`] registering a Node for every running moto
+//! instance of a cluster. Against a real cluster, core writes the kubeconfig and real kubelets
+//! register Nodes: neither runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +22,9 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use crate::apiserver::ApiServer;
-use crate::capi::CapiCore;
+use crate::capi::{CapiCore, CapiCoreOptions, KubeconfigSecretClusters};
+use crate::cloud::Moto;
+use crate::workload::{MotoInstances, NodeSimulator, WorkloadEmulators};
 
 /// Environment variable naming a real management cluster's kubeconfig.
 pub const E2E_KUBECONFIG: &str = "KUBEZERO_E2E_KUBECONFIG";
@@ -62,8 +71,14 @@ pub enum WorldError {
 
 /// How the world is backed.
 enum Backend {
-    /// The emulator and the CAPI stand-in, owned by this world.
-    Emulated { _apiserver: ApiServer, _capi: CapiCore },
+    /// The emulator, the CAPI stand-in, the workload-cluster emulators and (with a cloud) the node
+    /// simulator, owned by this world (dropped in declaration order: the simulator first).
+    Emulated {
+        _nodes: Option<NodeSimulator>,
+        _capi: CapiCore,
+        _workloads: WorkloadEmulators,
+        _apiserver: ApiServer,
+    },
     /// A real management cluster.
     Real,
 }
@@ -133,6 +148,17 @@ impl World {
     /// Starts (or connects to) the management cluster, installs the kubezero CRDs and creates a fresh
     /// namespace `kz-e2e-<random>`.
     pub async fn start() -> Result<World, WorldError> {
+        Self::start_inner(None).await
+    }
+
+    /// Like [`World::start`], with `moto` as the cloud of the emulated world: a [`NodeSimulator`]
+    /// registers a Node in a cluster's workload emulator for each of its running instances (tag
+    /// `kubernetes.io/cluster/<cluster>=owned`). Against a real cluster the moto is not used here.
+    pub async fn start_with_cloud(moto: &Moto) -> Result<World, WorldError> {
+        Self::start_inner(Some(MotoInstances::new(moto))).await
+    }
+
+    async fn start_inner(cloud: Option<MotoInstances>) -> Result<World, WorldError> {
         let directory = std::env::temp_dir().join(format!("kubezero-world-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&directory).map_err(|source| WorldError::Io {
             path: directory.display().to_string(),
@@ -160,12 +186,24 @@ impl World {
                 CapiCore::install(client.clone())
                     .await
                     .map_err(|e| WorldError::Emulator(e.to_string()))?;
-                let capi = CapiCore::start(client.clone(), Default::default());
+                // The workload emulators write `<cluster>-kubeconfig`; the stand-in reads it (§3, §6).
+                let workloads = WorkloadEmulators::start(client.clone());
+                let options = CapiCoreOptions {
+                    workload_clusters: Some(std::sync::Arc::new(KubeconfigSecretClusters::new(
+                        client.clone(),
+                    ))),
+                    kubeconfig: false,
+                    ..CapiCoreOptions::default()
+                };
+                let capi = CapiCore::start(client.clone(), options);
+                let nodes = cloud.map(|source| NodeSimulator::start(&workloads, std::sync::Arc::new(source)));
                 (
                     client,
                     Backend::Emulated {
-                        _apiserver: apiserver,
+                        _nodes: nodes,
                         _capi: capi,
+                        _workloads: workloads,
+                        _apiserver: apiserver,
                     },
                 )
             }

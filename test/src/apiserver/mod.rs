@@ -27,11 +27,15 @@
 //! - CRDs: registration of every served version (no conversion: the `None` strategy, which only
 //!   rewrites `apiVersion`), pruning, defaulting and validation through [`crate::validation`],
 //!   `fieldValidation=Strict`;
-//! - discovery, `/version`, and `meta.k8s.io/v1` Tables for `kubectl get`.
+//! - discovery, `/version`, and `meta.k8s.io/v1` Tables for `kubectl get`;
+//! - applied configurations without `metadata.name` patch the object named on the URL, and a JSON
+//!   patch `test` for `null` passes on an absent path, as on the real server.
 //!
 //! What it refuses: protobuf and CBOR bodies (415), lists at an older exact resourceVersion (501),
 //! field selectors other than `metadata.name` / `metadata.namespace` (400), subresources other
-//! than `status` (404). `/openapi/v2` and `/openapi/v3` answer 404, which `kubectl` tolerates.
+//! than `status` (404). `/openapi/v3` publishes per group-version documents listing each resource's
+//! write operations and their `fieldValidation` parameter (what `kubectl` checks before relying on
+//! server-side field validation) but no schemas; `/openapi/v2` answers 404.
 //! Known simplifications: `continue` pages read the current state rather than a snapshot at the
 //! first page's resourceVersion; core/v1 and events.k8s.io/v1 Events are stored separately;
 //! there is no authentication, admission webhooks or conversion webhooks.

@@ -58,11 +58,27 @@ pub(crate) async fn reconcile(
     let server = format!("https://{host}:{port}");
     let value = mint(&name, &server, &ca_crt, &ca_key)?;
 
-    let secret = Secret {
+    let secret = kubeconfig_secret(cluster, value);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match secrets.create(&params, &secret).await {
+        Ok(_) => Ok(false),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The `<cluster>-kubeconfig` Secret as core writes it (§6): type `cluster.x-k8s.io/secret`, the
+/// cluster-name label, a non-controller ownerRef to the Cluster, and the kubeconfig under `value`.
+pub fn kubeconfig_secret(cluster: &DynamicObject, value: String) -> Secret {
+    let name = cluster.name_any();
+    Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name),
-            namespace: Some(namespace),
-            labels: Some(BTreeMap::from([(CLUSTER_NAME_LABEL.to_string(), name.clone())])),
+            name: Some(format!("{name}-kubeconfig")),
+            namespace: cluster.namespace(),
+            labels: Some(BTreeMap::from([(CLUSTER_NAME_LABEL.to_string(), name)])),
             owner_references: Some(vec![capi_owner("Cluster", cluster, false)]),
             ..ObjectMeta::default()
         },
@@ -72,15 +88,6 @@ pub(crate) async fn reconcile(
             ByteString(value.into_bytes()),
         )])),
         ..Secret::default()
-    };
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
-    match secrets.create(&params, &secret).await {
-        Ok(_) => Ok(false),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -51,7 +51,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 
 pub use crds::crds;
-pub use kubeconfig::KubeconfigSecretClusters;
+pub use kubeconfig::{KubeconfigSecretClusters, kubeconfig_secret};
 pub use refs::{crd_name, plural, resolve, resource_from_crd};
 
 /// Field manager of every write the stand-in makes.

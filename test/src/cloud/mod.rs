@@ -17,7 +17,7 @@ mod moto;
 mod process;
 mod sushy;
 
-pub use moto::{ALPINE_OWNER_ID, Moto, MotoBuilder, alpine_ami, alpine_amis};
+pub use moto::{ALPINE_OWNER_ID, Moto, MotoBuilder, alpine_ami, alpine_amis, ec2_query};
 pub use process::{free_port, venv_dir};
 pub use sushy::{FakeSystem, Sushy};
 

@@ -169,6 +169,11 @@ impl Moto {
         ]
     }
 
+    /// One EC2 Query API call (`form` is `Action=...&...`; the API version is added), see [`ec2_query`].
+    pub fn ec2_query(&self, form: &str) -> Result<http::Response, Error> {
+        ec2_query(self.addr(), self.region(), self.access_key_id(), form)
+    }
+
     /// Forgets every resource (`POST /moto-api/reset`); seeded AMIs come back.
     pub fn reset(&self) -> Result<(), Error> {
         let response = http::request(self.addr(), "POST", "/moto-api/reset", &[], &[], REQUEST_TIMEOUT)?;
@@ -191,4 +196,31 @@ impl Moto {
     pub fn output_tail(&self) -> String {
         self.process.output_tail()
     }
+}
+
+/// One EC2 Query API call to the moto server at `addr`: a form POST of `form` plus
+/// `Version=2016-11-15`. moto routes on the service named in the `Authorization` header's credential
+/// scope and does not check signatures, so a dummy SigV4 header naming `ec2` suffices. Any HTTP
+/// status is returned; only transport failures are errors.
+pub fn ec2_query(
+    addr: SocketAddr,
+    region: &str,
+    access_key_id: &str,
+    form: &str,
+) -> Result<http::Response, Error> {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={access_key_id}/20260101/{region}/ec2/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let body = format!("{form}&Version=2016-11-15");
+    http::request(
+        addr,
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &auth),
+        ],
+        body.as_bytes(),
+        REQUEST_TIMEOUT,
+    )
 }

@@ -3,10 +3,10 @@
 //! simulated by patching those objects here, as test setup.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::{bounded, eventually};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -20,8 +20,6 @@ use kubezero_test::capi::{self, CapiCore, CapiCoreOptions, CapiKind};
 use serde_json::{Value, json};
 
 const NS: &str = "default";
-const TEST_TIMEOUT: Duration = Duration::from_secs(90);
-const WAIT: Duration = Duration::from_secs(30);
 const HOLD_FINALIZER: &str = "test.kubezero.dev/hold";
 
 struct World {
@@ -174,32 +172,6 @@ impl World {
             .expect("list machines")
             .items
     }
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, failing after [`WAIT`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Runs a test body under [`TEST_TIMEOUT`].
-async fn bounded(body: impl Future<Output = ()>) {
-    tokio::time::timeout(TEST_TIMEOUT, body)
-        .await
-        .expect("test finished in time");
 }
 
 fn str_at<'a>(value: &'a Value, path: &str) -> Option<&'a str> {

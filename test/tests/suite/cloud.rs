@@ -15,27 +15,11 @@ fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// An EC2 Query API call over raw HTTP. moto routes on the service named in the Authorization
-/// header's credential scope and does not check the signature, so a dummy SigV4 header suffices.
+/// An EC2 Query API call to moto (see `Moto::ec2_query`); panics with moto's output on transport errors.
 fn ec2(moto: &Moto, form: &str) -> http::Response {
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={}/20260101/{}/ec2/aws4_request, SignedHeaders=host, Signature=0",
-        moto.access_key_id(),
-        moto.region()
-    );
-    let body = format!("{form}&Version=2016-11-15");
-    let response = http::request(
-        moto.addr(),
-        "POST",
-        "/",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Authorization", &auth),
-        ],
-        body.as_bytes(),
-        REQUEST_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("{e}\nmoto output:\n{}", moto.output_tail()));
+    let response = moto
+        .ec2_query(form)
+        .unwrap_or_else(|e| panic!("{e}\nmoto output:\n{}", moto.output_tail()));
     assert_eq!(
         response.status,
         200,

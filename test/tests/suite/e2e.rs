@@ -7,7 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Future, StreamExt};
+use crate::support::eventually;
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -17,8 +18,6 @@ use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::{KubeZeroCluster, KubeZeroMachine};
 use kubezero_test::world::{World, WorldView};
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn machine_deployments(world: &WorldView) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(
@@ -50,25 +49,6 @@ fn dynamic(world: &WorldView, group: &str, version: &str, kind: &str, plural: &s
         world.namespace(),
         &ApiResource::from_gvk_with_plural(&gvk, plural),
     )
-}
-
-/// Polls until `check` returns `Some` or [`WAIT`] passes.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Watches `api` and records `(kind, name)` the first time an object is seen deleting or deleted.

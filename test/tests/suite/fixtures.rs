@@ -402,8 +402,9 @@ async fn the_api_emulator_refuses_every_invalid_fixture_for_its_stated_field_and
     }
 }
 
-/// Substitutes clusterctl variables: `${VAR:=default}` takes its default, `${VAR}` a value from `values`.
-fn substitute(text: &str, values: &[(&str, &str)]) -> String {
+/// Substitutes clusterctl variables for a user who sets only the required ones: `${VAR:=default}`
+/// takes its default (quotes around an empty default dropped), `${VAR}` a value from `values`.
+pub(crate) fn substitute(text: &str, values: &[(&str, &str)]) -> String {
     let variable = regex::Regex::new(r"\$\{([A-Z0-9_]+)(:=([^}]*))?\}").unwrap();
     variable
         .replace_all(text, |capture: &regex::Captures<'_>| match capture.get(3) {

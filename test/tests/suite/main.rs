@@ -7,6 +7,7 @@
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
 //! - [`manager`]: the manager binaries as processes (health, metrics, missing CRDs, SIGTERM).
+//! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and the node simulator.
 
 mod apiserver;
 mod capi;
@@ -15,3 +16,5 @@ mod e2e;
 mod fixtures;
 mod manager;
 mod manifests;
+mod support;
+mod workload;

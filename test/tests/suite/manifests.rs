@@ -382,25 +382,6 @@ fn clusterctl_settings_point_at_kustomize_folders_and_metadata() {
     );
 }
 
-/// Substitutes clusterctl variables the way its envsubst does for a user who sets only the required
-/// ones: `${VAR:=default}` takes the default, `${VAR}` takes `required[VAR]`.
-fn substitute(template: &str, required: &[(&str, &str)]) -> String {
-    let variable = regex::Regex::new(r"\$\{([A-Z0-9_]+)(:=([^}]*))?\}").unwrap();
-    variable
-        .replace_all(template, |capture: &regex::Captures<'_>| match capture.get(3) {
-            Some(default) => default.as_str().to_string(),
-            None => {
-                let name = &capture[1];
-                let value = required.iter().find(|(key, _)| *key == name);
-                value
-                    .unwrap_or_else(|| panic!("template needs ${{{name}}}"))
-                    .1
-                    .to_string()
-            }
-        })
-        .into_owned()
-}
-
 #[test]
 fn cluster_templates_render_objects_our_crds_accept() {
     let required = [
@@ -422,7 +403,7 @@ fn cluster_templates_render_objects_our_crds_accept() {
         .collect();
     assert!(!templates.is_empty(), "templates/cluster-template.yaml exists");
     for path in templates {
-        let rendered = substitute(&std::fs::read_to_string(&path).unwrap(), &required);
+        let rendered = crate::fixtures::substitute(&std::fs::read_to_string(&path).unwrap(), &required);
         let mut checked = 0;
         for document in yaml_documents(&rendered) {
             let kind = document["kind"].as_str().unwrap();
