@@ -5,3 +5,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod lock;
+pub mod pki;
+pub mod render;
+pub mod tokens;

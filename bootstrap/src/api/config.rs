@@ -11,6 +11,11 @@ use kubezero_capi::contract::{BootstrapInitialization, ObjectMeta};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::kubeadm::{
+    ClusterConfiguration, InitConfiguration, JoinConfiguration, KubeletConfiguration,
+    NODE_LABELS_NAMESPACE_RULE, NODE_LABELS_SYNTAX_RULE,
+};
+
 /// Default Alpine release installed packages come from.
 pub const DEFAULT_ALPINE_RELEASE: &str = "3.22";
 /// Default mode of a written file.
@@ -18,7 +23,8 @@ pub const DEFAULT_FILE_PERMISSIONS: &str = "0644";
 /// Default owner of a written file.
 pub const DEFAULT_FILE_OWNER: &str = "root:root";
 
-/// Bootstrap data of one Machine: files, users, NTP, commands and sysctls rendered as Alpine user data.
+/// Bootstrap data of one Machine: kubeadm settings, files, users, NTP, commands and sysctls rendered as Alpine
+/// user data.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "bootstrap.cluster.x-k8s.io",
@@ -52,6 +58,34 @@ pub struct KubeZeroConfigSpec {
     /// Format of the bootstrap data: `alpine-config` (tiny-cloud, default) or `cloud-config` (cloud-init).
     #[serde(default)]
     pub format: Format,
+
+    /// kubeadm `ClusterConfiguration` settings (used by the first control-plane node's `kubeadm init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_configuration: Option<ClusterConfiguration>,
+
+    /// kubeadm `InitConfiguration` settings (first control-plane node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_configuration: Option<InitConfiguration>,
+
+    /// kubeadm `JoinConfiguration` settings (further control-plane nodes and workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_configuration: Option<JoinConfiguration>,
+
+    /// kubelet settings over the KubeZero defaults (cri-o, cgroupfs, reservations, parallel image pulls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_configuration: Option<KubeletConfiguration>,
+
+    /// Labels the kubelet registers the node with (its `--node-labels` flag, whatever the role). The kubelet
+    /// refuses labels in the `kubernetes.io` and `k8s.io` namespaces except under `node.kubernetes.io/` and
+    /// `kubelet.kubernetes.io/` (NodeRestriction); Cluster API itself syncs the Machine's
+    /// `node.cluster.x-k8s.io/` labels to the node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "kubezero_capi::schema::string_map")]
+    #[x_kube(validation = Rule::new(NODE_LABELS_SYNTAX_RULE)
+        .message("node labels must be valid label keys and values"))]
+    #[x_kube(validation = Rule::new(NODE_LABELS_NAMESPACE_RULE)
+        .message("node labels in the kubernetes.io and k8s.io namespaces must be under node.kubernetes.io/ or kubelet.kubernetes.io/"))]
+    pub node_labels: BTreeMap<String, String>,
 
     /// Files written to the node before kubeadm runs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

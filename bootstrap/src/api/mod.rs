@@ -1,6 +1,7 @@
 //! API types of the bootstrap provider (`bootstrap.cluster.x-k8s.io/v1alpha1`) and their CRDs.
 
 mod config;
+pub mod kubeadm;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -265,6 +266,61 @@ mod tests {
             )]
         );
         assert!(schema["properties"]["status"]["properties"]["conditions"].is_object());
+    }
+
+    #[test]
+    fn kubeadm_sections_have_enums_bounds_and_rules() {
+        for crd in crds() {
+            let schema = schema_of(&crd);
+            let spec = match crd.spec.names.kind.as_str() {
+                "KubeZeroConfig" => &schema["properties"]["spec"],
+                _ => &schema["properties"]["spec"]["properties"]["template"]["properties"]["spec"],
+            };
+            let props = &spec["properties"];
+            let messages = |s: &Value| -> Vec<String> {
+                s["x-kubernetes-validations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["message"].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            let kubelet = &props["kubeletConfiguration"];
+            assert_eq!(
+                kubelet["properties"]["cgroupDriver"]["enum"],
+                json!(["cgroupfs", "systemd"]),
+                "no null in optional enums"
+            );
+            assert_eq!(kubelet["properties"]["maxPods"]["minimum"], 1.0);
+            assert_eq!(kubelet["properties"]["maxPods"]["maximum"], 1000.0);
+            assert_eq!(
+                messages(kubelet),
+                ["maxParallelImagePulls must be 1 (or unset) when serializeImagePulls is true"]
+            );
+            let registration = &props["joinConfiguration"]["properties"]["nodeRegistration"]["properties"];
+            assert_eq!(
+                registration["taints"]["items"]["properties"]["effect"]["enum"],
+                json!(["NoSchedule", "PreferNoSchedule", "NoExecute"])
+            );
+            assert_eq!(
+                messages(&registration["taints"]),
+                ["taints must be unique by key and effect"]
+            );
+            assert_eq!(
+                messages(&registration["kubeletExtraArgs"]),
+                ["extraArgs names must be unique"]
+            );
+            let cluster = &props["clusterConfiguration"]["properties"];
+            let arg = &cluster["apiServer"]["properties"]["extraArgs"]["items"]["properties"]["name"];
+            assert_eq!(arg["minLength"], 1);
+            assert!(
+                cluster["networking"]["properties"]["podSubnet"]["pattern"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("^([0-9]{1,3}")
+            );
+            assert_eq!(messages(&props["nodeLabels"]).len(), 2);
+        }
     }
 
     #[test]

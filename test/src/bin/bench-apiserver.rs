@@ -134,6 +134,6 @@ async fn main() {
         received as f64 / last.duration_since(started).as_secs_f64()
     );
     println!("  RSS before objects (MiB)                {rss_empty:>10.1}");
-    println!("  RSS with {created} objects (MiB)        {rss_full:>10.1}");
+    println!("  RSS with all objects stored (MiB)       {rss_full:>10.1}");
     server.shutdown().await;
 }

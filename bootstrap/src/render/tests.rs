@@ -1,0 +1,560 @@
+//! Golden and validator tests of the user-data renderers.
+//!
+//! Golden files live in `bootstrap/tests/golden/<role>.<format>.yaml` (raw, not gzipped) and are compared
+//! byte for byte; `KUBEZERO_UPDATE_GOLDEN=1` rewrites them. The boot script must pass `shellcheck -s sh`,
+//! every `#cloud-config` golden must pass `cloud-init schema`, and every `#alpine-config` golden may only
+//! use tiny-cloud's keys. Missing validators fail the tests (install them with scripts/test-tools.sh).
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::*;
+
+const ROLES: &[(&str, Role)] = &[
+    ("init", Role::Init),
+    ("controlplane-join", Role::ControlPlaneJoin),
+    ("worker-join", Role::WorkerJoin),
+];
+const FORMATS: &[Format] = &[Format::AlpineConfig, Format::CloudConfig];
+
+/// Top-level keys tiny-cloud's `#alpine-config` handler reads (lib/tiny-cloud/user-data/alpine-config).
+const TINY_CLOUD_KEYS: &[&str] = &[
+    "user",
+    "users",
+    "ssh_authorized_keys",
+    "bootcmd",
+    "write_files",
+    "ntp",
+    "apk",
+    "package_update",
+    "package_upgrade",
+    "packages",
+    "runcmd",
+];
+const TINY_CLOUD_WRITE_FILES_KEYS: &[&str] =
+    &["path", "content", "permissions", "owner", "encoding", "append"];
+const TINY_CLOUD_NTP_KEYS: &[&str] = &["enabled", "ntp_client"];
+/// Top-level keys the renderer may use in `#cloud-config` (cloud-init 22.4 accepts unknown keys silently).
+const CLOUD_INIT_KEYS: &[&str] = &[
+    "users",
+    "ntp",
+    "write_files",
+    "package_update",
+    "packages",
+    "runcmd",
+];
+
+/// Fake PEM blocks: fixtures only, not key material.
+fn fake_pem(kind: &str, body: &str) -> FileContent {
+    FileContent::Text(format!("-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"))
+}
+
+fn file(path: &str, content: FileContent, permissions: &str) -> FileSpec {
+    FileSpec {
+        path: path.into(),
+        content,
+        permissions: Some(permissions.into()),
+        owner: None,
+        encoding: FileEncoding::Text,
+        append: false,
+    }
+}
+
+const INIT_KUBEADM: &str = "\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+bootstrapTokens:
+- token: abcdef.0123456789abcdef
+  ttl: 15m0s
+nodeRegistration:
+  criSocket: unix:///var/run/crio/crio.sock
+  kubeletExtraArgs:
+  - name: provider-id
+    value: __KUBEZERO_PROVIDER_ID__
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+clusterName: demo
+kubernetesVersion: v1.34.2
+controlPlaneEndpoint: demo-apiserver.example.com:6443
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+serializeImagePulls: false
+maxParallelImagePulls: 4
+";
+
+const JOIN_KUBEADM: &str = "\
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: demo-apiserver.example.com:6443
+    token: abcdef.0123456789abcdef
+    caCertHashes:
+    - sha256:0000000000000000000000000000000000000000000000000000000000000000
+nodeRegistration:
+  criSocket: unix:///var/run/crio/crio.sock
+  kubeletExtraArgs:
+  - name: provider-id
+    value: __KUBEZERO_PROVIDER_ID__
+";
+
+fn fixture(role: Role, format: Format) -> RenderInput {
+    let mut input = RenderInput {
+        role,
+        format,
+        kubernetes_version: "v1.34.2".into(),
+        alpine: AlpineSettings {
+            release: "3.22".into(),
+            mirror: None,
+            extra_repositories: vec![],
+        },
+        kubeadm_config: INIT_KUBEADM.into(),
+        files: vec![],
+        users: vec![],
+        ntp_servers: vec![],
+        pre_kubeadm_commands: vec![],
+        post_kubeadm_commands: vec![],
+        sysctls: BTreeMap::new(),
+        provider_id: ProviderIdSource::Aws,
+    };
+    match role {
+        Role::Init => {
+            input.users = vec![UserSpec {
+                name: "capi".into(),
+                ssh_authorized_keys: vec![
+                    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForGoldenTests capi@example".into(),
+                ],
+                sudo: Some("ALL=(ALL) NOPASSWD:ALL".into()),
+                groups: vec!["wheel".into()],
+                shell: Some("/bin/ash".into()),
+            }];
+            input.ntp_servers = vec!["169.254.169.123".into()];
+            input.pre_kubeadm_commands = vec!["echo 'pre kubeadm' > /run/kubezero-pre".into()];
+            input.post_kubeadm_commands =
+                vec!["kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes".into()];
+            input.sysctls.insert("vm.max_map_count".into(), "262144".into());
+            input.files = vec![file(
+                "/etc/kubernetes/audit-policy.yaml",
+                FileContent::Text(
+                    "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n".into(),
+                ),
+                "0600",
+            )];
+        }
+        Role::ControlPlaneJoin => {
+            input.provider_id = ProviderIdSource::NoCloud;
+            input.alpine = AlpineSettings {
+                release: "3.22".into(),
+                mirror: Some("https://mirror.example.internal/alpine/".into()),
+                extra_repositories: vec!["https://cdn.example.internal/alpine/v3.22/kubezero".into()],
+            };
+            input.kubeadm_config =
+                format!("{JOIN_KUBEADM}controlPlane:\n  localAPIEndpoint:\n    bindPort: 6443\n");
+            for (path, kind, perm) in [
+                ("/etc/kubernetes/pki/ca.crt", "CERTIFICATE", "0644"),
+                ("/etc/kubernetes/pki/ca.key", "EC PRIVATE KEY", "0600"),
+                ("/etc/kubernetes/pki/etcd/ca.crt", "CERTIFICATE", "0644"),
+                ("/etc/kubernetes/pki/etcd/ca.key", "EC PRIVATE KEY", "0600"),
+                ("/etc/kubernetes/pki/front-proxy-ca.crt", "CERTIFICATE", "0644"),
+                ("/etc/kubernetes/pki/front-proxy-ca.key", "EC PRIVATE KEY", "0600"),
+                ("/etc/kubernetes/pki/sa.pub", "PUBLIC KEY", "0644"),
+                ("/etc/kubernetes/pki/sa.key", "EC PRIVATE KEY", "0600"),
+            ] {
+                input.files.push(file(
+                    path,
+                    fake_pem(kind, "RmFrZSBmaXh0dXJlLCBub3QgYSBrZXk="),
+                    perm,
+                ));
+            }
+        }
+        Role::WorkerJoin => {
+            input.alpine.release = "edge".into();
+            input.kubeadm_config = JOIN_KUBEADM.into();
+            input.files = vec![
+                FileSpec {
+                    path: "/etc/kubezero/blob.bin".into(),
+                    content: FileContent::Bytes(vec![0, 1, 2, 0xff, b'\n']),
+                    permissions: None,
+                    owner: None,
+                    encoding: FileEncoding::Text,
+                    append: false,
+                },
+                FileSpec {
+                    path: "/etc/motd".into(),
+                    content: FileContent::Text("kubezero worker\n".into()),
+                    permissions: Some("0644".into()),
+                    owner: Some("root:root".into()),
+                    encoding: FileEncoding::GzipBase64,
+                    append: true,
+                },
+            ];
+        }
+    }
+    input
+}
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn golden_path(role: &str, format: Format) -> PathBuf {
+    golden_dir().join(format!("{role}.{}.yaml", format.as_str()))
+}
+
+fn all_documents() -> Vec<(String, Format, RenderInput, String)> {
+    let mut out = Vec::new();
+    for (name, role) in ROLES {
+        for format in FORMATS {
+            let input = fixture(*role, *format);
+            let doc = render_document(&input).expect("fixture renders");
+            out.push((name.to_string(), *format, input, doc));
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_files_match() {
+    let update = std::env::var_os("KUBEZERO_UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let mut mismatches = Vec::new();
+    for (name, format, _, doc) in all_documents() {
+        let path = golden_path(&name, format);
+        if update {
+            std::fs::create_dir_all(golden_dir()).unwrap();
+            std::fs::write(&path, &doc).unwrap();
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(want) if want == doc.as_bytes() => {}
+            Ok(_) => mismatches.push(format!("{} differs", path.display())),
+            Err(e) => mismatches.push(format!("{}: {e}", path.display())),
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "golden files out of date (rerun with KUBEZERO_UPDATE_GOLDEN=1 and review the diff):\n{}",
+        mismatches.join("\n")
+    );
+}
+
+fn require_tool(cmd: &str) {
+    let found = Command::new(cmd)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok(),
+        "`{cmd}` is not installed: run scripts/test-tools.sh (CI installs it)"
+    );
+}
+
+#[test]
+fn boot_scripts_pass_shellcheck() {
+    require_tool("shellcheck");
+    for (name, format, input, _) in all_documents() {
+        let script = boot_script(&input).unwrap();
+        let mut child = Command::new("shellcheck")
+            .args(["-s", "sh", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "shellcheck failed for {name} {}:\n{}{}",
+            format.as_str(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn cloud_config_goldens_pass_cloud_init_schema() {
+    require_tool("cloud-init");
+    let dir = std::env::temp_dir().join(format!("kubezero-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, format, _, doc) in all_documents() {
+        if format != Format::CloudConfig {
+            continue;
+        }
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(&path, &doc).unwrap();
+        let out = Command::new("cloud-init")
+            .arg("schema")
+            .arg("--config-file")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // cloud-init 22.4 exits 1 and prints "Cloud config schema errors" on errors; deprecations are
+        // printed with exit 0. Treat both, and anything but "Valid cloud-config", as failures.
+        let ok = out.status.success()
+            && stdout.contains("Valid cloud-config")
+            && !format!("{stdout}{stderr}")
+                .to_ascii_lowercase()
+                .contains("deprecat")
+            && !stderr.contains("rror");
+        assert!(ok, "cloud-init schema rejected {name}:\n{stdout}{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn parse(doc: &str) -> serde_json::Map<String, Value> {
+    match serde_saphyr::from_str::<Value>(doc).expect("user data is valid YAML") {
+        Value::Object(m) => m,
+        other => panic!("user data is not a mapping: {other}"),
+    }
+}
+
+fn keys_subset(what: &str, obj: &serde_json::Map<String, Value>, allowed: &[&str]) {
+    for k in obj.keys() {
+        assert!(
+            allowed.contains(&k.as_str()),
+            "{what}: key {k:?} is not supported"
+        );
+    }
+}
+
+#[test]
+fn alpine_config_uses_only_tiny_cloud_keys() {
+    for (name, format, _, doc) in all_documents() {
+        let m = parse(&doc);
+        match format {
+            Format::AlpineConfig => {
+                assert!(doc.starts_with("#alpine-config\n"));
+                keys_subset(&name, &m, TINY_CLOUD_KEYS);
+                for f in m["write_files"].as_array().unwrap() {
+                    keys_subset(&name, f.as_object().unwrap(), TINY_CLOUD_WRITE_FILES_KEYS);
+                }
+                if let Some(ntp) = m.get("ntp") {
+                    keys_subset(&name, ntp.as_object().unwrap(), TINY_CLOUD_NTP_KEYS);
+                }
+                if let Some(user) = m.get("user") {
+                    keys_subset(&name, user.as_object().unwrap(), &["name"]);
+                }
+                // tiny-cloud runs every runcmd/bootcmd/ssh key/package entry as a string.
+                for key in ["runcmd", "packages", "ssh_authorized_keys"] {
+                    if let Some(v) = m.get(key) {
+                        assert!(
+                            v.as_array().unwrap().iter().all(Value::is_string),
+                            "{name}: {key}"
+                        );
+                    }
+                }
+            }
+            Format::CloudConfig => {
+                assert!(doc.starts_with("#cloud-config\n"));
+                keys_subset(&name, &m, CLOUD_INIT_KEYS);
+            }
+        }
+    }
+}
+
+/// Decodes the written files back (as tiny-cloud's `write_file` would) and compares them to the input.
+#[test]
+fn written_files_round_trip() {
+    for (name, _, input, doc) in all_documents() {
+        let m = parse(&doc);
+        let files: BTreeMap<String, Vec<u8>> = m["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let content = f["content"].as_str().unwrap();
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+                let bytes = match f.get("encoding").and_then(Value::as_str) {
+                    None => content.as_bytes().to_vec(),
+                    Some("base64") => b64(content),
+                    Some("gzip+base64") => gunzip(&b64(content)),
+                    Some(other) => panic!("unexpected encoding {other}"),
+                };
+                (f["path"].as_str().unwrap().to_string(), bytes)
+            })
+            .collect();
+        assert_eq!(
+            files[KUBEADM_CONFIG_PATH],
+            input.kubeadm_config.as_bytes(),
+            "{name}"
+        );
+        assert_eq!(
+            files[BOOT_SCRIPT_PATH],
+            boot_script(&input).unwrap().as_bytes(),
+            "{name}"
+        );
+        for f in &input.files {
+            let want = match &f.content {
+                FileContent::Text(t) => t.as_bytes(),
+                FileContent::Bytes(b) => b.as_slice(),
+            };
+            assert_eq!(files[&f.path], want, "{name} {}", f.path);
+        }
+        let repos = String::from_utf8(files["/etc/apk/repositories"].clone()).unwrap();
+        assert!(
+            repos.lines().count() >= 2 && repos.contains("/community\n"),
+            "{name}: {repos}"
+        );
+    }
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn packages_are_pinned_to_the_kubernetes_minor() {
+    let doc = render_document(&fixture(Role::WorkerJoin, Format::AlpineConfig)).unwrap();
+    let m = parse(&doc);
+    let pkgs: Vec<&str> = m["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pkgs,
+        [
+            "kubelet~1.34",
+            "kubeadm~1.34",
+            "kubectl~1.34",
+            "cri-o~1.34",
+            "curl"
+        ]
+    );
+    assert_eq!(kubernetes_minor("1.30.0-rc.1").unwrap(), "1.30");
+    for bad in ["", "v1", "vx.y.z", "v1.34.", "latest"] {
+        assert_eq!(
+            kubernetes_minor(bad),
+            Err(RenderError::InvalidKubernetesVersion(bad.into()))
+        );
+    }
+}
+
+#[test]
+fn roles_run_the_right_kubeadm_command() {
+    for (_, role) in ROLES {
+        let script = boot_script(&fixture(*role, Format::AlpineConfig)).unwrap();
+        let init = script.contains("run kubeadm init --config /etc/kubernetes/kubeadm.yaml\n");
+        let join = script.contains("run kubeadm join --config /etc/kubernetes/kubeadm.yaml\n");
+        assert_eq!((init, join), (*role == Role::Init, *role != Role::Init));
+        assert!(script.contains("run touch /run/cluster-api/bootstrap-success.complete\n"));
+    }
+    let aws = boot_script(&fixture(Role::Init, Format::AlpineConfig)).unwrap();
+    assert!(aws.contains("PROVIDER_ID=\"aws:///$az/$iid\""));
+    let metal = boot_script(&fixture(Role::ControlPlaneJoin, Format::AlpineConfig)).unwrap();
+    assert!(metal.contains("LABEL=cidata") && metal.contains("instance-id:"));
+}
+
+#[test]
+fn both_formats_share_the_boot_script() {
+    for (_, role) in ROLES {
+        let a = fixture(*role, Format::AlpineConfig);
+        let c = fixture(*role, Format::CloudConfig);
+        assert_eq!(boot_script(&a).unwrap(), boot_script(&c).unwrap());
+    }
+}
+
+#[test]
+fn oversized_input_is_refused_never_truncated() {
+    let mut input = fixture(Role::WorkerJoin, Format::AlpineConfig);
+    let big: String = (0..20_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    input.files.push(file("/etc/big", FileContent::Text(big), "0644"));
+    let raw_size = render_document(&input).unwrap().len();
+    assert!(raw_size > MAX_RAW_SIZE);
+    assert_eq!(
+        render(&input),
+        Err(RenderError::TooLarge {
+            raw_size,
+            limit: MAX_RAW_SIZE
+        })
+    );
+}
+
+#[test]
+fn gzip_when_it_helps_and_round_trips() {
+    for (name, format, input, doc) in all_documents() {
+        let r = render(&input).unwrap();
+        assert_eq!((r.format, r.raw_size), (format, doc.len()), "{name}");
+        assert_eq!(
+            r.gzipped,
+            doc.len() > GZIP_THRESHOLD,
+            "{name}: {} bytes",
+            doc.len()
+        );
+        if r.gzipped {
+            assert!(r.value.len() < doc.len());
+            assert_eq!(gunzip(&r.value), doc.as_bytes(), "{name}");
+        } else {
+            assert_eq!(r.value, doc.as_bytes(), "{name}");
+        }
+    }
+    // Deterministic output: the same input gives the same bytes (stable Secret content).
+    let input = fixture(Role::ControlPlaneJoin, Format::CloudConfig);
+    assert_eq!(render(&input).unwrap(), render(&input).unwrap());
+}
+
+#[test]
+fn bad_input_is_rejected_with_the_offending_value() {
+    let base = fixture(Role::WorkerJoin, Format::CloudConfig);
+    let mut i = base.clone();
+    i.alpine.release = "3.22.1".into();
+    assert_eq!(
+        render(&i),
+        Err(RenderError::InvalidAlpineRelease("3.22.1".into()))
+    );
+    let mut i = base.clone();
+    i.alpine.extra_repositories = vec!["https://x/ y".into()];
+    assert!(matches!(render(&i), Err(RenderError::InvalidRepository(_))));
+    let mut i = base.clone();
+    i.kubeadm_config = " \n".into();
+    assert_eq!(render(&i), Err(RenderError::EmptyKubeadmConfig));
+    let mut i = base.clone();
+    i.files
+        .push(file("relative/path", FileContent::Text("x".into()), "0644"));
+    assert!(matches!(render(&i), Err(RenderError::InvalidFile { .. })));
+    let mut i = base.clone();
+    i.files.push(file("/x", FileContent::Text("x".into()), "rwx"));
+    assert!(matches!(render(&i), Err(RenderError::InvalidFile { .. })));
+    let mut i = base.clone();
+    i.users.push(UserSpec {
+        name: "Root;rm".into(),
+        ..Default::default()
+    });
+    assert!(matches!(render(&i), Err(RenderError::InvalidUser { .. })));
+    let mut i = base;
+    i.sysctls.insert("net.x".into(), "1\nrm -rf /".into());
+    assert!(matches!(render(&i), Err(RenderError::InvalidSysctl(_))));
+}
+
+#[test]
+fn boot_script_fills_the_provider_id_placeholder_the_kubeadm_renderer_emits() {
+    use crate::api::kubeadm::PROVIDER_ID_PLACEHOLDER;
+    for (role, config) in [(Role::Init, INIT_KUBEADM), (Role::WorkerJoin, JOIN_KUBEADM)] {
+        assert!(
+            config.contains(PROVIDER_ID_PLACEHOLDER),
+            "{role:?}: sample config carries the placeholder"
+        );
+        let script = boot_script(&fixture(role, Format::AlpineConfig)).unwrap();
+        assert!(
+            script.contains(&format!(
+                "sed -i \"s|{PROVIDER_ID_PLACEHOLDER}|$PROVIDER_ID|g\" {KUBEADM_CONFIG_PATH}"
+            )),
+            "{script}"
+        );
+    }
+}
