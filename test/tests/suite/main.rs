@@ -1,6 +1,7 @@
 //! Integration suite of the kubezero workspace, one test binary (each binary links every crate).
 //!
 //! - [`apiserver`]: the Kubernetes API emulator through kube-rs, kube-runtime and `kubectl`.
+//! - [`bootstrap`]: the bootstrap provider's data Secret, PKI and init lock in the test world.
 //! - [`capi`]: the CAPI core stand-in against the emulator.
 //! - [`e2e`]: both managers in a [`kubezero_test::world::World`] (emulated or a real cluster).
 //! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
@@ -10,6 +11,7 @@
 //! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and the node simulator.
 
 mod apiserver;
+mod bootstrap;
 mod capi;
 mod cloud;
 mod e2e;

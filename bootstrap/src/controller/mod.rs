@@ -2,8 +2,10 @@
 //!
 //! Flow (contract §4): find the owner Machine and its Cluster → honour pause → restore status from
 //! the Machine after `clusterctl move` → wait for the Cluster's infrastructure and control-plane
-//! endpoint → render the bootstrap data Secret. The data Secret is owned by the config (garbage
-//! collected with it), so no finalizer is needed.
+//! endpoint → role (init lock), cluster PKI, join token, render, data Secret ([`generate`]). The data
+//! Secret is owned by the config (garbage collected with it), so no finalizer is needed.
+
+pub mod generate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +44,20 @@ pub mod reasons {
     pub const WAITING_FOR_CONTROL_PLANE_ENDPOINT: &str = "WaitingForControlPlaneEndpoint";
     /// The data Secret exists and is named in the status.
     pub const DATA_SECRET_AVAILABLE: &str = "DataSecretAvailable";
-    /// This build cannot render bootstrap data.
-    pub const RENDERER_UNAVAILABLE: &str = "RendererUnavailable";
+    /// Another Machine holds the init lock, or (workers) the control plane is not initialized yet.
+    pub const WAITING_FOR_CONTROL_PLANE_INITIALIZATION: &str = "WaitingForControlPlaneInitialization";
+    /// `<cluster>-kubeconfig` is missing or the workload cluster does not answer (join tokens).
+    pub const WAITING_FOR_WORKLOAD_CLUSTER: &str = "WaitingForWorkloadCluster";
+    /// A cluster certificate Secret a join needs does not exist (yet).
+    pub const WAITING_FOR_CLUSTER_CERTIFICATES: &str = "WaitingForClusterCertificates";
+    /// A cluster certificate Secret is unusable (message names it).
+    pub const INVALID_CLUSTER_CERTIFICATES: &str = "InvalidClusterCertificates";
+    /// A file's `contentFrom.secret` names a missing Secret or key.
+    pub const FILE_SECRET_NOT_FOUND: &str = "FileSecretNotFound";
+    /// The rendered user data exceeds the size limit.
+    pub const BOOTSTRAP_DATA_TOO_LARGE: &str = "BootstrapDataTooLarge";
+    /// The configuration cannot be rendered (message names the field).
+    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
 }
 
 impl HasConditions for KubeZeroConfig {
@@ -100,40 +114,37 @@ pub fn data_secret(config: &KubeZeroConfig, owner: Option<&Machine>) -> Option<S
     recorded.or_else(from_machine).filter(|name| !name.is_empty())
 }
 
-/// The Ready condition of a config whose Machine and Cluster exist.
-pub fn readiness(data_secret_name: Option<&str>, cluster: &Cluster) -> Observed {
+/// The Ready condition of a config whose Machine and Cluster exist, when no data is to be generated
+/// now: `None` means "generate".
+pub fn readiness(data_secret_name: Option<&str>, cluster: &Cluster) -> Option<Observed> {
     if let Some(name) = data_secret_name {
-        return Observed::true_(
+        return Some(Observed::true_(
             READY_CONDITION,
             reasons::DATA_SECRET_AVAILABLE,
             format!("bootstrap data in Secret {name}"),
-        );
+        ));
     }
     if !cluster.infrastructure_provisioned() {
-        return Observed::false_(
+        return Some(Observed::false_(
             READY_CONDITION,
             reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
             format!(
                 "waiting for the infrastructure of Cluster {} to be provisioned",
                 cluster.name_any()
             ),
-        );
+        ));
     }
     if cluster.control_plane_endpoint().is_none() {
-        return Observed::false_(
+        return Some(Observed::false_(
             READY_CONDITION,
             reasons::WAITING_FOR_CONTROL_PLANE_ENDPOINT,
             format!(
                 "waiting for Cluster {} to have a control-plane endpoint",
                 cluster.name_any()
             ),
-        );
+        ));
     }
-    Observed::false_(
-        READY_CONDITION,
-        reasons::RENDERER_UNAVAILABLE,
-        "this build of kubezero-bootstrap cannot render bootstrap data; no data Secret was created",
-    )
+    None
 }
 
 async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result<Action, Error> {
@@ -179,8 +190,8 @@ async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result
             .await?;
             return Ok(Action::await_change());
         }
-        let data_secret_name = data_secret(&config, owner.as_ref());
-        let status = |conditions| status(data_secret_name.clone(), conditions);
+        let mut data_secret_name = data_secret(&config, owner.as_ref());
+        let mut requeue = None;
         let ready = match (&owner, &cluster) {
             (None, _) => Observed::false_(
                 READY_CONDITION,
@@ -192,9 +203,20 @@ async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result
                 reasons::WAITING_FOR_CLUSTER,
                 "waiting for the Machine's Cluster to exist",
             ),
-            (Some(_), Some(cluster)) => readiness(data_secret_name.as_deref(), cluster),
+            (Some(machine), Some(cluster)) => match readiness(data_secret_name.as_deref(), cluster) {
+                Some(ready) => ready,
+                None => {
+                    let outcome = generate::generate(&context.client, &config, machine, cluster).await?;
+                    data_secret_name = outcome.data_secret_name;
+                    requeue = outcome.requeue;
+                    outcome.ready
+                }
+            },
         };
-        let waiting = ready.reason.starts_with("Waiting");
+        if ready.reason.starts_with("Waiting") {
+            requeue = requeue.or(Some(Duration::from_secs(30)));
+        }
+        let status = |conditions| status(data_secret_name.clone(), conditions);
         let observed = [ready, paused_condition(None)];
         write_conditions(
             &api,
@@ -206,11 +228,7 @@ async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result
             status,
         )
         .await?;
-        Ok(if waiting {
-            Action::requeue(Duration::from_secs(30))
-        } else {
-            Action::await_change()
-        })
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
     }
     .instrument(span)
     .await
@@ -316,12 +334,292 @@ mod tests {
         let status = status_after(config(None), machine(None), cluster(false, true, true)).await;
         assert_eq!(
             ready(&status),
-            ("False".into(), reasons::RENDERER_UNAVAILABLE.into())
+            ("False".into(), reasons::INVALID_CONFIGURATION.into()),
+            "the Machine has no spec.version"
         );
         assert!(
             status.get("dataSecretName").is_none(),
             "no Secret name without a Secret"
         );
+    }
+
+    const NS: &str = "/api/v1/namespaces/default";
+
+    /// Runs one reconcile against a scripted API holding `objects` (path → object): GETs of other paths
+    /// are 404, POSTs are created (echoed), DELETEs succeed.
+    async fn reconcile_with(config: Value, objects: Vec<(String, Value)>) -> (Value, Vec<Recorded>) {
+        let typed: KubeZeroConfig = serde_json::from_value(config.clone()).unwrap();
+        let (client, api) =
+            ScriptedApi::start(
+                move |request| match (request.method.as_str(), request.path.as_str()) {
+                    ("GET", path) => objects
+                        .iter()
+                        .find(|(p, _)| p == path)
+                        .map_or_else(|| not_found(path), |(_, object)| (200, object.clone())),
+                    ("PATCH", _) => (200, config.clone()),
+                    ("POST", _) => (201, request.body.clone()),
+                    ("DELETE", _) => (200, json!({"kind": "Status", "status": "Success"})),
+                    _ => not_found(&request.path),
+                },
+            );
+        reconcile(Arc::new(typed), Arc::new(context(client)))
+            .await
+            .unwrap();
+        let requests = api.requests();
+        let status = requests
+            .iter()
+            .find(|r| r.path.ends_with("/status"))
+            .expect("status patch")
+            .body["status"]
+            .clone();
+        (status, requests)
+    }
+
+    fn versioned(mut machine: Value, control_plane: bool) -> Value {
+        machine["spec"]["version"] = json!("v1.34.1");
+        if !control_plane {
+            machine["metadata"]["labels"] = json!({});
+        }
+        machine
+    }
+
+    fn initialized(mut cluster: Value) -> Value {
+        cluster["status"]["conditions"] = json!([{"type": "ControlPlaneInitialized", "status": "True",
+            "reason": "Initialized", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+        cluster
+    }
+
+    fn posts_to<'a>(requests: &'a [Recorded], collection: &str) -> Vec<&'a Recorded> {
+        requests
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == format!("{NS}/{collection}"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn lock_held_by_another_machine_waits() {
+        let lock = serde_json::to_value(crate::lock::lock_config_map(
+            "demo",
+            "u-c",
+            "default",
+            "demo-cp-1",
+        ))
+        .unwrap();
+        let other = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "demo-cp-1", "namespace": "default"}, "spec": {"clusterName": "demo"}});
+        let (status, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+                (format!("{NS}/configmaps/demo-lock"), lock),
+                (
+                    "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/machines/demo-cp-1".into(),
+                    other,
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            (
+                "False".into(),
+                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
+            )
+        );
+        assert!(
+            posts_to(&requests, "secrets").is_empty(),
+            "no Secret while waiting"
+        );
+        assert!(
+            posts_to(&requests, "configmaps").is_empty(),
+            "the lock is not taken over"
+        );
+    }
+
+    #[tokio::test]
+    async fn workers_wait_for_control_plane_initialization() {
+        let (status, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), false)),
+                (CLUSTER.into(), cluster(false, true, true)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            (
+                "False".into(),
+                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
+            )
+        );
+        assert!(
+            requests
+                .iter()
+                .all(|r| r.method != "POST" || r.path.contains("/events")),
+            "nothing created: {:?}",
+            requests.iter().map(Recorded::line).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn file_from_a_missing_secret_is_reported_and_no_secret_is_written() {
+        let mut config = config(None);
+        config["spec"]["files"] =
+            json!([{"path": "/etc/motd", "contentFrom": {"secret": {"name": "motd", "key": "text"}}}]);
+        let (status, requests) = reconcile_with(
+            config,
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+            ],
+        )
+        .await;
+        let (state, reason) = ready(&status);
+        assert_eq!(
+            (state.as_str(), reason.as_str()),
+            ("False", reasons::FILE_SECRET_NOT_FOUND)
+        );
+        let message = status["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+            + status["conditions"][1]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("motd"), "{message}");
+        assert!(posts_to(&requests, "secrets").is_empty(), "no Secret");
+        assert!(status.get("dataSecretName").is_none());
+    }
+
+    #[tokio::test]
+    async fn oversized_data_is_refused_and_no_data_secret_is_written() {
+        let mut config = config(None);
+        config["spec"]["files"] = json!([{"path": "/etc/big", "content": "x".repeat(20_000)}]);
+        let (status, requests) = reconcile_with(
+            config,
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::BOOTSTRAP_DATA_TOO_LARGE.into())
+        );
+        assert!(
+            posts_to(&requests, "secrets")
+                .iter()
+                .all(|r| r.body["metadata"]["name"] != "demo-cp-0"),
+            "no data Secret"
+        );
+        assert!(status.get("dataSecretName").is_none());
+    }
+
+    #[tokio::test]
+    async fn first_control_plane_machine_takes_the_lock_generates_the_pki_and_writes_init_data() {
+        let (status, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            ("True".into(), reasons::DATA_SECRET_AVAILABLE.into())
+        );
+        assert_eq!(status["dataSecretName"], "demo-cp-0");
+        assert_eq!(status["initialization"]["dataSecretCreated"], true);
+        let locks = posts_to(&requests, "configmaps");
+        assert_eq!(locks.len(), 1);
+        assert_eq!(locks[0].body["metadata"]["name"], "demo-lock");
+        let secrets = posts_to(&requests, "secrets");
+        let names: Vec<&str> = secrets
+            .iter()
+            .map(|r| r.body["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["demo-ca", "demo-etcd", "demo-proxy", "demo-sa", "demo-cp-0"]
+        );
+        for pki in &secrets[..4] {
+            assert_eq!(pki.body["metadata"]["ownerReferences"][0]["kind"], "Cluster");
+        }
+        let data = &secrets[4].body;
+        assert_eq!(data["type"], "cluster.x-k8s.io/secret");
+        assert_eq!(
+            data["metadata"]["labels"]["cluster.x-k8s.io/cluster-name"],
+            "demo"
+        );
+        let owner = &data["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["kind"].as_str(), owner["controller"].as_bool()),
+            (Some("KubeZeroConfig"), Some(true))
+        );
+        use base64::Engine as _;
+        let decode = |key: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(data["data"][key].as_str().unwrap())
+                .unwrap()
+        };
+        assert_eq!(decode("format"), b"alpine-config");
+        let value = decode("value");
+        let text = if value.starts_with(&[0x1f, 0x8b]) {
+            use std::io::Read as _;
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(value.as_slice())
+                .read_to_string(&mut out)
+                .unwrap();
+            out
+        } else {
+            String::from_utf8(value).unwrap()
+        };
+        assert!(text.contains("kubeadm init"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn workers_after_initialization_wait_for_the_workload_kubeconfig() {
+        let ca = crate::pki::CertificateKind::ClusterCa
+            .generate(jiff::Timestamp::now())
+            .unwrap();
+        let ca = serde_json::to_value(crate::pki::to_secret(
+            crate::pki::CertificateKind::ClusterCa,
+            &ca,
+            "demo",
+            "u-c",
+            "default",
+        ))
+        .unwrap();
+        let lock = serde_json::to_value(crate::lock::lock_config_map(
+            "demo",
+            "u-c",
+            "default",
+            "demo-cp-1",
+        ))
+        .unwrap();
+        let (status, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), false)),
+                (CLUSTER.into(), initialized(cluster(false, true, true))),
+                (format!("{NS}/secrets/demo-ca"), ca),
+                (format!("{NS}/configmaps/demo-lock"), lock),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::WAITING_FOR_WORKLOAD_CLUSTER.into())
+        );
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.method == "DELETE" && r.path == format!("{NS}/configmaps/demo-lock")),
+            "the init lock is released once the control plane is initialized"
+        );
+        assert!(posts_to(&requests, "secrets").is_empty());
     }
 
     #[tokio::test]
