@@ -494,7 +494,18 @@ mod tests {
     #[tokio::test]
     async fn oversized_data_is_refused_and_no_data_secret_is_written() {
         let mut config = config(None);
-        config["spec"]["files"] = json!([{"path": "/etc/big", "content": "x".repeat(20_000)}]);
+        // 24 KB that gzip cannot shrink below the 16 KB limit: pseudo-random bytes, base64-encoded.
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let noise: Vec<u8> = (0..18_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let content = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, noise);
+        config["spec"]["files"] = json!([{"path": "/etc/big", "content": content}]);
         let (status, requests) = reconcile_with(
             config,
             vec![

@@ -17,13 +17,16 @@
 //! - `runcmd`: the boot script [`BOOT_SCRIPT_PATH`], which installs/verifies the packages, loads the
 //!   modules and sysctls, enables and starts `crio` and `kubelet` (OpenRC), discovers the provider ID
 //!   (AWS IMDSv2 `aws:///<az>/<instance-id>`; NoCloud `instance-id` from the `cidata` meta-data, as is) and
-//!   appends `--provider-id` to kubelet's `command_args` in `/etc/conf.d/kubelet` (Alpine's kubelet init
-//!   script keeps conf.d's `command_args` and adds kubeadm's flags), runs the pre-kubeadm commands,
+//!   writes it into the kubeadm configuration in place of the provider-id placeholder (kubeadm passes
+//!   it to kubelet as `--provider-id`), runs the pre-kubeadm commands,
 //!   `kubeadm init|join --config`, the post-kubeadm commands and writes [`SENTINEL_PATH`].
 //!
-//! Size rule: the raw document may not exceed [`MAX_RAW_SIZE`] bytes ([`RenderError::TooLarge`], never
-//! truncated). Above [`GZIP_THRESHOLD`] bytes it is gzipped when that makes it smaller (tiny-cloud and
-//! cloud-init both decompress gzip user data); small documents stay plain text for readability.
+//! Size rule: above [`GZIP_THRESHOLD`] bytes the document is gzipped when that makes it smaller
+//! (tiny-cloud and cloud-init both decompress gzip user data; small documents stay plain text for
+//! readability). The payload handed to the cloud, gzipped or not, may not exceed
+//! [`MAX_USER_DATA_SIZE`] bytes, EC2's limit on user data before base64 encoding
+//! ([`RenderError::TooLarge`]; never truncated). A control-plane document with the eight RSA-2048
+//! PKI files is about 16 KB before gzip and 9 KB after, so the limit must apply to the payload.
 //!
 //! The renderer does no I/O and logs nothing (the input holds secrets: tokens, CA keys).
 
@@ -44,7 +47,7 @@ pub use script::{BOOT_LOG_PATH, BOOT_SCRIPT_PATH, SENTINEL_PATH};
 use yaml::Node;
 
 /// Largest accepted raw user-data document in bytes (EC2's user-data limit is 16 KB).
-pub const MAX_RAW_SIZE: usize = 16384;
+pub const MAX_USER_DATA_SIZE: usize = 16384;
 /// Raw documents larger than this many bytes are gzipped when that makes them smaller.
 pub const GZIP_THRESHOLD: usize = 4096;
 /// Where the kubeadm config documents are written on the node.
@@ -221,12 +224,14 @@ pub struct Rendered {
 /// Why user data could not be rendered; each variant names the offending input.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RenderError {
-    /// The raw document exceeds the size limit; it is never truncated.
-    #[error("user data is {raw_size} bytes, more than the limit of {limit} bytes")]
+    /// The user data exceeds the size limit even after gzip; it is never truncated.
+    #[error("user data is {size} bytes ({raw_size} before gzip), more than the limit of {limit} bytes")]
     TooLarge {
-        /// Size of the raw document.
+        /// Size of the payload (gzipped when that helped).
+        size: usize,
+        /// Size of the document before gzip.
         raw_size: usize,
-        /// The limit ([`MAX_RAW_SIZE`]).
+        /// The limit ([`MAX_USER_DATA_SIZE`]).
         limit: usize,
     },
     /// The Kubernetes version is not `v<major>.<minor>[.<patch>...]`.
@@ -266,32 +271,29 @@ pub enum RenderError {
 }
 
 /// Renders the user data for `input`: the raw document, gzipped above [`GZIP_THRESHOLD`] bytes when that
-/// makes it smaller; [`RenderError::TooLarge`] when the raw document exceeds [`MAX_RAW_SIZE`] bytes.
+/// makes it smaller; [`RenderError::TooLarge`] when the payload exceeds [`MAX_USER_DATA_SIZE`] bytes.
 pub fn render(input: &RenderInput) -> Result<Rendered, RenderError> {
     let raw = render_document(input)?.into_bytes();
     let raw_size = raw.len();
-    if raw_size > MAX_RAW_SIZE {
+    let gzipped = (raw_size > GZIP_THRESHOLD)
+        .then(|| gzip(&raw))
+        .filter(|gz| gz.len() < raw_size);
+    let (value, gzipped) = match gzipped {
+        Some(gz) => (gz, true),
+        None => (raw, false),
+    };
+    if value.len() > MAX_USER_DATA_SIZE {
         return Err(RenderError::TooLarge {
+            size: value.len(),
             raw_size,
-            limit: MAX_RAW_SIZE,
+            limit: MAX_USER_DATA_SIZE,
         });
     }
-    if raw_size > GZIP_THRESHOLD {
-        let gz = gzip(&raw);
-        if gz.len() < raw_size {
-            return Ok(Rendered {
-                value: gz,
-                format: input.format,
-                raw_size,
-                gzipped: true,
-            });
-        }
-    }
     Ok(Rendered {
-        value: raw,
+        value,
         format: input.format,
         raw_size,
-        gzipped: false,
+        gzipped,
     })
 }
 

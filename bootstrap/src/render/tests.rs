@@ -471,18 +471,45 @@ fn both_formats_share_the_boot_script() {
 
 #[test]
 fn oversized_input_is_refused_never_truncated() {
-    let mut input = fixture(Role::WorkerJoin, Format::AlpineConfig);
-    let big: String = (0..20_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
-    input.files.push(file("/etc/big", FileContent::Text(big), "0644"));
-    let raw_size = render_document(&input).unwrap().len();
-    assert!(raw_size > MAX_RAW_SIZE);
-    assert_eq!(
-        render(&input),
-        Err(RenderError::TooLarge {
-            raw_size,
-            limit: MAX_RAW_SIZE
+    // 24 KB that gzip cannot shrink below the limit: pseudo-random bytes, base64-encoded.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..18_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
         })
-    );
+        .collect();
+    let mut input = fixture(Role::WorkerJoin, Format::AlpineConfig);
+    let text = base64::engine::general_purpose::STANDARD.encode(noise);
+    input
+        .files
+        .push(file("/etc/big", FileContent::Text(text), "0644"));
+    let raw_size = render_document(&input).unwrap().len();
+    match render(&input) {
+        Err(RenderError::TooLarge {
+            size,
+            raw_size: reported,
+            limit,
+        }) => {
+            assert_eq!((reported, limit), (raw_size, MAX_USER_DATA_SIZE));
+            assert!(size > MAX_USER_DATA_SIZE && size <= raw_size, "{size} {raw_size}");
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_large_document_that_gzips_under_the_limit_is_accepted() {
+    let mut input = fixture(Role::WorkerJoin, Format::AlpineConfig);
+    let text: String = (0..20_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    input
+        .files
+        .push(file("/etc/big", FileContent::Text(text), "0644"));
+    let rendered = render(&input).unwrap();
+    assert!(rendered.raw_size > MAX_USER_DATA_SIZE && rendered.gzipped);
+    assert!(rendered.value.len() <= MAX_USER_DATA_SIZE);
 }
 
 #[test]
