@@ -3,37 +3,19 @@
 //! provisioned with a control-plane endpoint (own field manager), as the backend would; then the
 //! control-plane machine provisioned and its Node registered in the workload emulator.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use kubezero_bootstrap::api::KubeZeroConfig;
-use kubezero_test::world::{World, WorldView};
-use serde_json::{Value, json};
+use kubezero_test::world::WorldView;
+use serde_json::json;
 
-use crate::support::eventually;
+use crate::support::{create, create_worker_pool, dynamic, eventually, with_managers};
 
 /// Field manager of the test's stand-in for the AWS backend.
 const TEST_MANAGER: &str = "kubezero-e2e-test";
-
-fn dynamic(world: &WorldView, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-    Api::namespaced_with(
-        world.client(),
-        world.namespace(),
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
-}
-
-async fn create(world: &WorldView, api: &Api<DynamicObject>, mut object: Value) {
-    object["metadata"]["namespace"] = json!(world.namespace());
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()));
-}
 
 /// The user data of a data Secret as text (gunzipped when gzipped) and its `format`.
 fn user_data(secret: &Secret) -> (String, String) {
@@ -49,23 +31,10 @@ fn user_data(secret: &Secret) -> (String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_data_pki_and_lock_then_identical_worker_joins_with_one_token() {
-    let mut world = World::start().await.unwrap();
-    world.start_managers().unwrap();
-    let world = Arc::new(Mutex::new(world));
-    let flow = tokio::spawn({
-        let world = world.clone();
-        async move {
-            let view = world.lock().unwrap().view();
-            tokio::time::timeout(Duration::from_secs(180), init_flow(&view)).await
-        }
-    });
-    let outcome = flow.await;
-    let logs = world.lock().unwrap().stop_managers();
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => panic!("the flow timed out; manager logs:\n{logs}"),
-        Err(failure) => panic!("{failure}; manager logs:\n{logs}"),
-    }
+    with_managers(Duration::from_secs(180), |world| async move {
+        init_flow(&world).await
+    })
+    .await;
 }
 
 async fn init_flow(world: &WorldView) {
@@ -255,45 +224,7 @@ async fn join_flow(
     })
     .await;
 
-    let templates = dynamic(
-        world,
-        "infrastructure.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroMachineTemplate",
-        "kubezeromachinetemplates",
-    );
-    create(
-        world,
-        &templates,
-        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-        "kind": "KubeZeroMachineTemplate", "metadata": {"name": "demo-workers"},
-        "spec": {"template": {"spec": {"aws": {"instanceType": "m7g.large"}}}}}),
-    )
-    .await;
-    let config_templates = dynamic(
-        world,
-        "bootstrap.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroConfigTemplate",
-        "kubezeroconfigtemplates",
-    );
-    create(world, &config_templates, json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
-        "kind": "KubeZeroConfigTemplate", "metadata": {"name": "demo-workers"}, "spec": {"template": {"spec": {}}}})).await;
-    let labels =
-        json!({"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/deployment-name": "demo-workers"});
-    let deployments = dynamic(
-        world,
-        "cluster.x-k8s.io",
-        "v1beta2",
-        "MachineDeployment",
-        "machinedeployments",
-    );
-    create(world, &deployments, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-        "metadata": {"name": "demo-workers", "labels": {"cluster.x-k8s.io/cluster-name": "demo"}},
-        "spec": {"clusterName": "demo", "replicas": 2, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"clusterName": "demo", "version": "v1.34.1",
-                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfigTemplate", "name": "demo-workers"}},
-                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachineTemplate", "name": "demo-workers"}}}}})).await;
+    create_worker_pool(world, "demo", "demo-workers", 2).await;
 
     let worker_data = eventually("two worker data Secrets", || async {
         let configs = config_api

@@ -7,17 +7,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::eventually;
+use crate::support::{create, create_worker_pool, dynamic, eventually, with_managers};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use kubezero_bootstrap::api::KubeZeroConfig;
 use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::{KubeZeroCluster, KubeZeroMachine};
-use kubezero_test::world::{World, WorldView};
-use serde_json::{Value, json};
+use kubezero_test::world::WorldView;
+use serde_json::json;
 
 fn machine_deployments(world: &WorldView) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk_with_plural(
@@ -32,23 +32,6 @@ where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
     Api::namespaced(world.client(), world.namespace())
-}
-
-async fn create(world: &WorldView, api: &Api<DynamicObject>, mut object: Value) {
-    object["metadata"]["namespace"] = json!(world.namespace());
-    let object: DynamicObject = serde_json::from_value(object).unwrap();
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()));
-}
-
-fn dynamic(world: &WorldView, group: &str, version: &str, kind: &str, plural: &str) -> Api<DynamicObject> {
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
-    Api::namespaced_with(
-        world.client(),
-        world.namespace(),
-        &ApiResource::from_gvk_with_plural(&gvk, plural),
-    )
 }
 
 /// Watches `api` and records `(kind, name)` the first time an object is seen deleting or deleted.
@@ -88,23 +71,10 @@ fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_deployment_scales_0_3_0_with_both_managers_and_contract_objects() {
-    let mut world = World::start().await.unwrap();
-    world.start_managers().unwrap();
-    let world = Arc::new(Mutex::new(world));
-    let flow = tokio::spawn({
-        let world = world.clone();
-        async move {
-            let view = world.lock().unwrap().view();
-            tokio::time::timeout(Duration::from_secs(240), scale_0_3_0(&view)).await
-        }
-    });
-    let outcome = flow.await;
-    let logs = world.lock().unwrap().stop_managers();
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => panic!("the flow timed out; manager logs:\n{logs}"),
-        Err(failure) => panic!("{failure}; manager logs:\n{logs}"),
-    }
+    with_managers(Duration::from_secs(240), |world| async move {
+        scale_0_3_0(&world).await
+    })
+    .await;
 }
 
 async fn scale_0_3_0(world: &WorldView) {
@@ -128,38 +98,7 @@ async fn scale_0_3_0(world: &WorldView) {
         "metadata": {"name": "demo"}, "spec": {"aws": {"region": "eu-central-1"}}}),
     )
     .await;
-    let machine_templates = dynamic(
-        world,
-        "infrastructure.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroMachineTemplate",
-        "kubezeromachinetemplates",
-    );
-    create(
-        world,
-        &machine_templates,
-        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-        "kind": "KubeZeroMachineTemplate", "metadata": {"name": "demo-workers"},
-        "spec": {"template": {"spec": {"aws": {"instanceType": "m7g.large"}}}}}),
-    )
-    .await;
-    let config_templates = dynamic(
-        world,
-        "bootstrap.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroConfigTemplate",
-        "kubezeroconfigtemplates",
-    );
-    create(world, &config_templates, json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
-        "kind": "KubeZeroConfigTemplate", "metadata": {"name": "demo-workers"}, "spec": {"template": {"spec": {}}}})).await;
-    let labels =
-        json!({"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/deployment-name": "demo-workers"});
-    create(world, &machine_deployments(world), json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-        "metadata": {"name": "demo-workers", "labels": {"cluster.x-k8s.io/cluster-name": "demo"}},
-        "spec": {"clusterName": "demo", "replicas": 0, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"clusterName": "demo", "version": "v1.34.1",
-                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfigTemplate", "name": "demo-workers"}},
-                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachineTemplate", "name": "demo-workers"}}}}})).await;
+    create_worker_pool(world, "demo", "demo-workers", 0).await;
 
     // The KubeZeroCluster is adopted by core and reconciled by our provider.
     let kzc_api = api::<KubeZeroCluster>(world);

@@ -34,3 +34,110 @@ pub(crate) async fn bounded(body: impl Future<Output = ()>) {
         .await
         .expect("test finished in time");
 }
+
+/// An API for a provider or CAPI kind in the world's namespace, by group, version, kind and plural.
+pub(crate) fn dynamic(
+    world: &kubezero_test::world::WorldView,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    kube::Api::namespaced_with(
+        world.client(),
+        world.namespace(),
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+/// Creates `object` in the world's namespace, panicking with the API's answer on failure.
+pub(crate) async fn create(
+    world: &kubezero_test::world::WorldView,
+    api: &kube::Api<kube::api::DynamicObject>,
+    mut object: serde_json::Value,
+) {
+    object["metadata"]["namespace"] = serde_json::json!(world.namespace());
+    let object: kube::api::DynamicObject = serde_json::from_value(object).expect("a Kubernetes object");
+    let name = object.metadata.name.clone().unwrap_or_default();
+    api.create(&kube::api::PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+}
+
+/// Creates a worker pool of `cluster`: KubeZeroMachineTemplate and KubeZeroConfigTemplate named
+/// `name`, and a MachineDeployment `name` of `replicas` using them (labels set explicitly, so the
+/// same manifest works against real Cluster API).
+pub(crate) async fn create_worker_pool(
+    world: &kubezero_test::world::WorldView,
+    cluster: &str,
+    name: &str,
+    replicas: i64,
+) {
+    use serde_json::json;
+    let machine_templates = dynamic(
+        world,
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroMachineTemplate",
+        "kubezeromachinetemplates",
+    );
+    create(
+        world,
+        &machine_templates,
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "KubeZeroMachineTemplate", "metadata": {"name": name},
+        "spec": {"template": {"spec": {"aws": {"instanceType": "m7g.large"}}}}}),
+    )
+    .await;
+    let config_templates = dynamic(
+        world,
+        "bootstrap.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroConfigTemplate",
+        "kubezeroconfigtemplates",
+    );
+    create(
+        world,
+        &config_templates,
+        json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
+        "kind": "KubeZeroConfigTemplate", "metadata": {"name": name}, "spec": {"template": {"spec": {}}}}),
+    )
+    .await;
+    let labels = json!({"cluster.x-k8s.io/cluster-name": cluster, "cluster.x-k8s.io/deployment-name": name});
+    let deployments = dynamic(
+        world,
+        "cluster.x-k8s.io",
+        "v1beta2",
+        "MachineDeployment",
+        "machinedeployments",
+    );
+    create(world, &deployments, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+        "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": cluster}},
+        "spec": {"clusterName": cluster, "replicas": replicas, "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"clusterName": cluster, "version": "v1.34.1",
+                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfigTemplate", "name": name}},
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachineTemplate", "name": name}}}}}))
+    .await;
+}
+
+/// Starts a [`kubezero_test::world::World`] with both managers, runs `flow` in its own task under
+/// `timeout`, stops the managers and fails with their logs when the flow panicked or timed out.
+pub(crate) async fn with_managers<F, Fut>(timeout: Duration, flow: F)
+where
+    F: FnOnce(kubezero_test::world::WorldView) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut world = kubezero_test::world::World::start()
+        .await
+        .expect("the world starts");
+    world.start_managers().expect("the managers start");
+    let view = world.view();
+    let outcome = tokio::spawn(async move { tokio::time::timeout(timeout, flow(view)).await }).await;
+    let logs = world.stop_managers();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("the flow timed out after {timeout:?}; manager logs:\n{logs}"),
+        Err(failure) => panic!("{failure}; manager logs:\n{logs}"),
+    }
+}
