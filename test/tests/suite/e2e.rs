@@ -62,6 +62,38 @@ where
     })
 }
 
+/// Watches KubeZeroConfigs and, the first time each is seen deleting or deleted, checks its
+/// KubeZeroMachine (same name, contract §4.1) through the API: the contract deletes the infra object and
+/// waits until it is gone before deleting the bootstrap config (§5), so the KubeZeroMachine must be
+/// gone or deleting by then. Records the names for which it was still live. A causal check: it does
+/// not depend on the arrival order of events from different watches.
+fn check_infra_gone_before_config(
+    configs: Api<KubeZeroConfig>,
+    infra_machines: Api<KubeZeroMachine>,
+    violations: Arc<Mutex<Vec<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut checked = std::collections::BTreeSet::new();
+        let mut events = watcher(configs, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = events.next().await {
+            let (config, deleted) = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => (o, false),
+                watcher::Event::Delete(o) => (o, true),
+                _ => continue,
+            };
+            let name = config.name_any();
+            if !(deleted || config.metadata.deletion_timestamp.is_some()) || !checked.insert(name.clone()) {
+                continue;
+            }
+            if let Ok(Some(infra)) = infra_machines.get_opt(&name).await
+                && infra.metadata.deletion_timestamp.is_none()
+            {
+                violations.lock().unwrap().push(name);
+            }
+        }
+    })
+}
+
 fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
     conditions
         .iter()
@@ -138,6 +170,7 @@ async fn scale_0_3_0(world: &WorldView) {
     .await;
 
     let deletions = Arc::new(Mutex::new(Vec::new()));
+    let violations = Arc::new(Mutex::new(Vec::new()));
     let recorders = [
         record_deletions(
             api::<KubeZeroMachine>(world),
@@ -146,6 +179,11 @@ async fn scale_0_3_0(world: &WorldView) {
         ),
         record_deletions(api::<KubeZeroConfig>(world), "KubeZeroConfig", deletions.clone()),
         record_deletions(api::<Machine>(world), "Machine", deletions.clone()),
+        check_infra_gone_before_config(
+            api::<KubeZeroConfig>(world),
+            api::<KubeZeroMachine>(world),
+            violations.clone(),
+        ),
     ];
 
     machine_deployments(world)
@@ -267,11 +305,12 @@ async fn scale_0_3_0(world: &WorldView) {
             infra.is_some() && config.is_some(),
             "{name}: both deletions observed: {order:?}"
         );
-        assert!(
-            infra < config,
-            "{name}: the infra machine goes before the bootstrap config: {order:?}"
-        );
     }
+    let violations = violations.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "bootstrap configs deleted while their KubeZeroMachine was still live: {violations:?}"
+    );
     for recorder in recorders {
         recorder.abort();
     }
