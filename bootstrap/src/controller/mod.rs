@@ -10,7 +10,7 @@ pub mod generate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
@@ -20,7 +20,7 @@ use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, o
 use kubezero_capi::pause::{pause_reason, paused_condition};
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::reconcile::{
-    Error, drain_results, error_policy, namespace_of, objects_of_cluster, referenced, write_conditions,
+    Error, namespace_of, referenced, run_machine_controller, write_conditions,
 };
 use tracing::Instrument;
 
@@ -70,27 +70,7 @@ impl HasConditions for KubeZeroConfig {
 
 /// Runs the KubeZeroConfig controller until the manager shuts down.
 pub async fn run(context: Context) {
-    let watcher_config = context.args.watcher_config();
-    let controller = Controller::new(
-        context.args.api::<KubeZeroConfig>(&context.client),
-        watcher_config.clone(),
-    );
-    let store = controller.store();
-    let results = controller
-        .watches(
-            context.args.api::<Machine>(&context.client),
-            watcher_config.clone(),
-            machine_to_config,
-        )
-        .watches(
-            context.args.api::<Cluster>(&context.client),
-            watcher_config,
-            move |cluster| objects_of_cluster(&store, &cluster),
-        )
-        .with_config(Config::default().concurrency(context.args.concurrency))
-        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-        .run(reconcile, error_policy::<_, Error>(CONTROLLER), Arc::new(context));
-    drain_results(CONTROLLER, results).await;
+    run_machine_controller(context, CONTROLLER, machine_to_config, reconcile).await;
 }
 
 /// Maps a Machine to the KubeZeroConfig its `spec.bootstrap.configRef` names.

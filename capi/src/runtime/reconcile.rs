@@ -244,3 +244,45 @@ pub async fn drain_results<T, E: std::fmt::Display>(
         })
         .await;
 }
+
+/// Runs the controller of a provider kind that belongs to one Machine (an InfraMachine or a
+/// BootstrapConfig) until the manager shuts down: it watches the kind, the Machines (mapped to the
+/// object they reference with `machine_to_object`) and the Clusters (mapped to the objects labelled
+/// with the Cluster's name), honouring `--namespace`, `--watch-filter` and `--concurrency`.
+pub async fn run_machine_controller<K, R, Fut, E>(
+    context: Context,
+    controller: &'static str,
+    machine_to_object: fn(crate::core::Machine) -> Option<ObjectRef<K>>,
+    reconcile: R,
+) where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    R: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    Fut: futures::TryFuture<Ok = Action, Error = E> + Send + 'static,
+    E: ReconcileError,
+{
+    use kube::runtime::controller::{Config, Controller};
+    let watcher_config = context.args.watcher_config();
+    let object_controller = Controller::new(context.args.api::<K>(&context.client), watcher_config.clone());
+    let store = object_controller.store();
+    let results = object_controller
+        .watches(
+            context.args.api::<crate::core::Machine>(&context.client),
+            watcher_config.clone(),
+            machine_to_object,
+        )
+        .watches(
+            context.args.api::<Cluster>(&context.client),
+            watcher_config,
+            move |cluster| objects_of_cluster(&store, &cluster),
+        )
+        .with_config(Config::default().concurrency(context.args.concurrency))
+        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
+        .run(reconcile, error_policy::<K, E>(controller), Arc::new(context));
+    drain_results(controller, results).await;
+}

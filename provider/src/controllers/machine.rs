@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -18,9 +18,7 @@ use kubezero_capi::core::{Cluster, Machine};
 use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, owner_machine_name};
 use kubezero_capi::pause::{pause_reason, paused_condition};
 use kubezero_capi::runtime::Context;
-use kubezero_capi::runtime::reconcile::{
-    describe, drain_results, error_policy, namespace_of, objects_of_cluster, referenced,
-};
+use kubezero_capi::runtime::reconcile::{describe, namespace_of, referenced, run_machine_controller};
 use tracing::Instrument;
 
 use super::{Error, Platform, reasons, write_conditions};
@@ -31,27 +29,7 @@ pub const CONTROLLER: &str = "kubezeromachine";
 
 /// Runs the KubeZeroMachine controller until the manager shuts down.
 pub async fn run(context: Context) {
-    let watcher_config = context.args.watcher_config();
-    let controller = Controller::new(
-        context.args.api::<KubeZeroMachine>(&context.client),
-        watcher_config.clone(),
-    );
-    let store = controller.store();
-    let results = controller
-        .watches(
-            context.args.api::<Machine>(&context.client),
-            watcher_config.clone(),
-            machine_to_infra_machine,
-        )
-        .watches(
-            context.args.api::<Cluster>(&context.client),
-            watcher_config,
-            move |cluster| objects_of_cluster(&store, &cluster),
-        )
-        .with_config(Config::default().concurrency(context.args.concurrency))
-        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-        .run(reconcile, error_policy::<_, Error>(CONTROLLER), Arc::new(context));
-    drain_results(CONTROLLER, results).await;
+    run_machine_controller(context, CONTROLLER, machine_to_infra_machine, reconcile).await;
 }
 
 /// Maps a Machine to the KubeZeroMachine its `spec.infrastructureRef` names.

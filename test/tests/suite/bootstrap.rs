@@ -12,7 +12,7 @@ use kubezero_bootstrap::api::KubeZeroConfig;
 use kubezero_test::world::WorldView;
 use serde_json::json;
 
-use crate::support::{create, create_worker_pool, dynamic, eventually, with_managers};
+use crate::support::{create, create_cluster, create_worker_pool, dynamic, eventually, with_managers};
 
 /// Field manager of the test's stand-in for the AWS backend.
 const TEST_MANAGER: &str = "kubezero-e2e-test";
@@ -38,25 +38,7 @@ async fn init_data_pki_and_lock_then_identical_worker_joins_with_one_token() {
 }
 
 async fn init_flow(world: &WorldView) {
-    let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
-    create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-        "metadata": {"name": "demo"},
-        "spec": {"clusterNetwork": {"pods": {"cidrBlocks": ["10.244.0.0/16"]}, "services": {"cidrBlocks": ["10.96.0.0/12"]}},
-            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"}}})).await;
-    let infra_clusters = dynamic(
-        world,
-        "infrastructure.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroCluster",
-        "kubezeroclusters",
-    );
-    create(
-        world,
-        &infra_clusters,
-        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroCluster",
-        "metadata": {"name": "demo"}, "spec": {"aws": {"region": "eu-central-1"}}}),
-    )
-    .await;
+    let infra_clusters = create_cluster(world, "demo").await;
     let machines = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Machine", "machines");
     create(world, &machines, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
         "metadata": {"name": "demo-cp-0", "labels": {"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/control-plane": ""}},

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{create, create_worker_pool, dynamic, eventually, with_managers};
+use crate::support::{create_cluster, create_worker_pool, eventually, with_managers};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -111,25 +111,7 @@ async fn machine_deployment_scales_0_3_0_with_both_managers_and_contract_objects
 
 async fn scale_0_3_0(world: &WorldView) {
     let namespace = world.namespace().to_string();
-    let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
-    create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-        "metadata": {"name": "demo"},
-        "spec": {"clusterNetwork": {"pods": {"cidrBlocks": ["10.244.0.0/16"]}},
-            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"}}})).await;
-    let infra_clusters = dynamic(
-        world,
-        "infrastructure.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroCluster",
-        "kubezeroclusters",
-    );
-    create(
-        world,
-        &infra_clusters,
-        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroCluster",
-        "metadata": {"name": "demo"}, "spec": {"aws": {"region": "eu-central-1"}}}),
-    )
-    .await;
+    let infra_clusters = create_cluster(world, "demo").await;
     create_worker_pool(world, "demo", "demo-workers", 0).await;
 
     // The KubeZeroCluster is adopted by core and reconciled by our provider.

@@ -65,6 +65,36 @@ pub(crate) async fn create(
         .unwrap_or_else(|e| panic!("create {name}: {e}"));
 }
 
+/// Creates Cluster `name` (machine-based control plane, no controlPlaneRef) and its AWS
+/// KubeZeroCluster, as `templates/cluster-template.yaml` does; returns the KubeZeroCluster API.
+pub(crate) async fn create_cluster(
+    world: &kubezero_test::world::WorldView,
+    name: &str,
+) -> kube::Api<kube::api::DynamicObject> {
+    use serde_json::json;
+    let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
+    create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+        "metadata": {"name": name},
+        "spec": {"clusterNetwork": {"pods": {"cidrBlocks": ["10.244.0.0/16"]}, "services": {"cidrBlocks": ["10.96.0.0/12"]}},
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": name}}}))
+    .await;
+    let infra_clusters = dynamic(
+        world,
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroCluster",
+        "kubezeroclusters",
+    );
+    create(
+        world,
+        &infra_clusters,
+        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "KubeZeroCluster", "metadata": {"name": name}, "spec": {"aws": {"region": "eu-central-1"}}}),
+    )
+    .await;
+    infra_clusters
+}
+
 /// Creates a worker pool of `cluster`: KubeZeroMachineTemplate and KubeZeroConfigTemplate named
 /// `name`, and a MachineDeployment `name` of `replicas` using them (labels set explicitly, so the
 /// same manifest works against real Cluster API).
