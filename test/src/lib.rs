@@ -5,6 +5,7 @@
 //! - [`capi`]: a stand-in for Cluster API core's controllers, running against the emulator.
 //! - [`cloud`]: moto (AWS) and sushy-tools (Redfish) fixtures on loopback ports.
 //! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and a node simulator.
+//! - [`templates`]: clusterctl variable substitution and CAAPH values rendering for `templates/`.
 //! - [`world`]: the end-to-end entry point: emulated or real management cluster plus both managers.
 
 #![deny(missing_docs)]
@@ -12,6 +13,7 @@
 pub mod apiserver;
 pub mod capi;
 pub mod cloud;
+pub mod templates;
 pub mod validation;
 pub mod workload;
 pub mod world;

@@ -324,7 +324,7 @@ fn api_for(
 }
 
 /// An emulator with the kubezero and CAPI CRDs installed, and its discovery.
-async fn emulator() -> (kubezero_test::apiserver::ApiServer, kube::Client, kube::Discovery) {
+pub(crate) async fn emulator() -> (kubezero_test::apiserver::ApiServer, kube::Client, kube::Discovery) {
     let server = kubezero_test::apiserver::ApiServer::start().await.unwrap();
     server
         .install_crds(&kubezero_test::validation::kubezero_crds())
@@ -338,7 +338,7 @@ async fn emulator() -> (kubezero_test::apiserver::ApiServer, kube::Client, kube:
     (server, client, discovery)
 }
 
-async fn create(
+pub(crate) async fn create(
     client: &kube::Client,
     discovery: &kube::Discovery,
     document: &Value,
@@ -402,20 +402,19 @@ async fn the_api_emulator_refuses_every_invalid_fixture_for_its_stated_field_and
     }
 }
 
-/// Substitutes clusterctl variables for a user who sets only the required ones: `${VAR:=default}`
-/// takes its default (quotes around an empty default dropped), `${VAR}` a value from `values`.
+/// Substitutes clusterctl variables as clusterctl does (`kubezero_test::templates::envsubst`) for a user
+/// who sets only the required ones: `values`, then example values for the flavors' own required
+/// variables (e.g. the bare-metal VIP); defaults for everything else.
 pub(crate) fn substitute(text: &str, values: &[(&str, &str)]) -> String {
-    let variable = regex::Regex::new(r"\$\{([A-Z0-9_]+)(:=([^}]*))?\}").unwrap();
-    variable
-        .replace_all(text, |capture: &regex::Captures<'_>| match capture.get(3) {
-            Some(default) => default.as_str().trim_matches('"').to_string(),
-            None => values
-                .iter()
-                .find(|(key, _)| *key == &capture[1])
-                .map(|(_, v)| v.to_string())
-                .unwrap_or_else(|| panic!("no value for ${{{}}}", &capture[1])),
-        })
-        .into_owned()
+    let examples = [("KUBEZERO_CONTROL_PLANE_VIP", "192.0.2.10")];
+    kubezero_test::templates::envsubst::process(text, &|name| {
+        values
+            .iter()
+            .chain(examples.iter())
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test]
@@ -441,16 +440,9 @@ async fn the_api_emulator_accepts_every_valid_fixture_template_and_config_manife
     let namespace =
         serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "templates"}});
     create(&client, &discovery, &namespace).await.unwrap();
+    // The cluster templates are created flavor by flavor, each in its own namespace, by
+    // `templates::every_flavor_renders_with_its_defaults_and_the_api_emulator_accepts_every_object`.
     let mut manifests = Vec::new();
-    for entry in std::fs::read_dir(root.join("templates")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            manifests.push((
-                path.display().to_string(),
-                std::fs::read_to_string(&path).unwrap(),
-            ));
-        }
-    }
     for folder in ["config/provider/default", "config/bootstrap/default"] {
         let output = std::process::Command::new("kubectl")
             .args(["kustomize"])

@@ -8,6 +8,7 @@
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
 //! - [`manager`]: the manager binaries as processes (health, metrics, missing CRDs, SIGTERM).
+//! - [`templates`]: cluster template flavors and the KubeZero addon HelmChartProxies.
 //! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and the node simulator.
 
 mod apiserver;
@@ -19,4 +20,5 @@ mod fixtures;
 mod manager;
 mod manifests;
 mod support;
+mod templates;
 mod workload;
