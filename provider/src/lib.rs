@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod aws;
 pub mod controllers;

@@ -12,6 +12,7 @@
 //! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and the node simulator.
 
 mod apiserver;
+mod aws;
 mod bootstrap;
 mod capi;
 mod cloud;
