@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod kubeconfig;
 pub mod lock;
 pub mod pki;
 pub mod render;

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use kubezero_bootstrap::controller::BootstrapArgs;
 use kubezero_bootstrap::{api, controller};
 use kubezero_capi::runtime::{Command, execute};
 
@@ -15,7 +16,7 @@ const MANAGER: &str = "kubezero-bootstrap";
 #[command(name = MANAGER, version, about = "kubezero Cluster API bootstrap provider")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Command<BootstrapArgs>,
 }
 
 #[tokio::main]

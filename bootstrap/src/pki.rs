@@ -541,18 +541,14 @@ fn set_validity(params: &mut CertificateParams, now: Timestamp, validity: Durati
     Ok(())
 }
 
-/// An admin kubeconfig (YAML) for `cluster` at `server` (`https://host:port`) with a new RSA-2048
-/// client certificate signed by the cluster CA `ca`: CN `kubernetes-admin`, O `system:masters`,
-/// ExtKeyUsage clientAuth, valid from `now` - [`CLOCK_SKEW_ALLOWANCE`] to `now + validity`
-/// (default [`DEFAULT_KUBECONFIG_VALIDITY`]). Cluster entry `<cluster>`, user `<cluster>-admin`,
-/// context `<cluster>-admin@<cluster>` (current), as core's `<cluster>-kubeconfig`.
-pub fn mint_admin_kubeconfig(
-    cluster: &str,
-    server: &str,
+/// A new admin client certificate signed by the cluster CA `ca`: RSA-2048, CN `kubernetes-admin`,
+/// O `system:masters`, ExtKeyUsage clientAuth, valid from `now` - [`CLOCK_SKEW_ALLOWANCE`] to
+/// `now + validity`. Returned as PEM certificate and PEM private key.
+pub fn mint_admin_client_certificate(
     ca: &CertKeyPair,
     now: Timestamp,
     validity: Duration,
-) -> Result<String, PkiError> {
+) -> Result<CertKeyPair, PkiError> {
     let what = "admin client certificate";
     let ca_key = KeyPair::from_pem(&ca.key).map_err(generate_err("cluster CA key"))?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, ca_key).map_err(generate_err("cluster CA issuer"))?;
@@ -570,7 +566,35 @@ pub fn mint_admin_kubeconfig(
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params, now, validity)?;
     let cert = params.signed_by(&key, &issuer).map_err(generate_err(what))?;
+    Ok(CertKeyPair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
 
+/// Whether the first certificate of `cert_pem` carries a valid signature of the CA certificate
+/// `ca_pem`'s key (i.e. the CA issued it).
+pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, PkiError> {
+    let invalid = |reason: String| PkiError::Kubeconfig(format!("certificate: {reason}"));
+    let block = first_pem(cert_pem).map_err(invalid)?;
+    let cert = parse_certificate(&block).map_err(invalid)?;
+    let ca_block = first_pem(ca_pem).map_err(invalid)?;
+    let ca = parse_certificate(&ca_block).map_err(invalid)?;
+    Ok(cert.issuer() == ca.subject() && cert.verify_signature(Some(ca.public_key())).is_ok())
+}
+
+/// An admin kubeconfig (YAML) for `cluster` at `server` (`https://host:port`) with a new client
+/// certificate from [`mint_admin_client_certificate`] (default validity
+/// [`DEFAULT_KUBECONFIG_VALIDITY`]). Cluster entry `<cluster>`, user `<cluster>-admin`, context
+/// `<cluster>-admin@<cluster>` (current), as core's `<cluster>-kubeconfig`.
+pub fn mint_admin_kubeconfig(
+    cluster: &str,
+    server: &str,
+    ca: &CertKeyPair,
+    now: Timestamp,
+    validity: Duration,
+) -> Result<String, PkiError> {
+    let client = mint_admin_client_certificate(ca, now, validity)?;
     let user = format!("{cluster}-admin");
     let context = format!("{cluster}-admin@{cluster}");
     let kubeconfig = serde_json::json!({
@@ -581,8 +605,8 @@ pub fn mint_admin_kubeconfig(
             "certificate-authority-data": BASE64.encode(ca.cert.as_bytes()),
         }}],
         "users": [{"name": user, "user": {
-            "client-certificate-data": BASE64.encode(cert.pem().as_bytes()),
-            "client-key-data": BASE64.encode(key.serialize_pem().as_bytes()),
+            "client-certificate-data": BASE64.encode(client.cert.as_bytes()),
+            "client-key-data": BASE64.encode(client.key.as_bytes()),
         }}],
         "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
         "current-context": context,

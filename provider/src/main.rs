@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kubezero_capi::runtime::{Command, Context, execute};
+use kubezero_capi::runtime::{Command, Context, NoProviderArgs, execute};
 use kubezero_provider::api;
 use kubezero_provider::controllers::{cluster, machine};
 
@@ -21,7 +21,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let controllers = |context: Context| async move {
+    let controllers = |context: Context, _: NoProviderArgs| async move {
         tokio::join!(cluster::run(context.clone()), machine::run(context));
     };
     execute(MANAGER, Cli::parse().command, api::crds(), controllers).await

@@ -261,8 +261,19 @@ impl World {
     /// Starts both managers as processes watching only this world's namespace, with leader election
     /// on a Lease in that namespace.
     pub fn start_managers(&mut self) -> Result<(), WorldError> {
+        self.start_managers_with(&[])
+    }
+
+    /// [`World::start_managers`] with extra `run` flags: `(binary, flag)` pairs such as
+    /// `("kubezero-bootstrap", "--bootstrap-token-ttl=30s")`.
+    pub fn start_managers_with(&mut self, extra_flags: &[(&str, &str)]) -> Result<(), WorldError> {
         for name in ["kubezero-provider", "kubezero-bootstrap"] {
-            let process = self.spawn_manager(name)?;
+            let flags: Vec<&str> = extra_flags
+                .iter()
+                .filter(|(binary, _)| *binary == name)
+                .map(|(_, flag)| *flag)
+                .collect();
+            let process = self.spawn_manager(name, &flags)?;
             self.managers.push(process);
         }
         Ok(())
@@ -279,7 +290,7 @@ impl World {
         logs
     }
 
-    fn spawn_manager(&self, name: &str) -> Result<ManagerProcess, WorldError> {
+    fn spawn_manager(&self, name: &str, extra_flags: &[&str]) -> Result<ManagerProcess, WorldError> {
         let binary = manager_binary(name)?;
         let log = self.directory.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log).map_err(|source| WorldError::Io {
@@ -303,6 +314,7 @@ impl World {
             .arg(format!("--leader-election-namespace={}", self.namespace))
             .arg(format!("--metrics-bind-address={metrics}"))
             .arg(format!("--health-probe-bind-address={health}"))
+            .args(extra_flags)
             .env("KUBECONFIG", &self.kubeconfig)
             .env(
                 "RUST_LOG",

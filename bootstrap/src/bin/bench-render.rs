@@ -13,7 +13,7 @@ use kubezero_bootstrap::api::KubeZeroConfigSpec;
 use kubezero_bootstrap::api::kubeadm::{JoinDiscovery, KubeadmInputs, KubeadmRole};
 use kubezero_bootstrap::controller::generate::render_data;
 use kubezero_bootstrap::pki::ClusterCertificates;
-use kubezero_bootstrap::render::MAX_USER_DATA_SIZE;
+use kubezero_bootstrap::render::{MAX_USER_DATA_SIZE, ProviderIdSource};
 use kubezero_bootstrap::tokens::BootstrapToken;
 
 fn main() {
@@ -56,7 +56,7 @@ fn main() {
             let mut last = None;
             for _ in 0..iterations {
                 let started = Instant::now();
-                let rendered = render_data(&spec, role, &inputs, Vec::new(), pki);
+                let rendered = render_data(&spec, role, &inputs, Vec::new(), pki, ProviderIdSource::Aws);
                 times.push(started.elapsed().as_secs_f64() * 1e6);
                 last = Some(rendered);
             }

@@ -16,7 +16,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use kubezero_capi::conditions::Observed;
 use kubezero_capi::contract::READY_CONDITION;
@@ -31,7 +31,7 @@ use crate::api::{Encoding, File, Format, KubeZeroConfig, KubeZeroConfigSpec};
 use crate::lock::{self, LockDecision};
 use crate::pki::{self, CLUSTER_SECRET_TYPE, CertKeyPair, CertificateKind, ClusterCertificates, TLS_CRT};
 use crate::render::{self, RenderError};
-use crate::tokens::{self, BootstrapToken, DEFAULT_TOKEN_TTL, TOKEN_NAMESPACE, TokenChoice, TokenGroup};
+use crate::tokens::{self, BootstrapToken, TOKEN_NAMESPACE, TokenChoice, TokenGroup};
 
 /// How long a config waits before looking again (lock, control-plane initialization, workload cluster).
 pub const REQUEUE: Duration = Duration::from_secs(30);
@@ -40,10 +40,13 @@ pub const REQUEUE: Duration = Duration::from_secs(30);
 pub const VALUE_KEY: &str = "value";
 /// Key of the data Secret naming the user-data format.
 pub const FORMAT_KEY: &str = "format";
+/// Key of a join's data Secret holding the bootstrap token its user data carries, so the token can be
+/// refreshed, or re-created in the workload cluster, while the Machine has not joined.
+pub const TOKEN_KEY: &str = "bootstrap-token";
 /// Key of the workload kubeconfig in `<cluster>-kubeconfig`.
 const KUBECONFIG_KEY: &str = "value";
 /// Bound on every call to the workload cluster, so an unreachable endpoint cannot stall a worker.
-const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a generation attempt ends with.
 #[derive(Debug)]
@@ -67,7 +70,7 @@ impl Outcome {
 }
 
 /// Stops generation: a condition to report, or an API error.
-enum Halt {
+pub(super) enum Halt {
     Report(Outcome),
     Failed(Error),
 }
@@ -99,8 +102,9 @@ pub async fn generate(
     config: &KubeZeroConfig,
     machine: &Machine,
     cluster: &Cluster,
+    token_ttl: Duration,
 ) -> Result<Outcome, Error> {
-    match generate_steps(client, config, machine, cluster).await {
+    match generate_steps(client, config, machine, cluster, token_ttl).await {
         Ok(outcome) => Ok(outcome),
         Err(Halt::Report(outcome)) => Ok(outcome),
         Err(Halt::Failed(error)) => Err(error),
@@ -112,6 +116,7 @@ async fn generate_steps(
     config: &KubeZeroConfig,
     machine: &Machine,
     cluster: &Cluster,
+    token_ttl: Duration,
 ) -> Step<Outcome> {
     let namespace = config.namespace().unwrap_or_default();
     let role = role(client, &namespace, machine, cluster).await?;
@@ -130,18 +135,24 @@ async fn generate_steps(
         Ok(pin) => pin,
         Err(error) => return report(reasons::INVALID_CLUSTER_CERTIFICATES, error.to_string()),
     };
-    let discovery = match role {
+    let token = match role {
         KubeadmRole::Init => None,
-        _ => {
-            let token = join_token(client, cluster, machine).await?;
-            Some(JoinDiscovery {
-                token: token.to_string(),
-                ca_cert_hashes: vec![pin],
-            })
-        }
+        _ => Some(join_token(client, cluster, machine, token_ttl).await?),
     };
+    let discovery = token.as_ref().map(|token| JoinDiscovery {
+        token: token.to_string(),
+        ca_cert_hashes: vec![pin],
+    });
     let inputs = kubeadm_inputs(cluster, machine, discovery)?;
-    let rendered = match render_data(&config.spec, role, &inputs, user_files, certificates.as_ref()) {
+    let provider_id = provider_id_source(client, cluster).await?;
+    let rendered = match render_data(
+        &config.spec,
+        role,
+        &inputs,
+        user_files,
+        certificates.as_ref(),
+        provider_id,
+    ) {
         Ok(rendered) => rendered,
         Err(RenderFailure::TooLarge(message)) => {
             return Err(Halt::Report(Outcome {
@@ -156,7 +167,7 @@ async fn generate_steps(
             }));
         }
     };
-    let name = create_data_secret(client, config, cluster, &rendered).await?;
+    let name = create_data_secret(client, config, cluster, &rendered, token.as_ref()).await?;
     tracing::info!(secret = %name, role = ?role, raw_size = rendered.raw_size, gzipped = rendered.gzipped,
         "bootstrap data Secret created");
     Ok(Outcome {
@@ -455,8 +466,9 @@ async fn ca_pin(client: &Client, cluster: &Cluster) -> Step<Result<String, pki::
     }
 }
 
-/// A client of the workload cluster from `<cluster>-kubeconfig`; `None` when the Secret is missing.
-async fn workload_client(client: &Client, cluster: &Cluster) -> Step<Client> {
+/// A client of the workload cluster from `<cluster>-kubeconfig`; a `WaitingForWorkloadCluster` report when
+/// the Secret is missing or unusable.
+pub(super) async fn workload_client(client: &Client, cluster: &Cluster) -> Step<Client> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = format!("{}-kubeconfig", cluster.name_any());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -494,7 +506,12 @@ async fn workload_client(client: &Client, cluster: &Cluster) -> Step<Client> {
 
 /// The bootstrap token of the machine's token group in the workload cluster (created or reused), after
 /// making sure the join RBAC exists there.
-async fn join_token(client: &Client, cluster: &Cluster, machine: &Machine) -> Step<BootstrapToken> {
+async fn join_token(
+    client: &Client,
+    cluster: &Cluster,
+    machine: &Machine,
+    ttl: Duration,
+) -> Step<BootstrapToken> {
     let workload = workload_client(client, cluster).await?;
     let cluster_name = cluster.name_any();
     let group = TokenGroup::for_machine(
@@ -531,10 +548,10 @@ async fn join_token(client: &Client, cluster: &Cluster, machine: &Machine) -> St
             .map_err(|error| format!("listing bootstrap tokens: {error}"))?
             .items;
         let now = Timestamp::now();
-        match tokens::choose_group_token(&candidates, now, DEFAULT_TOKEN_TTL) {
+        match tokens::choose_group_token(&candidates, now, ttl) {
             TokenChoice::Reuse(token) => Ok(token),
             TokenChoice::Create(token) => {
-                let secret = tokens::group_token_secret(&token, &group, DEFAULT_TOKEN_TTL, now);
+                let secret = tokens::group_token_secret(&token, &group, ttl, now);
                 secrets
                     .create(&PostParams::default(), &secret)
                     .await
@@ -585,6 +602,47 @@ fn kubeadm_inputs(
     })
 }
 
+/// How the node finds its provider ID at boot: from the NoCloud meta-data when the Cluster's
+/// KubeZeroCluster uses the bare-metal backend (`spec.metal`), else from EC2 IMDSv2 (also for other
+/// infrastructure providers on EC2).
+async fn provider_id_source(client: &Client, cluster: &Cluster) -> Step<render::ProviderIdSource> {
+    let Some(reference) = cluster
+        .spec
+        .infrastructure_ref
+        .as_ref()
+        .filter(|reference| reference.refers_to(INFRASTRUCTURE_GROUP, KUBEZERO_CLUSTER_KIND))
+    else {
+        return Ok(render::ProviderIdSource::Aws);
+    };
+    let namespace = cluster.namespace().unwrap_or_default();
+    let resource = kube::discovery::ApiResource {
+        group: INFRASTRUCTURE_GROUP.to_string(),
+        version: INFRASTRUCTURE_VERSION.to_string(),
+        api_version: format!("{INFRASTRUCTURE_GROUP}/{INFRASTRUCTURE_VERSION}"),
+        kind: KUBEZERO_CLUSTER_KIND.to_string(),
+        plural: "kubezeroclusters".to_string(),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
+    let infra = api.get_opt(&reference.name).await.map_err(Error::read(
+        KUBEZERO_CLUSTER_KIND,
+        &namespace,
+        &reference.name,
+    ))?;
+    let metal = infra.is_some_and(|infra| infra.data.pointer("/spec/metal").is_some_and(|m| !m.is_null()));
+    Ok(if metal {
+        render::ProviderIdSource::NoCloud
+    } else {
+        render::ProviderIdSource::Aws
+    })
+}
+
+/// API group of the kubezero infrastructure kinds.
+const INFRASTRUCTURE_GROUP: &str = "infrastructure.cluster.x-k8s.io";
+/// Served version of the kubezero infrastructure kinds.
+const INFRASTRUCTURE_VERSION: &str = "v1alpha1";
+/// The kubezero InfraCluster kind.
+const KUBEZERO_CLUSTER_KIND: &str = "KubeZeroCluster";
+
 /// Why rendering failed.
 #[derive(Debug)]
 pub enum RenderFailure {
@@ -602,6 +660,7 @@ pub fn render_data(
     inputs: &KubeadmInputs,
     user_files: Vec<render::FileSpec>,
     certificates: Option<&ClusterCertificates>,
+    provider_id: render::ProviderIdSource,
 ) -> Result<render::Rendered, RenderFailure> {
     let kubeadm = render_kubeadm_config(spec, role, inputs)
         .map_err(|e| RenderFailure::Invalid(format!("kubeadm: {e}")))?;
@@ -669,7 +728,7 @@ pub fn render_data(
         pre_kubeadm_commands: spec.pre_kubeadm_commands.clone(),
         post_kubeadm_commands: spec.post_kubeadm_commands.clone(),
         sysctls: spec.sysctls.clone(),
-        provider_id: render::ProviderIdSource::Aws,
+        provider_id,
     };
     render::render(&input).map_err(|error| match error {
         RenderError::TooLarge { .. } => RenderFailure::TooLarge(error.to_string()),
@@ -678,8 +737,24 @@ pub fn render_data(
 }
 
 /// The data Secret of `config` (contract §4): name = config name, `type: cluster.x-k8s.io/secret`, keys
-/// `value` and `format`, cluster-name label, controller owner reference to the config.
-pub fn data_secret(config: &KubeZeroConfig, cluster: &str, rendered: &render::Rendered) -> Secret {
+/// `value` and `format` (and [`TOKEN_KEY`] for joins), cluster-name label, controller owner reference to
+/// the config.
+pub fn data_secret(
+    config: &KubeZeroConfig,
+    cluster: &str,
+    rendered: &render::Rendered,
+    token: Option<&BootstrapToken>,
+) -> Secret {
+    let mut data = BTreeMap::from([
+        (VALUE_KEY.to_string(), ByteString(rendered.value.clone())),
+        (
+            FORMAT_KEY.to_string(),
+            ByteString(rendered.format.as_str().as_bytes().to_vec()),
+        ),
+    ]);
+    if let Some(token) = token {
+        data.insert(TOKEN_KEY.to_string(), ByteString(token.to_string().into_bytes()));
+    }
     Secret {
         metadata: ObjectMeta {
             name: Some(config.name_any()),
@@ -692,13 +767,7 @@ pub fn data_secret(config: &KubeZeroConfig, cluster: &str, rendered: &render::Re
             ..ObjectMeta::default()
         },
         type_: Some(CLUSTER_SECRET_TYPE.to_string()),
-        data: Some(BTreeMap::from([
-            (VALUE_KEY.to_string(), ByteString(rendered.value.clone())),
-            (
-                FORMAT_KEY.to_string(),
-                ByteString(rendered.format.as_str().as_bytes().to_vec()),
-            ),
-        ])),
+        data: Some(data),
         ..Secret::default()
     }
 }
@@ -720,11 +789,12 @@ async fn create_data_secret(
     config: &KubeZeroConfig,
     cluster: &Cluster,
     rendered: &render::Rendered,
+    token: Option<&BootstrapToken>,
 ) -> Step<String> {
     let namespace = config.namespace().unwrap_or_default();
     let name = config.name_any();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let secret = data_secret(config, &cluster.name_any(), rendered);
+    let secret = data_secret(config, &cluster.name_any(), rendered, token);
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => Ok(name),
         // Already written by an earlier reconcile whose status write was lost: keep it, never rename.

@@ -2,10 +2,14 @@
 //!
 //! Flow (contract §4): find the owner Machine and its Cluster → honour pause → restore status from
 //! the Machine after `clusterctl move` → wait for the Cluster's infrastructure and control-plane
-//! endpoint → role (init lock), cluster PKI, join token, render, data Secret ([`generate`]). The data
-//! Secret is owned by the config (garbage collected with it), so no finalizer is needed.
+//! endpoint → role (init lock), cluster PKI, join token, render, data Secret ([`generate`]); then, until
+//! the Machine has a `nodeRef`, keep its join token alive ([`refresh`]). The data Secret is owned by the
+//! config (garbage collected with it), so no finalizer is needed. [`kubeconfig`] renews the clusters'
+//! admin kubeconfigs.
 
 pub mod generate;
+pub mod kubeconfig;
+pub mod refresh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,9 +72,40 @@ impl HasConditions for KubeZeroConfig {
     }
 }
 
-/// Runs the KubeZeroConfig controller until the manager shuts down.
-pub async fn run(context: Context) {
-    run_machine_controller(context, CONTROLLER, machine_to_config, reconcile).await;
+/// Flags of the bootstrap manager's `run`.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct BootstrapArgs {
+    /// Lifetime of the join tokens created in workload clusters; refreshed every TTL/3 while their
+    /// Machine has not joined (at least 30s).
+    #[arg(long, default_value = "15m", value_parser = parse_token_ttl)]
+    pub bootstrap_token_ttl: Duration,
+}
+
+impl Default for BootstrapArgs {
+    fn default() -> Self {
+        Self {
+            bootstrap_token_ttl: crate::tokens::DEFAULT_TOKEN_TTL,
+        }
+    }
+}
+
+fn parse_token_ttl(value: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_secs(30) {
+        return Err(format!("{value} is shorter than 30s"));
+    }
+    Ok(ttl)
+}
+
+/// Runs the KubeZeroConfig and kubeconfig-renewal controllers until the manager shuts down.
+pub async fn run(context: Context, args: BootstrapArgs) {
+    let configs = run_machine_controller(
+        context.clone(),
+        CONTROLLER,
+        machine_to_config,
+        move |config, context| reconcile(config, context, args.bootstrap_token_ttl),
+    );
+    tokio::join!(configs, kubeconfig::run(context));
 }
 
 /// Maps a Machine to the KubeZeroConfig its `spec.bootstrap.configRef` names.
@@ -81,6 +116,26 @@ pub fn machine_to_config(machine: Machine) -> Option<ObjectRef<KubeZeroConfig>> 
         GROUP,
         "KubeZeroConfig",
     )
+}
+
+/// Refreshes the join token of a Machine that has not joined yet; when to look again.
+async fn keep_token_alive(
+    context: &Context,
+    cluster: &Cluster,
+    machine: &Machine,
+    data_secret_name: &str,
+    token_ttl: Duration,
+) -> Result<Option<Duration>, Error> {
+    let result =
+        refresh::refresh_join_token(&context.client, cluster, machine, data_secret_name, token_ttl).await?;
+    Ok(match result {
+        Ok(refresh::Refreshed::NoToken) => None,
+        Ok(_) => Some(crate::tokens::requeue_after(token_ttl)),
+        Err(message) => {
+            tracing::warn!(%message, "unable to refresh the join token; retrying");
+            Some(generate::REQUEUE.min(crate::tokens::requeue_after(token_ttl)))
+        }
+    })
 }
 
 /// The data-Secret fields of the status: what the config reports, or, when its status is empty
@@ -127,7 +182,11 @@ pub fn readiness(data_secret_name: Option<&str>, cluster: &Cluster) -> Option<Ob
     None
 }
 
-async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(
+    config: Arc<KubeZeroConfig>,
+    context: Arc<Context>,
+    token_ttl: Duration,
+) -> Result<Action, Error> {
     let _timer = context.metrics.reconcile(CONTROLLER);
     let name = config.name_any();
     let namespace = namespace_of(config.as_ref())?;
@@ -186,13 +245,19 @@ async fn reconcile(config: Arc<KubeZeroConfig>, context: Arc<Context>) -> Result
             (Some(machine), Some(cluster)) => match readiness(data_secret_name.as_deref(), cluster) {
                 Some(ready) => ready,
                 None => {
-                    let outcome = generate::generate(&context.client, &config, machine, cluster).await?;
+                    let outcome =
+                        generate::generate(&context.client, &config, machine, cluster, token_ttl).await?;
                     data_secret_name = outcome.data_secret_name;
                     requeue = outcome.requeue;
                     outcome.ready
                 }
             },
         };
+        if let (Some(machine), Some(cluster), Some(name)) = (&owner, &cluster, &data_secret_name)
+            && !machine.has_node_ref()
+        {
+            requeue = keep_token_alive(&context, cluster, machine, name, token_ttl).await?;
+        }
         if ready.reason.starts_with("Waiting") {
             requeue = requeue.or(Some(Duration::from_secs(30)));
         }
@@ -232,6 +297,7 @@ mod tests {
     use kubezero_capi::testing::{Recorded, ScriptedApi, context, not_found};
     use serde_json::{Value, json};
 
+    const TTL: Duration = crate::tokens::DEFAULT_TOKEN_TTL;
     const MACHINE: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/machines/demo-cp-0";
     const CLUSTER: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/clusters/demo";
 
@@ -274,7 +340,7 @@ mod tests {
                     _ => not_found(&request.path),
                 },
             );
-        reconcile(Arc::new(typed), Arc::new(context(client)))
+        reconcile(Arc::new(typed), Arc::new(context(client)), TTL)
             .await
             .unwrap();
         let requests = api.requests();
@@ -342,7 +408,7 @@ mod tests {
                     _ => not_found(&request.path),
                 },
             );
-        reconcile(Arc::new(typed), Arc::new(context(client)))
+        reconcile(Arc::new(typed), Arc::new(context(client)), TTL)
             .await
             .unwrap();
         let requests = api.requests();
@@ -570,6 +636,53 @@ mod tests {
         assert!(text.contains("kubeadm init"), "{text}");
     }
 
+    /// The user data of the data Secret posted in `requests`.
+    fn posted_user_data(requests: &[Recorded], name: &str) -> String {
+        use base64::Engine as _;
+        let secret = posts_to(requests, "secrets")
+            .into_iter()
+            .find(|r| r.body["metadata"]["name"] == name)
+            .expect("data Secret");
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(secret.body["data"]["value"].as_str().unwrap())
+            .unwrap();
+        String::from_utf8(generate::decode_value(&value).unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn metal_clusters_take_the_provider_id_from_nocloud_and_aws_ones_from_imds() {
+        let infra = "/apis/infrastructure.cluster.x-k8s.io/v1alpha1/namespaces/default/kubezeroclusters/demo";
+        for (backend, expected, absent) in [
+            (
+                json!({"metal": {"controlPlaneVIP": "10.0.0.5"}}),
+                "LABEL=cidata",
+                "169.254.169.254",
+            ),
+            (
+                json!({"aws": {"region": "eu-central-1"}}),
+                "169.254.169.254",
+                "LABEL=cidata",
+            ),
+        ] {
+            let mut cluster = cluster(false, true, true);
+            cluster["spec"]["infrastructureRef"] = json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"});
+            let kubezero_cluster = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+                "kind": "KubeZeroCluster", "metadata": {"name": "demo", "namespace": "default"}, "spec": backend});
+            let (_, requests) = reconcile_with(
+                config(None),
+                vec![
+                    (MACHINE.into(), versioned(machine(None), true)),
+                    (CLUSTER.into(), cluster),
+                    (infra.into(), kubezero_cluster),
+                ],
+            )
+            .await;
+            let text = posted_user_data(&requests, "demo-cp-0");
+            assert!(text.contains(expected), "{expected} in {text}");
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+    }
+
     #[tokio::test]
     async fn workers_after_initialization_wait_for_the_workload_kubeconfig() {
         let ca = crate::pki::CertificateKind::ClusterCa
@@ -663,6 +776,30 @@ mod tests {
             .find(|c| c["type"] == "Paused")
             .unwrap();
         assert_eq!(paused["status"], "True");
+    }
+
+    #[test]
+    fn token_ttl_flag_defaults_to_15_minutes_and_refuses_short_values() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BootstrapArgs,
+        }
+        let parsed = Cli::try_parse_from(["kubezero-bootstrap"]).unwrap().args;
+        assert_eq!(parsed.bootstrap_token_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(
+            parsed.bootstrap_token_ttl,
+            BootstrapArgs::default().bootstrap_token_ttl
+        );
+        let parsed = Cli::try_parse_from(["k", "--bootstrap-token-ttl", "2m"])
+            .unwrap()
+            .args;
+        assert_eq!(parsed.bootstrap_token_ttl, Duration::from_secs(120));
+        let error = Cli::try_parse_from(["k", "--bootstrap-token-ttl", "10s"])
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("shorter than 30s"), "{error}");
     }
 
     #[test]

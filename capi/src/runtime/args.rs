@@ -9,14 +9,29 @@ use kube::{Api, Client, Resource};
 
 use crate::contract::WATCH_FILTER_LABEL;
 
-/// Subcommands shared by both manager binaries.
+/// Subcommands shared by both manager binaries; `P` holds the flags only one provider has.
 #[derive(clap::Subcommand, Debug, Clone)]
-pub enum Command {
+pub enum Command<P: clap::Args = NoProviderArgs> {
     /// Run the manager: controllers, leader election, metrics and health endpoints.
-    Run(Box<ManagerArgs>),
+    Run(Box<RunArgs<P>>),
     /// Print the CRDs as YAML, or write one file per CRD into a folder.
     Crds(CrdsArgs),
 }
+
+/// Arguments of the `run` subcommand: the flags every manager has and the provider's own.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs<P: clap::Args> {
+    /// Flags every manager has.
+    #[command(flatten)]
+    pub manager: ManagerArgs,
+    /// Flags of this provider only.
+    #[command(flatten)]
+    pub provider: P,
+}
+
+/// A provider without flags of its own.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct NoProviderArgs {}
 
 /// Arguments of the `crds` subcommand.
 #[derive(clap::Args, Debug, Clone)]
@@ -148,7 +163,7 @@ mod tests {
         let mut argv = vec!["kubezero", "run"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Run(args) => *args,
+            Command::Run(args) => args.manager,
             Command::Crds(_) => unreachable!(),
         }
     }

@@ -245,14 +245,15 @@ fn default_identity() -> String {
 ///
 /// `crds` are the binary's own CRDs: printed by `crds`, and required (with CAPI's Cluster and
 /// Machine CRDs) before `run` starts the controllers.
-pub async fn execute<F, Fut>(
+pub async fn execute<P, F, Fut>(
     name: &str,
-    command: super::Command,
+    command: super::Command<P>,
     crds: Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>,
     controllers: F,
 ) -> std::process::ExitCode
 where
-    F: FnOnce(Context) -> Fut,
+    P: clap::Args,
+    F: FnOnce(Context, P) -> Fut,
     Fut: Future<Output = ()>,
 {
     let result = match command {
@@ -263,7 +264,9 @@ where
                 "clusters.cluster.x-k8s.io".to_string(),
                 "machines.cluster.x-k8s.io".to_string(),
             ]);
-            run(name, *args, required, controllers).await.map_err(|error| {
+            let super::RunArgs { manager, provider } = *args;
+            let controllers = move |context| controllers(context, provider);
+            run(name, manager, required, controllers).await.map_err(|error| {
                 tracing::error!(%error, "manager stopped");
                 error.to_string()
             })

@@ -16,7 +16,7 @@ pub mod reconcile;
 pub mod status;
 pub mod telemetry;
 
-pub use args::{Command, CrdsArgs, ManagerArgs};
+pub use args::{Command, CrdsArgs, ManagerArgs, NoProviderArgs, RunArgs};
 pub use errors::{ErrorClass, ReconcileError};
 pub use manager::{Context, execute, run};
 pub use metrics::Metrics;

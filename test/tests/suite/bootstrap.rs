@@ -1,7 +1,8 @@
-//! Bootstrap provider end to end: both managers in the test world, one Cluster with a control-plane
-//! Machine. The missing AWS backend is stood in for by the test: it reports the KubeZeroCluster
-//! provisioned with a control-plane endpoint (own field manager), as the backend would; then the
-//! control-plane machine provisioned and its Node registered in the workload emulator.
+//! Bootstrap provider end to end (issue 4): both managers in the test world, a Cluster with three
+//! control-plane Machines and a MachineDeployment of three workers. The missing AWS backend is stood in
+//! for by the test: it reports the KubeZeroCluster provisioned with a control-plane endpoint (own field
+//! manager), as the backend would; then the first control-plane machine provisioned and its Node
+//! registered in the workload cluster, which initializes the control plane.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use kubezero_bootstrap::api::KubeZeroConfig;
 use kubezero_test::world::WorldView;
 use serde_json::json;
 
-use crate::support::{create, create_cluster, create_worker_pool, dynamic, eventually, with_managers};
+use crate::support::{create, create_cluster, create_worker_pool, dynamic, eventually, with_managers_flags};
 
 /// Field manager of the test's stand-in for the AWS backend.
 const TEST_MANAGER: &str = "kubezero-e2e-test";
@@ -29,52 +30,487 @@ fn user_data(secret: &Secret) -> (String, String) {
     (String::from_utf8(raw).unwrap(), format)
 }
 
+/// Join tokens live this long in the test, so a refresh (every TTL/3) happens within it.
+const TOKEN_TTL: &str = "--bootstrap-token-ttl=30s";
+/// The CA key file only control-plane joins carry.
+const CA_KEY_PATH: &str = "/etc/kubernetes/pki/ca.key";
+/// Label of the token Secrets of one token group.
+const TOKEN_GROUP_LABEL: &str = "bootstrap.cluster.x-k8s.io/kubezero-token-group";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn init_data_pki_and_lock_then_identical_worker_joins_with_one_token() {
-    with_managers(Duration::from_secs(180), |world| async move {
-        init_flow(&world).await
+async fn three_control_planes_and_three_workers_get_one_init_two_cp_joins_and_three_identical_worker_joins() {
+    let flags = [("kubezero-bootstrap", TOKEN_TTL)];
+    with_managers_flags(Duration::from_secs(240), &flags, |world| async move {
+        cluster_flow(&world).await
     })
     .await;
 }
 
-async fn init_flow(world: &WorldView) {
+/// The APIs the flow uses.
+struct Apis {
+    machines: Api<DynamicObject>,
+    infra_machines: Api<DynamicObject>,
+    configs: Api<DynamicObject>,
+    config_api: Api<KubeZeroConfig>,
+    secrets: Api<Secret>,
+}
+
+impl Apis {
+    fn new(world: &WorldView) -> Self {
+        Self {
+            machines: dynamic(world, "cluster.x-k8s.io", "v1beta2", "Machine", "machines"),
+            infra_machines: dynamic(
+                world,
+                "infrastructure.cluster.x-k8s.io",
+                "v1alpha1",
+                "KubeZeroMachine",
+                "kubezeromachines",
+            ),
+            configs: dynamic(
+                world,
+                "bootstrap.cluster.x-k8s.io",
+                "v1alpha1",
+                "KubeZeroConfig",
+                "kubezeroconfigs",
+            ),
+            config_api: Api::namespaced(world.client(), world.namespace()),
+            secrets: Api::namespaced(world.client(), world.namespace()),
+        }
+    }
+
+    /// A Machine of Cluster `demo` with its KubeZeroMachine and KubeZeroConfig (`config_spec`).
+    async fn machine(
+        &self,
+        world: &WorldView,
+        name: &str,
+        control_plane: bool,
+        version: &str,
+        config_spec: serde_json::Value,
+    ) {
+        let mut labels = json!({"cluster.x-k8s.io/cluster-name": "demo"});
+        if control_plane {
+            labels["cluster.x-k8s.io/control-plane"] = json!("");
+        }
+        create(world, &self.machines, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"clusterName": "demo", "version": version,
+                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfig", "name": name}},
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": name}}})).await;
+        create(world, &self.infra_machines, json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroMachine", "metadata": {"name": name}, "spec": {"aws": {"instanceType": "m7g.large"}}})).await;
+        create(
+            world,
+            &self.configs,
+            json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroConfig", "metadata": {"name": name}, "spec": config_spec}),
+        )
+        .await;
+    }
+
+    /// The `Ready` condition (status, reason, message) of config `name`, once it has one.
+    async fn ready(&self, name: &str) -> Option<(String, String, String)> {
+        let config = self.config_api.get(name).await.ok()?;
+        let ready = config
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready")?;
+        Some((ready.status, ready.reason, ready.message))
+    }
+
+    /// The user data of config `name` once its data Secret is recorded.
+    async fn data(&self, name: &str) -> Option<(String, Secret)> {
+        let status = self.config_api.get(name).await.ok()?.status?;
+        (status.initialization?.data_secret_created == Some(true)).then_some(())?;
+        let secret = self.secrets.get(&status.data_secret_name?).await.ok()?;
+        Some((user_data(&secret).0, secret))
+    }
+}
+
+async fn cluster_flow(world: &WorldView) {
+    let apis = Apis::new(world);
     let infra_clusters = create_cluster(world, "demo").await;
-    let machines = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Machine", "machines");
-    create(world, &machines, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
-        "metadata": {"name": "demo-cp-0", "labels": {"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/control-plane": ""}},
-        "spec": {"clusterName": "demo", "version": "v1.34.1",
-            "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfig", "name": "demo-cp-0"}},
-            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": "demo-cp-0"}}})).await;
-    let infra_machines = dynamic(
-        world,
-        "infrastructure.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroMachine",
-        "kubezeromachines",
-    );
-    create(
-        world,
-        &infra_machines,
-        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroMachine",
-        "metadata": {"name": "demo-cp-0"}, "spec": {"aws": {"instanceType": "m7g.large"}}}),
-    )
+    for index in 0..3 {
+        let name = format!("demo-cp-{index}");
+        apis.machine(world, &name, true, "v1.34.1", json!({"format": "alpine-config"}))
+            .await;
+    }
+    provision_cluster_infrastructure(&infra_clusters).await;
+
+    // Exactly one control-plane machine initializes; the other two wait for it.
+    let init = eventually("one init config and two waiting", || async {
+        let mut init = Vec::new();
+        let mut waiting = 0;
+        for index in 0..3 {
+            let name = format!("demo-cp-{index}");
+            match apis.ready(&name).await?.1.as_str() {
+                "DataSecretAvailable" => init.push(name),
+                "WaitingForControlPlaneInitialization" => waiting += 1,
+                _ => return None,
+            }
+        }
+        (init.len() == 1 && waiting == 2).then(|| init.remove(0))
+    })
     .await;
-    let configs = dynamic(
-        world,
-        "bootstrap.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroConfig",
-        "kubezeroconfigs",
+    let (text, data) = apis.data(&init).await.expect("init data");
+    check_data_secret(&data, &init);
+    assert!(text.starts_with("#alpine-config"), "{text}");
+    assert!(text.contains("kubeadm init"), "{text}");
+    assert!(text.contains("api.demo.example:6443"), "{text}");
+    let config_maps: Api<ConfigMap> = Api::namespaced(world.client(), world.namespace());
+    let lock = config_maps.get("demo-lock").await.expect("the init lock");
+    assert_eq!(
+        kubezero_bootstrap::lock::holder(&lock).as_deref(),
+        Some(init.as_str())
     );
-    create(
-        world,
-        &configs,
-        json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroConfig",
-        "metadata": {"name": "demo-cp-0"}, "spec": {"format": "alpine-config"}}),
+    let pki_before = pki_secrets(&apis.secrets).await;
+
+    // The init machine boots: its Node registers, core initializes the control plane.
+    let workload = workload_client(&apis.secrets).await;
+    let provider_id = "aws:///eu-central-1a/i-0123456789abcdef0";
+    provision_machine(&apis.infra_machines, &init, provider_id).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(workload.clone());
+    let node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "ip-10-0-0-10"}, "spec": {"providerID": provider_id}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+
+    // The other two join the control plane, with the cluster key pairs as files.
+    let joins: Vec<String> = (0..3)
+        .map(|i| format!("demo-cp-{i}"))
+        .filter(|n| *n != init)
+        .collect();
+    for name in &joins {
+        let (text, data) = eventually("control-plane join data", || apis.data(name)).await;
+        check_data_secret(&data, name);
+        assert!(text.contains("kubeadm join"), "{text}");
+        assert!(!text.contains("kubeadm init"), "{text}");
+        assert!(text.contains("controlPlane"), "{text}");
+        assert!(
+            text.contains(CA_KEY_PATH),
+            "control-plane joins carry the CA key pair"
+        );
+    }
+    eventually("the init lock is released", || async {
+        config_maps
+            .get_opt("demo-lock")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // Three workers of one MachineDeployment: identical join data, one token.
+    create_worker_pool(world, "demo", "demo-workers", 3).await;
+    let worker_data = eventually("three worker data Secrets", || async {
+        let configs = apis
+            .config_api
+            .list(&ListParams::default().labels("cluster.x-k8s.io/deployment-name=demo-workers"))
+            .await
+            .ok()?
+            .items;
+        if configs.len() != 3 {
+            return None;
+        }
+        let mut data = Vec::new();
+        for config in configs {
+            data.push(apis.data(&config.name_any()).await?.0);
+        }
+        Some(data)
+    })
+    .await;
+    assert!(worker_data[0].contains("kubeadm join"), "{}", worker_data[0]);
+    assert!(!worker_data[0].contains("controlPlane"), "{}", worker_data[0]);
+    assert!(!worker_data[0].contains(CA_KEY_PATH), "workers never get CA keys");
+    assert!(
+        worker_data.iter().all(|data| *data == worker_data[0]),
+        "one MachineSet, identical user data"
+    );
+    let tokens: Api<Secret> = Api::namespaced(workload.clone(), "kube-system");
+    let all_tokens = tokens.list(&ListParams::default()).await.unwrap().items;
+    let groups: std::collections::BTreeSet<String> = all_tokens
+        .iter()
+        .filter(|s| s.type_.as_deref() == Some("bootstrap.kubernetes.io/token"))
+        .filter_map(|s| s.labels().get(TOKEN_GROUP_LABEL).cloned())
+        .collect();
+    assert_eq!(
+        groups.len(),
+        3,
+        "one token group per control-plane join and one for the MachineSet"
+    );
+    let worker_token = all_tokens
+        .iter()
+        .find(|s| {
+            let id = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get("token-id"))
+                .map(|v| String::from_utf8(v.0.clone()).unwrap());
+            id.is_some_and(|id| worker_data[0].contains(&format!("{id}.")))
+        })
+        .expect("the workers' token is in the workload cluster")
+        .clone();
+    let group = worker_token.labels()[TOKEN_GROUP_LABEL].clone();
+    let in_group = all_tokens
+        .iter()
+        .filter(|s| s.labels().get(TOKEN_GROUP_LABEL) == Some(&group))
+        .count();
+    assert_eq!(in_group, 1, "one token for the MachineSet");
+
+    token_refresh(&tokens, &worker_token).await;
+    bad_input(world, &apis).await;
+    pki_survives_first_machine_deletion(&apis, &init, &pki_before).await;
+    kubeconfig_renewal(world, &apis.secrets).await;
+}
+
+/// The workers have no nodeRef: their token's expiration moves forward, and a deleted token comes back
+/// with the same value (the rendered data stays valid).
+async fn token_refresh(tokens: &Api<Secret>, token: &Secret) {
+    let name = token.name_any();
+    let expiration = |secret: &Secret| {
+        let bytes = secret.data.as_ref().unwrap()["expiration"].0.clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    let first = expiration(token);
+    eventually("the workers' token is refreshed", || async {
+        let current = tokens.get(&name).await.ok()?;
+        (expiration(&current) > first).then_some(())
+    })
+    .await;
+    tokens.delete(&name, &Default::default()).await.unwrap();
+    let back = eventually("the deleted token is re-created", || async {
+        tokens.get(&name).await.ok()
+    })
+    .await;
+    assert_eq!(
+        back.data.as_ref().unwrap()["token-secret"],
+        token.data.as_ref().unwrap()["token-secret"]
+    );
+}
+
+/// What the schema cannot refuse is reported on `Ready` with a reason, and no data Secret is written;
+/// what it can (unknown format, invalid kubeadm fields) never reaches the controller.
+async fn bad_input(world: &WorldView, apis: &Apis) {
+    let refused = |spec: serde_json::Value, field: &'static str| async move {
+        let object: DynamicObject = serde_json::from_value(json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroConfig", "metadata": {"name": "refused", "namespace": world.namespace()}, "spec": spec}))
+        .unwrap();
+        let error = apis
+            .configs
+            .create(&PostParams::default(), &object)
+            .await
+            .expect_err("refused");
+        let kube::Error::Api(status) = error else {
+            panic!("{error}")
+        };
+        assert_eq!(status.code, 422, "{status:?}");
+        assert!(status.message.contains(field), "{field}: {}", status.message);
+    };
+    refused(json!({"format": "ignition"}), "spec.format").await;
+    refused(
+        json!({"clusterConfiguration": {"apiServer": {"certSANs": ["https://api.demo.example.com"]}}}),
+        "certSANs",
     )
     .await;
 
-    // Stand-in for the AWS backend: the cluster infrastructure is provisioned with an endpoint.
+    // 24,000 base64 characters of pseudo-random bytes: gzip cannot bring them under 16 KiB.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..18_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    use base64::Engine as _;
+    let noise = base64::engine::general_purpose::STANDARD.encode(noise);
+    let cases = [
+        (
+            "demo-bad-file",
+            "v1.34.1",
+            json!({"files": [{"path": "/etc/motd", "contentFrom": {"secret": {"name": "no-such-secret", "key": "motd"}}}]}),
+            "FileSecretNotFound",
+            "no-such-secret",
+        ),
+        (
+            "demo-bad-size",
+            "v1.34.1",
+            json!({"files": [{"path": "/etc/big", "content": noise}]}),
+            "BootstrapDataTooLarge",
+            "16384",
+        ),
+        (
+            "demo-bad-version",
+            "1.34",
+            json!({}),
+            "InvalidConfiguration",
+            "1.34",
+        ),
+    ];
+    for (name, version, spec, _, _) in &cases {
+        apis.machine(world, name, false, version, spec.clone()).await;
+    }
+    for (name, _, _, reason, named) in cases {
+        let (status, actual, message) = eventually("a Ready reason for bad input", || async {
+            apis.ready(name)
+                .await
+                .filter(|(_, reason, _)| !reason.starts_with("Waiting"))
+        })
+        .await;
+        assert_eq!(
+            (status.as_str(), actual.as_str()),
+            ("False", reason),
+            "{name}: {message}"
+        );
+        assert!(message.contains(named), "{name}: {message}");
+        assert!(
+            apis.secrets.get_opt(name).await.unwrap().is_none(),
+            "{name}: no data Secret"
+        );
+    }
+}
+
+/// Deleting the Machine that initialized the cluster keeps the cluster's key pairs.
+async fn pki_survives_first_machine_deletion(apis: &Apis, init: &str, before: &[Secret]) {
+    apis.machines.delete(init, &Default::default()).await.unwrap();
+    eventually(
+        "the first control-plane Machine and its config are gone",
+        || async {
+            let machine_gone = apis.machines.get_opt(init).await.ok()?.is_none();
+            let config_gone = apis.config_api.get_opt(init).await.ok()?.is_none();
+            (machine_gone && config_gone).then_some(())
+        },
+    )
+    .await;
+    let after = pki_secrets(&apis.secrets).await;
+    for (old, new) in before.iter().zip(&after) {
+        assert_eq!(old.uid(), new.uid(), "{} kept", old.name_any());
+        assert_eq!(old.data, new.data, "{} unchanged", old.name_any());
+    }
+}
+
+/// A kubeconfig whose client certificate is past half its life is re-issued from the cluster CA, with
+/// the same server and names.
+async fn kubeconfig_renewal(world: &WorldView, secrets: &Api<Secret>) {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ca_secret = secrets.get("demo-ca").await.unwrap();
+    let ca =
+        kubezero_bootstrap::pki::from_secret(kubezero_bootstrap::pki::CertificateKind::ClusterCa, &ca_secret)
+            .unwrap();
+    let now = jiff::Timestamp::now();
+    let old_client = kubezero_bootstrap::pki::mint_admin_client_certificate(
+        &ca,
+        now - jiff::SignedDuration::from_hours(200 * 24),
+        Duration::from_secs(365 * 24 * 3600),
+    )
+    .unwrap();
+    let mut secret = secrets.get("demo-kubeconfig").await.unwrap();
+    let yaml = String::from_utf8(secret.data.as_ref().unwrap()["value"].0.clone()).unwrap();
+    let mut kubeconfig: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let server = kubeconfig["clusters"][0]["cluster"]["server"].clone();
+    let users = kubeconfig["users"].as_array_mut().unwrap();
+    users[0]["user"] = json!({"client-certificate-data": b64.encode(&old_client.cert),
+        "client-key-data": b64.encode(&old_client.key)});
+    let aged = serde_saphyr::to_string(&kubeconfig).unwrap();
+    secret
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("value".into(), k8s_openapi::ByteString(aged.clone().into_bytes()));
+    secrets
+        .replace("demo-kubeconfig", &PostParams::default(), &secret)
+        .await
+        .unwrap();
+
+    let renewed = eventually("the kubeconfig is renewed", || async {
+        let secret = secrets.get("demo-kubeconfig").await.ok()?;
+        let yaml = String::from_utf8(secret.data?.get("value")?.0.clone()).ok()?;
+        (yaml != aged).then_some(yaml)
+    })
+    .await;
+    let (not_before, _) = kubezero_bootstrap::pki::kubeconfig_client_cert_validity(&renewed).unwrap();
+    assert!(
+        now.duration_since(not_before) < jiff::SignedDuration::from_mins(10),
+        "fresh: {not_before}"
+    );
+    let kubeconfig: serde_json::Value = serde_saphyr::from_str(&renewed).unwrap();
+    assert_eq!(
+        kubeconfig["clusters"][0]["cluster"]["server"], server,
+        "same server"
+    );
+    let client_pem = String::from_utf8(
+        b64.decode(
+            kubeconfig["users"][0]["user"]["client-certificate-data"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        kubezero_bootstrap::pki::issued_by(&client_pem, &ca.cert).unwrap(),
+        "issued by demo-ca"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(world.client(), world.namespace());
+    eventually("a KubeconfigRenewed event on the Cluster", || async {
+        let events = events.list(&ListParams::default()).await.ok()?.items;
+        events
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("KubeconfigRenewed")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("demo")
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// Checks the contract shape of a data Secret of config `name`.
+fn check_data_secret(data: &Secret, name: &str) {
+    assert_eq!(data.name_any(), name, "data Secret name = config name");
+    assert_eq!(data.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
+    assert_eq!(
+        data.labels()
+            .get("cluster.x-k8s.io/cluster-name")
+            .map(String::as_str),
+        Some("demo")
+    );
+    let owner = data
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .expect("controller owner");
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("KubeZeroConfig", name)
+    );
+    assert_eq!(user_data(data).1, "alpine-config");
+}
+
+/// The four cluster key pair Secrets, each owned by the Cluster.
+async fn pki_secrets(secrets: &Api<Secret>) -> Vec<Secret> {
+    let mut found = Vec::new();
+    for purpose in ["ca", "etcd", "proxy", "sa"] {
+        let pki = secrets.get(&format!("demo-{purpose}")).await.unwrap();
+        assert!(
+            pki.owner_references()
+                .iter()
+                .any(|o| o.kind == "Cluster" && o.name == "demo"),
+            "demo-{purpose} owned by the Cluster"
+        );
+        found.push(pki);
+    }
+    found
+}
+
+/// Stand-in for the AWS backend: the cluster infrastructure is provisioned with an endpoint.
+async fn provision_cluster_infrastructure(infra_clusters: &Api<DynamicObject>) {
     let params = PatchParams::apply(TEST_MANAGER).force();
     let identity = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroCluster",
         "metadata": {"name": "demo"}});
@@ -91,94 +527,30 @@ async fn init_flow(world: &WorldView) {
         .patch_status("demo", &params, &Patch::Apply(&status))
         .await
         .unwrap();
-
-    let config_api: Api<KubeZeroConfig> = Api::namespaced(world.client(), world.namespace());
-    let secrets: Api<Secret> = Api::namespaced(world.client(), world.namespace());
-    let name = eventually("the config names its data Secret", || async {
-        let config = config_api.get("demo-cp-0").await.ok()?;
-        let status = config.status?;
-        (status.initialization?.data_secret_created == Some(true)).then_some(())?;
-        status.data_secret_name
-    })
-    .await;
-    assert_eq!(name, "demo-cp-0", "data Secret name = config name");
-    let data = secrets.get(&name).await.unwrap();
-    assert_eq!(data.type_.as_deref(), Some("cluster.x-k8s.io/secret"));
-    assert_eq!(
-        data.labels()
-            .get("cluster.x-k8s.io/cluster-name")
-            .map(String::as_str),
-        Some("demo")
-    );
-    let owner = data
-        .owner_references()
-        .iter()
-        .find(|o| o.controller == Some(true))
-        .expect("controller owner");
-    assert_eq!(
-        (owner.kind.as_str(), owner.name.as_str()),
-        ("KubeZeroConfig", "demo-cp-0")
-    );
-    let (text, format) = user_data(&data);
-    assert_eq!(format, "alpine-config");
-    assert!(text.starts_with("#alpine-config"), "{text}");
-    assert!(text.contains("kubeadm init"), "{text}");
-    assert!(text.contains("api.demo.example:6443"), "{text}");
-
-    for purpose in ["ca", "etcd", "proxy", "sa"] {
-        let pki = secrets.get(&format!("demo-{purpose}")).await.unwrap();
-        assert!(
-            pki.owner_references()
-                .iter()
-                .any(|o| o.kind == "Cluster" && o.name == "demo"),
-            "demo-{purpose} owned by the Cluster"
-        );
-    }
-    let config_maps: Api<ConfigMap> = Api::namespaced(world.client(), world.namespace());
-    let locks = config_maps
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|cm| cm.name_any() == "demo-lock")
-        .collect::<Vec<_>>();
-    assert_eq!(locks.len(), 1);
-    assert_eq!(
-        kubezero_bootstrap::lock::holder(&locks[0]).as_deref(),
-        Some("demo-cp-0")
-    );
-
-    join_flow(world, &infra_machines, &config_api, &secrets).await;
 }
 
-/// The control plane becomes initialized the realistic way (the machine is provisioned, its Node
-/// registers in the workload emulator, the stand-in links it and sets `ControlPlaneInitialized`); then a
-/// MachineDeployment of 2 workers gets two identical `kubeadm join` data Secrets and one token.
-async fn join_flow(
-    world: &WorldView,
-    infra_machines: &Api<DynamicObject>,
-    config_api: &Api<KubeZeroConfig>,
-    secrets: &Api<Secret>,
-) {
-    let provider_id = "aws:///eu-central-1a/i-0123456789abcdef0";
+/// Stand-in for the AWS backend: machine `name` is provisioned as `provider_id`.
+async fn provision_machine(infra_machines: &Api<DynamicObject>, name: &str, provider_id: &str) {
     let params = PatchParams::apply(TEST_MANAGER).force();
     let identity = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroMachine",
-        "metadata": {"name": "demo-cp-0"}});
+        "metadata": {"name": name}});
     let mut spec = identity.clone();
     spec["spec"] = json!({"aws": {"instanceType": "m7g.large"}, "providerID": provider_id});
     infra_machines
-        .patch("demo-cp-0", &params, &Patch::Apply(&spec))
+        .patch(name, &params, &Patch::Apply(&spec))
         .await
         .unwrap();
     let mut status = identity;
     status["status"] = json!({"initialization": {"provisioned": true}});
     infra_machines
-        .patch_status("demo-cp-0", &params, &Patch::Apply(&status))
+        .patch_status(name, &params, &Patch::Apply(&status))
         .await
         .unwrap();
+}
 
-    let workload = eventually("a client of the workload cluster", || async {
+/// A client of the workload cluster through `demo-kubeconfig`, once it exists.
+async fn workload_client(secrets: &Api<Secret>) -> kube::Client {
+    eventually("a client of the workload cluster", || async {
         let secret = secrets.get("demo-kubeconfig").await.ok()?;
         let yaml = String::from_utf8(secret.data?.get("value")?.0.clone()).ok()?;
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).ok()?;
@@ -188,67 +560,5 @@ async fn join_flow(
                 .ok()?;
         kube::Client::try_from(config).ok()
     })
-    .await;
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(workload.clone());
-    let node: k8s_openapi::api::core::v1::Node =
-        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": "ip-10-0-0-10"}, "spec": {"providerID": provider_id}}))
-        .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
-    let clusters: Api<kubezero_capi::core::Cluster> = Api::namespaced(world.client(), world.namespace());
-    eventually("the Cluster's control plane is initialized", || async {
-        clusters
-            .get("demo")
-            .await
-            .ok()?
-            .control_plane_initialized()
-            .then_some(())
-    })
-    .await;
-
-    create_worker_pool(world, "demo", "demo-workers", 2).await;
-
-    let worker_data = eventually("two worker data Secrets", || async {
-        let configs = config_api
-            .list(&ListParams::default().labels("cluster.x-k8s.io/deployment-name=demo-workers"))
-            .await
-            .ok()?
-            .items;
-        if configs.len() != 2 {
-            return None;
-        }
-        let mut data = Vec::new();
-        for config in configs {
-            let name = config.status?.data_secret_name?;
-            data.push(user_data(&secrets.get(&name).await.ok()?).0);
-        }
-        Some(data)
-    })
-    .await;
-    assert!(worker_data[0].contains("kubeadm join"), "{}", worker_data[0]);
-    assert!(!worker_data[0].contains("kubeadm init"));
-    assert_eq!(
-        worker_data[0], worker_data[1],
-        "one MachineSet, identical user data"
-    );
-    let tokens: Api<Secret> = Api::namespaced(workload, "kube-system");
-    let tokens = tokens
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|s| s.type_.as_deref() == Some("bootstrap.kubernetes.io/token"))
-        .count();
-    assert_eq!(tokens, 1, "one token for the MachineSet");
-    let config_maps: Api<ConfigMap> = Api::namespaced(world.client(), world.namespace());
-    eventually("the init lock is released", || async {
-        config_maps
-            .get_opt("demo-lock")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    .await
 }

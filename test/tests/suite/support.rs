@@ -158,10 +158,19 @@ where
     F: FnOnce(kubezero_test::world::WorldView) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    with_managers_flags(timeout, &[], flow).await;
+}
+
+/// [`with_managers`] with extra manager flags (see `World::start_managers_with`).
+pub(crate) async fn with_managers_flags<F, Fut>(timeout: Duration, flags: &[(&str, &str)], flow: F)
+where
+    F: FnOnce(kubezero_test::world::WorldView) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let mut world = kubezero_test::world::World::start()
         .await
         .expect("the world starts");
-    world.start_managers().expect("the managers start");
+    world.start_managers_with(flags).expect("the managers start");
     let view = world.view();
     let outcome = tokio::spawn(async move { tokio::time::timeout(timeout, flow(view)).await }).await;
     let logs = world.stop_managers();
