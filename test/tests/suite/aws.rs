@@ -187,6 +187,7 @@ async fn ensuring_the_cluster_infrastructure_twice_creates_everything_once() {
             .await
             .expect("first ensure");
         let first_time = started.elapsed();
+        let first_calls = aws.clients.stats().total();
         let after_first = counts(&aws).await;
         let expected = BTreeMap::from([
             ("vpc", 1),
@@ -222,7 +223,9 @@ async fn ensuring_the_cluster_infrastructure_twice_creates_everything_once() {
             "the second run only reads"
         );
         let reads: u64 = calls_after.values().sum::<u64>() - calls_before.values().sum::<u64>();
-        eprintln!("first ensure {first_time:?}, second ensure {second_time:?} with {reads} read calls");
+        eprintln!(
+            "first ensure {first_time:?} with {first_calls} calls, second ensure {second_time:?} with {reads} read calls"
+        );
 
         let zones: Vec<_> = first.failure_domains().into_iter().map(|f| f.name).collect();
         assert_eq!(zones, ["us-east-1a", "us-east-1b", "us-east-1c"]);
