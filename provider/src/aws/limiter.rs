@@ -264,7 +264,8 @@ impl Limiter {
         wait
     }
 
-    /// Takes the tokens of `draw`, sleeping until they are available.
+    /// Takes the tokens of `draw`, sleeping until they are available. Tokens of an acquire that is
+    /// dropped while sleeping stay taken (the limiter errs on the slow side).
     pub async fn acquire(&self, draw: Draw) {
         let mut wait = self.reserve(draw.request, 1.0);
         if let Some((bucket, cost)) = draw.resource {
