@@ -12,8 +12,8 @@ test:
 
 ## generate: write the CRDs from the Rust types (a test fails when they drift)
 generate:
-	$(CARGO) run -q -p kubezero-provider -- crds --output-dir config/provider/crd/bases
-	$(CARGO) run -q -p kubezero-bootstrap -- crds --output-dir config/bootstrap/crd/bases
+	$(CARGO) run -q -p kubezero-provider --bin kubezero-provider -- crds --output-dir config/provider/crd/bases
+	$(CARGO) run -q -p kubezero-bootstrap --bin kubezero-bootstrap -- crds --output-dir config/bootstrap/crd/bases
 
 ## release: release binaries + clusterctl local repository in $(OUT)/
 release:

@@ -5,3 +5,4 @@
 pub mod api;
 pub mod aws;
 pub mod controllers;
+pub mod settings;

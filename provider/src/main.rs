@@ -4,9 +4,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kubezero_capi::runtime::{Command, Context, NoProviderArgs, execute};
+use kubezero_capi::runtime::{Command, Context, execute};
 use kubezero_provider::api;
 use kubezero_provider::controllers::{cluster, machine};
+use kubezero_provider::settings::{Backends, ProviderArgs};
 
 /// Name of the manager: Lease name, event reporter, logs.
 const MANAGER: &str = "kubezero-provider";
@@ -16,13 +17,17 @@ const MANAGER: &str = "kubezero-provider";
 #[command(name = MANAGER, version, about = "kubezero Cluster API infrastructure provider")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Command<ProviderArgs>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let controllers = |context: Context, _: NoProviderArgs| async move {
-        tokio::join!(cluster::run(context.clone()), machine::run(context));
+    let controllers = |context: Context, args: ProviderArgs| async move {
+        let backends = Backends::new(&args);
+        tokio::join!(
+            cluster::run(context.clone(), backends.clone()),
+            machine::run(context, backends)
+        );
     };
     execute(MANAGER, Cli::parse().command, api::crds(), controllers).await
 }

@@ -142,23 +142,47 @@ pub struct World {
     kubeconfig: PathBuf,
     managers: Vec<ManagerProcess>,
     backend: Backend,
+    /// Environment of the provider manager for AWS: moto's endpoint and dummy credentials.
+    cloud_env: Vec<(&'static str, String)>,
+}
+
+/// Where the provider's AWS calls go when the world has no moto: a loopback port nothing listens on
+/// (port 1, refused at once), so no call can leave the machine.
+pub const NO_CLOUD_ENDPOINT: &str = "http://127.0.0.1:1";
+
+/// The provider's AWS environment: `moto`'s, or [`NO_CLOUD_ENDPOINT`] with dummy credentials. The
+/// EC2 instance metadata lookup of the credential chain is always off (it is not a loopback address).
+fn cloud_env(moto: Option<&Moto>) -> Vec<(&'static str, String)> {
+    let mut env = match moto {
+        Some(moto) => moto.env(),
+        None => vec![
+            ("AWS_ENDPOINT_URL", NO_CLOUD_ENDPOINT.to_string()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ],
+    };
+    env.push(("AWS_EC2_METADATA_DISABLED", "true".to_string()));
+    env
 }
 
 impl World {
     /// Starts (or connects to) the management cluster, installs the kubezero CRDs and creates a fresh
     /// namespace `kz-e2e-<random>`.
     pub async fn start() -> Result<World, WorldError> {
-        Self::start_inner(None).await
+        Self::start_inner(None, cloud_env(None)).await
     }
 
     /// Like [`World::start`], with `moto` as the cloud of the emulated world: a [`NodeSimulator`]
     /// registers a Node in a cluster's workload emulator for each of its running instances (tag
     /// `kubernetes.io/cluster/<cluster>=owned`). Against a real cluster the moto is not used here.
     pub async fn start_with_cloud(moto: &Moto) -> Result<World, WorldError> {
-        Self::start_inner(Some(MotoInstances::new(moto))).await
+        Self::start_inner(Some(MotoInstances::new(moto)), cloud_env(Some(moto))).await
     }
 
-    async fn start_inner(cloud: Option<MotoInstances>) -> Result<World, WorldError> {
+    async fn start_inner(
+        cloud: Option<MotoInstances>,
+        cloud_env: Vec<(&'static str, String)>,
+    ) -> Result<World, WorldError> {
         let directory = std::env::temp_dir().join(format!("kubezero-world-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&directory).map_err(|source| WorldError::Io {
             path: directory.display().to_string(),
@@ -232,6 +256,7 @@ impl World {
             kubeconfig,
             managers: Vec::new(),
             backend,
+            cloud_env,
         })
     }
 
@@ -315,6 +340,7 @@ impl World {
             .arg(format!("--metrics-bind-address={metrics}"))
             .arg(format!("--health-probe-bind-address={health}"))
             .args(extra_flags)
+            .envs(self.cloud_env.iter().map(|(name, value)| (*name, value.as_str())))
             .env("KUBECONFIG", &self.kubeconfig)
             .env(
                 "RUST_LOG",

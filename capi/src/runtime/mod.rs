@@ -7,6 +7,7 @@ pub mod args;
 pub mod crds;
 pub mod errors;
 pub mod events;
+pub mod finalizers;
 pub mod http;
 pub mod leader;
 pub mod manager;

@@ -477,6 +477,84 @@ pub struct AwsSubnetId {
     pub id: String,
 }
 
+/// What the AWS backend provisioned for a cluster (`KubeZeroCluster.status.aws`): the ids machines
+/// launch with. Re-derived from tags on every reconcile, so `clusterctl move` (which drops status)
+/// loses nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsClusterStatus {
+    /// VPC id.
+    #[serde(default)]
+    pub vpc_id: String,
+    /// Subnets, by availability zone; machines launch into the private subnet of their zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subnets: Vec<AwsSubnetStatus>,
+    /// Security group ids per role.
+    #[serde(default)]
+    pub security_groups: AwsSecurityGroupsStatus,
+    /// The API server load balancer.
+    #[serde(default)]
+    pub load_balancer: AwsLoadBalancerStatus,
+    /// Instance profile names per role.
+    #[serde(default)]
+    pub instance_profiles: AwsInstanceProfilesStatus,
+}
+
+/// One subnet of the cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSubnetStatus {
+    /// Subnet id.
+    pub id: String,
+    /// Availability zone.
+    pub availability_zone: String,
+    /// Whether instances in it get public addresses (load balancers, NAT gateways).
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// Security group ids per role.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsSecurityGroupsStatus {
+    /// Control-plane instances.
+    #[serde(default)]
+    pub control_plane: String,
+    /// All nodes (control plane and workers).
+    #[serde(default)]
+    pub node: String,
+    /// The API server load balancer.
+    #[serde(default)]
+    pub load_balancer: String,
+}
+
+/// The API server load balancer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsLoadBalancerStatus {
+    /// Load balancer ARN.
+    #[serde(default)]
+    pub arn: String,
+    /// DNS name (the control-plane endpoint host).
+    #[serde(default)]
+    pub dns_name: String,
+    /// Target group control-plane instances are registered in.
+    #[serde(default)]
+    pub target_group_arn: String,
+}
+
+/// Instance profile names per role.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsInstanceProfilesStatus {
+    /// For control-plane machines.
+    #[serde(default)]
+    pub control_plane: String,
+    /// For worker machines.
+    #[serde(default)]
+    pub node: String,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

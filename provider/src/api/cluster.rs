@@ -10,7 +10,10 @@ use kubezero_capi::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{aws::AwsClusterSpec, metal::MetalClusterSpec};
+use super::{
+    aws::{AwsClusterSpec, AwsClusterStatus},
+    metal::MetalClusterSpec,
+};
 
 /// Desired state of a KubeZeroCluster: the platform section and the control-plane endpoint.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
@@ -72,6 +75,10 @@ pub struct KubeZeroClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions")]
     pub conditions: Vec<Condition>,
+
+    /// What the AWS backend provisioned (the ids machines launch with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsClusterStatus>,
 }
 
 /// Desired state of a KubeZeroClusterTemplate: the template ClusterClass clones.

@@ -23,12 +23,14 @@ use tracing::Instrument;
 
 use super::{Error, Platform, reasons, write_conditions};
 use crate::api::{FINALIZER_MACHINE, GROUP, KubeZeroCluster, KubeZeroMachine, KubeZeroMachineStatus};
+use crate::settings::Backends;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezeromachine";
 
 /// Runs the KubeZeroMachine controller until the manager shuts down.
-pub async fn run(context: Context) {
+pub async fn run(context: Context, backends: Arc<Backends>) {
+    let _ = &backends;
     run_machine_controller(context, CONTROLLER, machine_to_infra_machine, reconcile).await;
 }
 

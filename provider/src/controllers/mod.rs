@@ -4,12 +4,41 @@
 //! with the status written once by server-side apply under [`FIELD_MANAGER`].
 
 pub mod cluster;
+pub mod cluster_aws;
 pub mod machine;
 
 use kube::{Api, Resource};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
 use kubezero_capi::runtime::Context;
+use kubezero_capi::runtime::errors::{ErrorClass, ReconcileError};
 pub use kubezero_capi::runtime::reconcile::Error;
+
+/// Errors of the provider's reconciles: the Kubernetes side ([`Error`]) or a cloud backend.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Reading or writing Kubernetes objects failed.
+    #[error(transparent)]
+    Kube(#[from] Error),
+    /// A cloud call failed; `class` decides the requeue.
+    #[error("{object}: {message}")]
+    Cloud {
+        /// `Kind namespace/name` of the reconciled object.
+        object: String,
+        /// The error class of the cloud failure.
+        class: ErrorClass,
+        /// What failed, with the cloud's message.
+        message: String,
+    },
+}
+
+impl ReconcileError for ProviderError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ProviderError::Kube(error) => error.class(),
+            ProviderError::Cloud { class, .. } => *class,
+        }
+    }
+}
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -34,6 +63,16 @@ pub mod reasons {
     pub const BACKEND_UNAVAILABLE: &str = "BackendUnavailable";
     /// Reconciliation is paused.
     pub const PAUSED: &str = "Paused";
+    /// The cluster infrastructure exists and is usable.
+    pub const INFRASTRUCTURE_READY: &str = "InfrastructureReady";
+    /// The cluster infrastructure is being created (NAT gateways pending, load balancer provisioning).
+    pub const INFRASTRUCTURE_PROVISIONING: &str = "InfrastructureProvisioning";
+    /// Creating or checking the cluster infrastructure failed (message names the step).
+    pub const INFRASTRUCTURE_FAILED: &str = "InfrastructureFailed";
+    /// The object is being deleted; cloud resources are being released.
+    pub const DELETING: &str = "Deleting";
+    /// Deleting the cloud resources failed; retried.
+    pub const DELETION_FAILED: &str = "DeletionFailed";
 }
 
 /// The platform section an object uses.

@@ -1,13 +1,14 @@
 //! End to end: both managers running against a management cluster (the emulator with the CAPI
 //! stand-in, or a real cluster when `KUBEZERO_E2E_KUBECONFIG` is set), driven only through the API.
 //!
-//! Until a platform backend exists, machines never become provisioned: these tests assert the
-//! contract's objects, owners, labels, annotations, conditions and deletion order, nothing more.
+//! The cloud is a moto server: the KubeZeroCluster's AWS infrastructure is really created there and
+//! released on deletion, with nothing of the cluster left in moto at the end. These tests assert the
+//! contract's objects, owners, labels, annotations, conditions and deletion order.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{create_cluster, create_worker_pool, eventually, with_managers};
+use crate::support::{create_cluster, create_worker_pool, eventually, moto_clients, with_managers_on_moto};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -103,21 +104,21 @@ fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_deployment_scales_0_3_0_with_both_managers_and_contract_objects() {
-    with_managers(Duration::from_secs(240), |world| async move {
-        scale_0_3_0(&world).await
+    with_managers_on_moto(Duration::from_secs(240), |world, moto| async move {
+        scale_0_3_0(&world, &moto).await
     })
     .await;
 }
 
-async fn scale_0_3_0(world: &WorldView) {
+async fn scale_0_3_0(world: &WorldView, moto: &kubezero_test::cloud::Moto) {
     let namespace = world.namespace().to_string();
     let infra_clusters = create_cluster(world, "demo").await;
     create_worker_pool(world, "demo", "demo-workers", 0).await;
 
     // The KubeZeroCluster is adopted by core and reconciled by our provider.
     let kzc_api = api::<KubeZeroCluster>(world);
-    eventually(
-        "KubeZeroCluster owned by the Cluster, with our finalizer and Ready reported",
+    let infra = eventually(
+        "KubeZeroCluster owned by the Cluster, with our finalizer, provisioned on AWS",
         || async {
             let infra = kzc_api.get("demo").await.ok()?;
             let owned = infra
@@ -129,9 +130,29 @@ async fn scale_0_3_0(world: &WorldView) {
                 .iter()
                 .any(|f| f == kubezero_provider::api::FINALIZER_CLUSTER);
             let reason = ready_reason(infra.status.as_ref().map_or(&[], |s| &s.conditions))?;
-            (owned && finalized && reason == "BackendUnavailable").then_some(())
+            let provisioned = infra.status.as_ref()?.initialization.as_ref()?.provisioned == Some(true);
+            (owned && finalized && reason == "InfrastructureReady" && provisioned).then_some(infra)
         },
     )
+    .await;
+    let endpoint = infra.spec.control_plane_endpoint.clone().expect("endpoint set");
+    let aws_status = infra
+        .status
+        .as_ref()
+        .and_then(|s| s.aws.clone())
+        .expect("status.aws");
+    assert_eq!(endpoint.host, aws_status.load_balancer.dns_name);
+    assert_eq!(endpoint.port, 6443);
+    let zones = &infra.status.as_ref().unwrap().failure_domains;
+    assert_eq!(zones.len(), 3, "three availability zones: {zones:?}");
+    eventually("the Cluster reports its infrastructure provisioned", || async {
+        api::<Cluster>(world)
+            .get("demo")
+            .await
+            .ok()?
+            .infrastructure_provisioned()
+            .then_some(())
+    })
     .await;
 
     // Both managers hold their leader Lease in the test namespace.
@@ -230,7 +251,7 @@ async fn scale_0_3_0(world: &WorldView) {
                         Some(template_kind)
                     );
                 }
-                // Our managers reconciled both: finalizer on the infra machine, waiting conditions on both.
+                // Our managers reconciled both: finalizer on the infra machine, Ready reported on both.
                 if !infra
                     .finalizers()
                     .iter()
@@ -238,28 +259,14 @@ async fn scale_0_3_0(world: &WorldView) {
                 {
                     return None;
                 }
-                let infra_reason = ready_reason(infra.status.as_ref().map_or(&[], |s| &s.conditions))?;
-                let config_reason = ready_reason(config.status.as_ref().map_or(&[], |s| &s.conditions))?;
-                if infra_reason != "WaitingForClusterInfrastructure"
-                    || config_reason != "WaitingForClusterInfrastructure"
-                {
-                    return None;
-                }
-                assert!(
-                    infra.spec.provider_id.is_none(),
-                    "nothing provisions machines without a backend"
-                );
+                ready_reason(infra.status.as_ref().map_or(&[], |s| &s.conditions))?;
+                ready_reason(config.status.as_ref().map_or(&[], |s| &s.conditions))?;
             }
             Some(machines)
         },
     )
     .await;
     let machine_names: Vec<String> = machines.iter().map(ResourceExt::name_any).collect();
-    let cluster: Cluster = api::<Cluster>(world).get("demo").await.unwrap();
-    assert!(
-        !cluster.infrastructure_provisioned(),
-        "no backend, no provisioned infrastructure"
-    );
 
     machine_deployments(world)
         .patch(
@@ -321,4 +328,18 @@ async fn scale_0_3_0(world: &WorldView) {
             .items
             .len();
     assert_eq!(left, 0, "nothing of the cluster is left in {namespace}");
+    let aws = moto_clients(moto, "eu-central-1").await;
+    let tags = kubezero_provider::aws::tags::ClusterTags::new("demo", Default::default());
+    let inventory = kubezero_provider::aws::inventory::inventory(&aws)
+        .await
+        .expect("moto inventory");
+    let owned: Vec<_> = inventory
+        .owned_counts(&tags)
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        owned.is_empty(),
+        "cloud resources of the cluster left in moto: {owned:?}"
+    );
 }

@@ -152,16 +152,53 @@ pub(crate) async fn create_worker_pool(
 }
 
 /// Starts a [`kubezero_test::world::World`] with both managers, runs `flow` in its own task under
-/// `timeout`, stops the managers and fails with their logs when the flow panicked or timed out.
-pub(crate) async fn with_managers<F, Fut>(timeout: Duration, flow: F)
+/// `timeout`, stops the managers and fails with their logs when the flow panicked or timed out; the
+/// world's cloud is a fresh moto server: the provider manager talks to it,
+/// and `flow` gets it too (to count what is left there).
+pub(crate) async fn with_managers_on_moto<F, Fut>(timeout: Duration, flow: F)
 where
-    F: FnOnce(kubezero_test::world::WorldView) -> Fut + Send + 'static,
+    F: FnOnce(kubezero_test::world::WorldView, std::sync::Arc<kubezero_test::cloud::Moto>) -> Fut
+        + Send
+        + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    with_managers_flags(timeout, &[], flow).await;
+    let moto = std::sync::Arc::new(kubezero_test::cloud::Moto::start().expect("moto starts"));
+    let mut world = kubezero_test::world::World::start_with_cloud(&moto)
+        .await
+        .expect("the world starts");
+    world.start_managers().expect("the managers start");
+    let view = world.view();
+    let flow_moto = moto.clone();
+    let outcome =
+        tokio::spawn(async move { tokio::time::timeout(timeout, flow(view, flow_moto)).await }).await;
+    let logs = world.stop_managers();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("the flow timed out after {timeout:?}; manager logs:\n{logs}"),
+        Err(failure) => panic!("{failure}; manager logs:\n{logs}\nmoto:\n{}", moto.output_tail()),
+    }
 }
 
-/// [`with_managers`] with extra manager flags (see `World::start_managers_with`).
+/// A client set of the AWS SDK pointed at `moto` in `region`.
+pub(crate) async fn moto_clients(
+    moto: &kubezero_test::cloud::Moto,
+    region: &str,
+) -> kubezero_provider::aws::clients::AwsClients {
+    use kubezero_provider::aws::clients::{AwsIdentity, AwsSettings, ClientRegistry};
+    let registry = ClientRegistry::new(AwsSettings {
+        endpoint_url: Some(moto.endpoint_url()),
+        ..AwsSettings::default()
+    });
+    let identity = AwsIdentity::Static {
+        access_key_id: moto.access_key_id().to_owned(),
+        secret_access_key: moto.secret_access_key().to_owned(),
+        session_token: None,
+    };
+    registry.clients(&identity, region).await.expect("client set")
+}
+
+/// Like [`with_managers_on_moto`] without a cloud (AWS calls go to a closed loopback port), with extra
+/// manager flags (see `World::start_managers_with`).
 pub(crate) async fn with_managers_flags<F, Fut>(timeout: Duration, flags: &[(&str, &str)], flow: F)
 where
     F: FnOnce(kubezero_test::world::WorldView) -> Fut + Send + 'static,
