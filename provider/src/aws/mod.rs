@@ -2,11 +2,15 @@
 //! ownership tags, and the cluster infrastructure (network, security groups, load balancer, IAM) as
 //! idempotent `ensure_*` / tolerant `delete_*` functions. SDK types stay inside this module.
 
+pub mod ami;
 pub mod clients;
 pub mod errors;
 pub mod iam;
 pub mod infrastructure;
+pub mod instance_types;
+pub mod instances;
 pub mod inventory;
+pub mod launcher;
 pub mod limiter;
 pub mod load_balancer;
 pub mod network;

@@ -2,14 +2,17 @@
 //!
 //! Flow (contract §3): find the owner Machine and its Cluster → honour pause (only the `Paused`
 //! condition is written) → finalizer → wait for the Cluster's infrastructure and the Machine's
-//! bootstrap data → hand the machine to the platform backend. Deletion runs the backend's cleanup and
-//! then releases the finalizer; an object being deleted is cleaned up even when its owners are gone.
+//! bootstrap data → hand the machine to the platform backend ([`aws`] for `spec.aws`; the metal
+//! backend is not in this build). Deletion runs the backend's cleanup over as many reconciles as
+//! it takes (the instance must be terminated) and only then releases the finalizer; an object being
+//! deleted is cleaned up even when its owners are gone.
+
+pub mod aws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::Observed;
@@ -18,20 +21,99 @@ use kubezero_capi::core::{Cluster, Machine};
 use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, owner_machine_name};
 use kubezero_capi::pause::{pause_reason, paused_condition};
 use kubezero_capi::runtime::Context;
+use kubezero_capi::runtime::errors::{ErrorClass, ReconcileError};
+use kubezero_capi::runtime::finalizers;
 use kubezero_capi::runtime::reconcile::{describe, namespace_of, referenced, run_machine_controller};
 use tracing::Instrument;
 
+use self::aws::{AwsMachines, Observation, Release, Scope, previous_status};
 use super::{Error, Platform, reasons, write_conditions};
 use crate::api::{FINALIZER_MACHINE, GROUP, KubeZeroCluster, KubeZeroMachine, KubeZeroMachineStatus};
+use crate::aws::launcher::LauncherSettings;
 use crate::settings::Backends;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezeromachine";
 
+/// How soon to look again while an instance is being terminated.
+pub const DELETE_REQUEUE: Duration = Duration::from_secs(3);
+/// How soon to look again while waiting for the Cluster's infrastructure or bootstrap data (the
+/// Machine and Cluster watches usually trigger sooner).
+pub const WAIT_REQUEUE: Duration = Duration::from_secs(30);
+
+/// Errors of a KubeZeroMachine reconcile: the Kubernetes side, or a cloud step (whose class
+/// was decided where the cloud error was classified, [`crate::aws::errors`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// A Kubernetes read or write failed.
+    #[error(transparent)]
+    Kube(#[from] Error),
+    /// A cloud step failed; `reason` is the `Ready` reason reported for it.
+    #[error("{reason} for {object}: {message}")]
+    Cloud {
+        /// The machine, `KubeZeroMachine namespace/name`.
+        object: String,
+        /// `Ready` condition reason.
+        reason: &'static str,
+        /// Error class (drives the requeue).
+        class: ErrorClass,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl MachineError {
+    /// A failed cloud step of `object`.
+    pub fn cloud(
+        object: &str,
+        reason: &'static str,
+        class: ErrorClass,
+        error: impl std::fmt::Display,
+    ) -> Self {
+        MachineError::Cloud {
+            object: object.to_owned(),
+            reason,
+            class,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl ReconcileError for MachineError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            MachineError::Kube(error) => error.class(),
+            MachineError::Cloud { class, .. } => *class,
+        }
+    }
+}
+
+/// The platform backends of the machine controller.
+#[derive(Debug)]
+pub struct MachineBackends {
+    /// EC2.
+    pub aws: AwsMachines,
+}
+
+impl MachineBackends {
+    /// The backends over the process's shared clients, batching with `settings`.
+    pub fn new(backends: Arc<Backends>, settings: LauncherSettings) -> Self {
+        Self {
+            aws: AwsMachines::new(backends, settings),
+        }
+    }
+}
+
 /// Runs the KubeZeroMachine controller until the manager shuts down.
 pub async fn run(context: Context, backends: Arc<Backends>) {
-    let _ = &backends;
-    run_machine_controller(context, CONTROLLER, machine_to_infra_machine, reconcile).await;
+    let machines = Arc::new(MachineBackends::new(backends, LauncherSettings::default()));
+    run_machine_controller(
+        context,
+        CONTROLLER,
+        machine_to_infra_machine,
+        move |machine, context| reconcile(machine, context, machines.clone()),
+    )
+    .await;
 }
 
 /// Maps a Machine to the KubeZeroMachine its `spec.infrastructureRef` names.
@@ -50,7 +132,11 @@ struct Related {
     cluster: Option<Cluster>,
 }
 
-async fn reconcile(machine: Arc<KubeZeroMachine>, context: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile(
+    machine: Arc<KubeZeroMachine>,
+    context: Arc<Context>,
+    backends: Arc<MachineBackends>,
+) -> Result<Action, MachineError> {
     let _timer = context.metrics.reconcile(CONTROLLER);
     let name = machine.name_any();
     let namespace = namespace_of(machine.as_ref())?;
@@ -61,48 +147,59 @@ async fn reconcile(machine: Arc<KubeZeroMachine>, context: Arc<Context>) -> Resu
         if let Some(reason) = pause_reason(related.cluster.as_ref(), &machine.metadata) {
             write_conditions(
                 &api,
-                &machine,
+                machine.as_ref(),
                 &context,
                 &[paused_condition(Some(&reason))],
                 &[READY_CONDITION],
-                status,
+                |conditions| with_conditions(previous_status(&machine), conditions),
             )
             .await?;
             return Ok(Action::await_change());
         }
-        let deleting = machine.metadata.deletion_timestamp.is_some();
-        if !deleting {
-            let waiting = match (&related.owner, &related.cluster) {
-                (None, _) => Some((
-                    reasons::WAITING_FOR_OWNER,
-                    "waiting for Cluster API to set the owner Machine",
-                )),
-                (Some(_), None) => Some((
-                    reasons::WAITING_FOR_CLUSTER,
-                    "waiting for the Machine's Cluster to exist",
-                )),
-                _ => None,
-            };
-            if let Some((reason, message)) = waiting {
-                let observed = vec![
-                    Observed::false_(READY_CONDITION, reason, message),
-                    paused_condition(None),
-                ];
-                write_conditions(&api, &machine, &context, &observed, &[], status).await?;
-                return Ok(Action::requeue(Duration::from_secs(60)));
-            }
+        if machine.metadata.deletion_timestamp.is_some() {
+            return delete(&api, &context, &machine, &related, &backends).await;
         }
-        finalizer(&api, FINALIZER_MACHINE, machine, |event| async {
-            match event {
-                FinalizerEvent::Apply(machine) => apply(&api, &context, &machine, &related).await,
-                FinalizerEvent::Cleanup(machine) => cleanup(&machine).await,
-            }
-        })
-        .await
-        .map_err(|error| Error::from_finalizer(describe("KubeZeroMachine", &namespace, &name), error))
+        let waiting = match (&related.owner, &related.cluster) {
+            (None, _) => Some((
+                reasons::WAITING_FOR_OWNER,
+                "waiting for Cluster API to set the owner Machine",
+            )),
+            (Some(_), None) => Some((
+                reasons::WAITING_FOR_CLUSTER,
+                "waiting for the Machine's Cluster to exist",
+            )),
+            _ => None,
+        };
+        if let Some((reason, message)) = waiting {
+            let observed = vec![
+                Observed::false_(READY_CONDITION, reason, message),
+                paused_condition(None),
+            ];
+            write_conditions(&api, machine.as_ref(), &context, &observed, &[], |conditions| {
+                with_conditions(previous_status(&machine), conditions)
+            })
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+        if finalizers::add(&api, machine.as_ref(), FINALIZER_MACHINE)
+            .await
+            .map_err(|source| finalizer_error(&namespace, &name, source))?
+        {
+            // The write is watched: the next reconcile provisions.
+            return Ok(Action::await_change());
+        }
+        apply(&api, &context, &machine, &related, &backends).await
     }
     .instrument(span)
     .await
+}
+
+fn finalizer_error(namespace: &str, name: &str, source: kube::Error) -> MachineError {
+    MachineError::Kube(Error::Finalizer {
+        object: describe("KubeZeroMachine", namespace, name),
+        message: source.to_string(),
+        source: Some(Box::new(source)),
+    })
 }
 
 async fn fetch(context: &Context, namespace: &str, machine: &KubeZeroMachine) -> Result<Related, Error> {
@@ -127,14 +224,28 @@ async fn fetch(context: &Context, namespace: &str, machine: &KubeZeroMachine) ->
     Ok(Related { owner, cluster })
 }
 
-/// The Ready condition this machine should show, given the Cluster's infrastructure and the owner.
+async fn infra_cluster_of(context: &Context, cluster: &Cluster) -> Result<Option<KubeZeroCluster>, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    match cluster.spec.infrastructure_ref.as_ref() {
+        Some(reference) if reference.refers_to(GROUP, "KubeZeroCluster") => {
+            Api::<KubeZeroCluster>::namespaced(context.client.clone(), &namespace)
+                .get_opt(&reference.name)
+                .await
+                .map_err(Error::read("KubeZeroCluster", &namespace, &reference.name))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Why the machine cannot be provisioned yet (or on this platform), if so: the Cluster's
+/// infrastructure, the platform match and the bootstrap data are checked in that order. Pure.
 pub fn readiness(
     machine: &KubeZeroMachine,
     owner: &Machine,
     cluster: &Cluster,
     infra_cluster: Option<&KubeZeroCluster>,
-) -> Observed {
-    let waiting = |reason, message: String| Observed::false_(READY_CONDITION, reason, message);
+) -> Option<Observed> {
+    let waiting = |reason, message: String| Some(Observed::false_(READY_CONDITION, reason, message));
     let Some(infra_cluster) = infra_cluster else {
         return waiting(
             reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
@@ -145,7 +256,7 @@ pub fn readiness(
         );
     };
     if infra_cluster.platform() != machine.platform() {
-        return Observed::false_(
+        return Some(Observed::false_(
             READY_CONDITION,
             reasons::PLATFORM_MISMATCH,
             format!(
@@ -154,9 +265,15 @@ pub fn readiness(
                 infra_cluster.name_any(),
                 infra_cluster.platform().as_str()
             ),
-        );
+        ));
     }
-    if !cluster.infrastructure_provisioned() {
+    let aws_status_missing = machine.platform() == Platform::Aws
+        && infra_cluster
+            .status
+            .as_ref()
+            .and_then(|s| s.aws.as_ref())
+            .is_none();
+    if !cluster.infrastructure_provisioned() || aws_status_missing {
         return waiting(
             reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
             format!(
@@ -180,7 +297,7 @@ pub fn readiness(
             ),
         );
     }
-    backend_unavailable(machine.platform())
+    None
 }
 
 /// The condition reported while this build has no backend for `platform`.
@@ -200,55 +317,162 @@ async fn apply(
     context: &Context,
     machine: &KubeZeroMachine,
     related: &Related,
-) -> Result<Action, Error> {
+    backends: &MachineBackends,
+) -> Result<Action, MachineError> {
     let (Some(owner), Some(cluster)) = (&related.owner, &related.cluster) else {
-        // Only reachable for an object being deleted; `finalizer` routes those to cleanup.
         return Ok(Action::await_change());
     };
-    let namespace = machine.namespace().unwrap_or_default();
-    let infra_cluster = match cluster.spec.infrastructure_ref.as_ref() {
-        Some(reference) if reference.refers_to(GROUP, "KubeZeroCluster") => {
-            Api::<KubeZeroCluster>::namespaced(context.client.clone(), &namespace)
-                .get_opt(&reference.name)
-                .await
-                .map_err(Error::read("KubeZeroCluster", &namespace, &reference.name))?
-        }
-        _ => None,
+    let infra_cluster = infra_cluster_of(context, cluster).await?;
+    let observation = match readiness(machine, owner, cluster, infra_cluster.as_ref()) {
+        Some(waiting) => Observation {
+            requeue: if waiting.reason == reasons::PLATFORM_MISMATCH {
+                Duration::from_secs(300)
+            } else {
+                WAIT_REQUEUE
+            },
+            ready: waiting,
+            status: previous_status(machine),
+        },
+        None => match (machine.spec.aws.as_ref(), infra_cluster.as_ref()) {
+            (Some(spec), Some(infra_cluster)) => {
+                let (Some(infra_spec), Some(infra_status)) = (
+                    infra_cluster.spec.aws.as_ref(),
+                    infra_cluster.status.as_ref().and_then(|s| s.aws.as_ref()),
+                ) else {
+                    return Ok(Action::requeue(WAIT_REQUEUE));
+                };
+                let scope = Scope {
+                    machine,
+                    spec,
+                    owner,
+                    cluster: &cluster.name_any(),
+                    infra_spec,
+                    infra_status,
+                };
+                match backends.aws.provision(&context.client, scope).await {
+                    Ok(observation) => observation,
+                    Err(error) => return Err(report_failure(api, context, machine, error).await),
+                }
+            }
+            _ => Observation {
+                ready: backend_unavailable(machine.platform()),
+                status: previous_status(machine),
+                requeue: Duration::from_secs(300),
+            },
+        },
     };
-    let ready = readiness(machine, owner, cluster, infra_cluster.as_ref());
-    let waiting = ready.reason.starts_with("Waiting");
+    let Observation {
+        ready,
+        status,
+        requeue,
+    } = observation;
     write_conditions(
         api,
         machine,
         context,
         &[ready, paused_condition(None)],
         &[],
-        status,
+        |conditions| with_conditions(status, conditions),
     )
     .await?;
-    Ok(if waiting {
-        Action::requeue(Duration::from_secs(60))
-    } else {
-        Action::await_change()
-    })
+    Ok(Action::requeue(requeue))
 }
 
-/// Releases what the backend created for this machine. No backend in this build creates anything,
-/// so there is nothing to release and the finalizer can go.
-async fn cleanup(machine: &KubeZeroMachine) -> Result<Action, Error> {
-    tracing::info!(
-        platform = machine.platform().as_str(),
-        "no cloud resources to release"
-    );
-    Ok(Action::await_change())
-}
-
-/// The status this controller owns: only conditions until a backend provisions machines.
-fn status(conditions: Vec<kubezero_capi::conditions::Condition>) -> KubeZeroMachineStatus {
-    KubeZeroMachineStatus {
-        conditions,
-        ..Default::default()
+/// Writes the `Ready` condition of a failed cloud step, then hands the error to the error
+/// policy (which requeues by its class).
+async fn report_failure(
+    api: &Api<KubeZeroMachine>,
+    context: &Context,
+    machine: &KubeZeroMachine,
+    error: MachineError,
+) -> MachineError {
+    if let MachineError::Cloud { reason, message, .. } = &error {
+        let ready = Observed::false_(READY_CONDITION, reason, message.clone());
+        if let Err(write_error) = write_conditions(
+            api,
+            machine,
+            context,
+            &[ready, paused_condition(None)],
+            &[],
+            |conditions| with_conditions(previous_status(machine), conditions),
+        )
+        .await
+        {
+            tracing::warn!(error = %write_error, "writing the failure condition failed");
+        }
     }
+    error
+}
+
+async fn delete(
+    api: &Api<KubeZeroMachine>,
+    context: &Context,
+    machine: &KubeZeroMachine,
+    related: &Related,
+    backends: &MachineBackends,
+) -> Result<Action, MachineError> {
+    let namespace = machine.namespace().unwrap_or_default();
+    let name = machine.name_any();
+    if !finalizers::has_finalizer(machine, FINALIZER_MACHINE) {
+        return Ok(Action::await_change());
+    }
+    let release = match machine.platform() {
+        Platform::Metal => {
+            tracing::info!("metal backend not in this build: no resources to release");
+            Release::Done
+        }
+        Platform::Aws => {
+            let infra_cluster = match &related.cluster {
+                Some(cluster) => infra_cluster_of(context, cluster).await?,
+                None => None,
+            };
+            let cluster_name = related.cluster.as_ref().map(ResourceExt::name_any);
+            let infra = match (&cluster_name, &infra_cluster) {
+                (Some(cluster), Some(infra_cluster)) => infra_cluster.spec.aws.as_ref().map(|spec| {
+                    (
+                        cluster.as_str(),
+                        spec,
+                        infra_cluster.status.as_ref().and_then(|s| s.aws.as_ref()),
+                    )
+                }),
+                _ => None,
+            };
+            match backends.aws.release(machine, related.owner.as_ref(), infra).await {
+                Ok(release) => release,
+                Err(error) => return Err(report_failure(api, context, machine, error).await),
+            }
+        }
+    };
+    match release {
+        Release::Done => {
+            finalizers::remove(api, machine, FINALIZER_MACHINE)
+                .await
+                .map_err(|source| finalizer_error(&namespace, &name, source))?;
+            tracing::info!("released; finalizer removed");
+            Ok(Action::await_change())
+        }
+        Release::Waiting(ready) => {
+            write_conditions(
+                api,
+                machine,
+                context,
+                &[ready, paused_condition(None)],
+                &[],
+                |conditions| with_conditions(previous_status(machine), conditions),
+            )
+            .await?;
+            Ok(Action::requeue(DELETE_REQUEUE))
+        }
+    }
+}
+
+/// `status` with `conditions`.
+fn with_conditions(
+    mut status: KubeZeroMachineStatus,
+    conditions: Vec<kubezero_capi::conditions::Condition>,
+) -> KubeZeroMachineStatus {
+    status.conditions = conditions;
+    status
 }
 
 #[cfg(test)]
@@ -256,6 +480,8 @@ mod tests {
     use super::*;
     use kubezero_capi::testing::{Recorded, Reply, ScriptedApi, context, not_found};
     use serde_json::{Value, json};
+
+    use crate::settings::ProviderArgs;
 
     const MACHINES: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/machines";
     const CLUSTERS: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/clusters";
@@ -349,10 +575,14 @@ mod tests {
     }
 
     /// Runs one reconcile against `world`; returns its result and the requests it sent.
-    async fn reconcile_once(world: World) -> (Result<Action, Error>, Vec<Recorded>) {
+    async fn reconcile_once(world: World) -> (Result<Action, MachineError>, Vec<Recorded>) {
         let object: KubeZeroMachine = serde_json::from_value(world.infra_machine.clone()).unwrap();
         let (client, api) = ScriptedApi::start(move |request| respond(&world, request));
-        let result = reconcile(Arc::new(object), Arc::new(context(client))).await;
+        let backends = Arc::new(MachineBackends::new(
+            Backends::new(&ProviderArgs::default()),
+            LauncherSettings::default(),
+        ));
+        let result = reconcile(Arc::new(object), Arc::new(context(client)), backends).await;
         (result, api.requests())
     }
 
@@ -424,9 +654,10 @@ mod tests {
             .iter()
             .find(|r| r.method == "PATCH" && r.path == INFRA_MACHINE)
             .expect("finalizer patch");
-        assert_eq!(patch.content_type, "application/json-patch+json");
-        assert!(
-            patch.body.to_string().contains(FINALIZER_MACHINE),
+        assert_eq!(patch.content_type, "application/merge-patch+json");
+        assert_eq!(
+            patch.body["metadata"]["finalizers"],
+            json!([FINALIZER_MACHINE]),
             "{}",
             patch.body
         );
@@ -460,9 +691,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn apply_waits_for_bootstrap_data_then_reports_the_missing_backend() {
+    async fn apply_waits_for_bootstrap_data_then_reports_the_missing_metal_backend() {
         let mut world = world();
-        world.infra_machine = with_finalizer(world.infra_machine);
+        world.infra_machine = with_finalizer(infra_machine("metal"));
+        world.infra_cluster = Some(infra_cluster("metal"));
         world.owner = Some(owner(None));
         let (_, requests) = reconcile_once(world.clone()).await;
         let ready = condition(status_patch(&requests), "Ready").unwrap().clone();
@@ -475,7 +707,21 @@ mod tests {
         let (_, requests) = reconcile_once(world).await;
         let ready = condition(status_patch(&requests), "Ready").unwrap().clone();
         assert_eq!(ready["reason"], reasons::BACKEND_UNAVAILABLE);
-        assert!(ready["message"].as_str().unwrap().contains("aws"));
+        assert!(ready["message"].as_str().unwrap().contains("metal"));
+    }
+
+    #[tokio::test]
+    async fn aws_machine_waits_until_the_cluster_reports_its_aws_infrastructure() {
+        let mut world = world();
+        world.infra_machine = with_finalizer(world.infra_machine);
+        let (result, requests) = reconcile_once(world).await;
+        assert!(result.is_ok(), "{result:?}");
+        let ready = condition(status_patch(&requests), "Ready").unwrap().clone();
+        assert_eq!(ready["reason"], reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE);
+        assert!(
+            !requests.iter().any(|r| r.path.contains("/secrets/")),
+            "no bootstrap data read before the infrastructure exists"
+        );
     }
 
     #[tokio::test]
@@ -518,8 +764,8 @@ mod tests {
             .iter()
             .find(|r| r.method == "PATCH" && r.path == INFRA_MACHINE)
             .expect("finalizer removal");
-        assert_eq!(patch.content_type, "application/json-patch+json");
-        assert!(patch.body.to_string().contains("\"remove\""), "{}", patch.body);
+        assert_eq!(patch.content_type, "application/merge-patch+json");
+        assert_eq!(patch.body["metadata"]["finalizers"], json!([]), "{}", patch.body);
         assert!(!requests.iter().any(|r| r.path.ends_with("/status")));
     }
 

@@ -73,6 +73,28 @@ pub mod reasons {
     pub const DELETING: &str = "Deleting";
     /// Deleting the cloud resources failed; retried.
     pub const DELETION_FAILED: &str = "DeletionFailed";
+    /// The machine's instance is starting.
+    pub const INSTANCE_PROVISIONING: &str = "InstanceProvisioning";
+    /// The machine's instance is running.
+    pub const INSTANCE_RUNNING: &str = "InstanceRunning";
+    /// The machine's instance is stopping or stopped.
+    pub const INSTANCE_STOPPED: &str = "InstanceStopped";
+    /// The machine's instance is gone or going; the machine must be replaced.
+    pub const INSTANCE_TERMINATED: &str = "InstanceTerminated";
+    /// The machine is being deleted and its instance is terminating.
+    pub const INSTANCE_TERMINATING: &str = "InstanceTerminating";
+    /// The machine's image does not exist or no image matches the lookup.
+    pub const INVALID_AMI: &str = "InvalidAmi";
+    /// EC2 refused the launch as invalid (instance type, subnet, groups, volumes, ...).
+    pub const INVALID_LAUNCH_SPEC: &str = "InvalidLaunchSpec";
+    /// Launching the instance failed (throttling, capacity, transient errors).
+    pub const INSTANCE_LAUNCH_FAILED: &str = "InstanceLaunchFailed";
+    /// No subnet of the cluster matches the machine's failure domain.
+    pub const NO_SUBNET: &str = "NoSubnet";
+    /// Registering a control-plane instance with the API server load balancer failed.
+    pub const LOAD_BALANCER_REGISTRATION_FAILED: &str = "LoadBalancerRegistrationFailed";
+    /// An AWS request failed.
+    pub const AWS_REQUEST_FAILED: &str = "AwsRequestFailed";
 }
 
 /// The platform section an object uses.

@@ -1,0 +1,570 @@
+//! Per-cluster batching of instance calls, shared by every KubeZeroMachine of a cluster:
+//!
+//! - one filtered DescribeInstances per cluster per cycle ([`LauncherSettings::describe_interval`]),
+//!   whatever the number of machines asking;
+//! - launches of identical [`LaunchSpec`]s pending within [`LauncherSettings::launch_window`] go out
+//!   as one RunInstances (`MinCount=1, MaxCount=N`, a ClientToken derived from the members) and the
+//!   instances are assigned to their machines and tagged with them;
+//! - before launching, instances already tagged for a member, and untagged instances of the same
+//!   spec (a batch launched before a crash), are adopted instead;
+//! - terminations pending within the window go out as one TerminateInstances;
+//! - untagged instances of a launch spec that nobody adopted within
+//!   [`LauncherSettings::orphan_grace`] are terminated, so a crash never leaks an instance.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use kubezero_capi::runtime::errors::ErrorClass;
+use tokio::sync::{Mutex as AsyncMutex, oneshot};
+use tokio::time::Instant;
+
+use super::clients::AwsClients;
+use super::errors::AwsError;
+use super::instances::{
+    Instance, InstanceState, LAUNCH_SPEC_TAG, LaunchSpec, MACHINE_TAG, MachineKey, TERMINATE_CHUNK,
+    client_token, describe_cluster_instances, run_instances, tag_instance, terminate_instances,
+};
+use super::tags::ClusterTags;
+
+/// Timing and size of the batching.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LauncherSettings {
+    /// Oldest cluster view a reader gets; at most one DescribeInstances per cluster per interval.
+    pub describe_interval: Duration,
+    /// How long a launch (or termination) waits for identical ones before the call goes out.
+    pub launch_window: Duration,
+    /// Most instances per RunInstances; a full batch goes out at once.
+    pub max_batch: usize,
+    /// Age after which an instance of a launch spec that no machine claimed is terminated.
+    pub orphan_grace: Duration,
+    /// How long instances this process launched or terminated override what DescribeInstances
+    /// shows (EC2 reads are eventually consistent).
+    pub local_memory: Duration,
+}
+
+impl Default for LauncherSettings {
+    fn default() -> Self {
+        Self {
+            describe_interval: Duration::from_secs(2),
+            launch_window: Duration::from_millis(500),
+            max_batch: 100,
+            orphan_grace: Duration::from_secs(10 * 60),
+            local_memory: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Why a machine did not get an instance.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// An AWS call of the batch failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// EC2 started fewer instances than the batch asked for (capacity); the machine tries again.
+    #[error("EC2 started {started} of {requested} instances of the batch; this machine got none")]
+    Short {
+        /// Instances started.
+        started: usize,
+        /// Instances asked for.
+        requested: usize,
+    },
+    /// The batch was dropped before it finished (the process is stopping).
+    #[error("the launch batch was abandoned")]
+    Abandoned,
+}
+
+impl LaunchError {
+    /// The error class the controller requeues by.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            LaunchError::Aws(error) => error.class(),
+            LaunchError::Short { .. } | LaunchError::Abandoned => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The batchers of every cluster of the process, keyed by (region, namespace, cluster).
+#[derive(Debug, Default)]
+pub struct Launcher {
+    settings: LauncherSettings,
+    clusters: Mutex<HashMap<String, Arc<ClusterInstances>>>,
+}
+
+impl Launcher {
+    /// A launcher with these settings.
+    pub fn new(settings: LauncherSettings) -> Self {
+        Self {
+            settings,
+            clusters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The batcher of the cluster `tags` names in `namespace`, made on first use.
+    pub fn cluster(&self, aws: &AwsClients, tags: &ClusterTags, namespace: &str) -> Arc<ClusterInstances> {
+        let key = format!("{}/{namespace}/{}", aws.region(), tags.cluster());
+        lock(&self.clusters)
+            .entry(key)
+            .or_insert_with(|| {
+                Arc::new(ClusterInstances::new(
+                    aws.clone(),
+                    tags.clone(),
+                    self.settings.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    /// Forgets a cluster's batcher (its cluster is gone).
+    pub fn forget(&self, aws: &AwsClients, tags: &ClusterTags, namespace: &str) {
+        let key = format!("{}/{namespace}/{}", aws.region(), tags.cluster());
+        lock(&self.clusters).remove(&key);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Clone, Debug)]
+struct Snapshot {
+    at: Instant,
+    instances: Arc<Vec<Instance>>,
+}
+
+type LaunchReply = oneshot::Sender<Result<Instance, LaunchError>>;
+
+struct Group {
+    id: u64,
+    fingerprint: String,
+    spec: Arc<LaunchSpec>,
+    members: Vec<(MachineKey, LaunchReply)>,
+}
+
+#[derive(Default)]
+struct PendingLaunches {
+    next_id: u64,
+    groups: HashMap<String, Group>,
+}
+
+#[derive(Default)]
+struct PendingTerminations {
+    timer: bool,
+    waiters: Vec<(String, oneshot::Sender<Result<(), AwsError>>)>,
+}
+
+/// The instances of one cluster: a shared, briefly cached view and the launch and termination
+/// batches.
+pub struct ClusterInstances {
+    aws: AwsClients,
+    tags: ClusterTags,
+    settings: LauncherSettings,
+    snapshot: AsyncMutex<Option<Snapshot>>,
+    local: Mutex<HashMap<String, (Instant, Instance)>>,
+    pending: Mutex<PendingLaunches>,
+    launch_lock: AsyncMutex<()>,
+    terminations: Mutex<PendingTerminations>,
+}
+
+impl std::fmt::Debug for ClusterInstances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterInstances")
+            .field("cluster", &self.tags.cluster())
+            .field("region", &self.aws.region())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterInstances {
+    /// A batcher for the cluster `tags` names.
+    pub fn new(aws: AwsClients, tags: ClusterTags, settings: LauncherSettings) -> Self {
+        Self {
+            aws,
+            tags,
+            settings,
+            snapshot: AsyncMutex::new(None),
+            local: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingLaunches::default()),
+            launch_lock: AsyncMutex::new(()),
+            terminations: Mutex::new(PendingTerminations::default()),
+        }
+    }
+
+    /// The cluster's live instances, at most [`LauncherSettings::describe_interval`] old: concurrent
+    /// readers share one DescribeInstances.
+    pub async fn instances(&self) -> Result<Arc<Vec<Instance>>, AwsError> {
+        self.instances_within(self.settings.describe_interval).await
+    }
+
+    async fn instances_within(&self, max_age: Duration) -> Result<Arc<Vec<Instance>>, AwsError> {
+        let mut snapshot = self.snapshot.lock().await;
+        if let Some(current) = snapshot.as_ref()
+            && current.at.elapsed() <= max_age
+        {
+            return Ok(current.instances.clone());
+        }
+        let described = describe_cluster_instances(&self.aws, &self.tags).await?;
+        let merged = Arc::new(self.merge_local(described));
+        *snapshot = Some(Snapshot {
+            at: Instant::now(),
+            instances: merged.clone(),
+        });
+        drop(snapshot);
+        self.collect_orphans(&merged);
+        Ok(merged)
+    }
+
+    /// Applies what this process knows better than a possibly stale DescribeInstances: instances
+    /// it launched that are not listed yet, machine tags not visible yet, terminations issued.
+    fn merge_local(&self, mut described: Vec<Instance>) -> Vec<Instance> {
+        let mut local = lock(&self.local);
+        local.retain(|_, (at, _)| at.elapsed() < self.settings.local_memory);
+        for (_, known) in local.values() {
+            match described.iter_mut().find(|i| i.id == known.id) {
+                Some(listed) => {
+                    if listed.machine.is_none() {
+                        listed.machine.clone_from(&known.machine);
+                    }
+                    if known.state.is_ending() && !listed.state.is_ending() {
+                        listed.state = known.state;
+                    }
+                }
+                None if !known.state.is_ending() => described.push(known.clone()),
+                None => {}
+            }
+        }
+        described
+    }
+
+    /// Records an instance this process launched, adopted or terminated, in the current view too.
+    async fn record(&self, instance: &Instance) {
+        lock(&self.local).insert(instance.id.clone(), (Instant::now(), instance.clone()));
+        let mut snapshot = self.snapshot.lock().await;
+        if let Some(current) = snapshot.as_mut() {
+            let mut instances: Vec<Instance> = current.instances.as_ref().clone();
+            match instances.iter_mut().find(|i| i.id == instance.id) {
+                Some(listed) => *listed = instance.clone(),
+                None => instances.push(instance.clone()),
+            }
+            current.instances = Arc::new(instances);
+        }
+    }
+
+    /// The instance of `machine`: the one with `instance_id` when known, else the one tagged for
+    /// the machine.
+    pub async fn find(
+        &self,
+        machine: &MachineKey,
+        instance_id: Option<&str>,
+    ) -> Result<Option<Instance>, AwsError> {
+        let instances = self.instances().await?;
+        let tag = machine.tag_value();
+        Ok(instances
+            .iter()
+            .find(|i| match instance_id {
+                Some(id) => i.id == id,
+                None => i.machine.as_deref() == Some(tag.as_str()) && !i.state.is_ending(),
+            })
+            .cloned())
+    }
+
+    /// Gets `machine` an instance of `spec`: joins (or opens) the batch of identical specs, which
+    /// launches after the window; adopts a matching instance instead when one exists.
+    pub async fn launch(
+        self: &Arc<Self>,
+        machine: MachineKey,
+        spec: Arc<LaunchSpec>,
+    ) -> Result<Instance, LaunchError> {
+        let fingerprint = spec.fingerprint();
+        let (reply, answer) = oneshot::channel();
+        enum Flush {
+            Now(Group),
+            After(u64),
+        }
+        let flush = {
+            let mut pending = lock(&self.pending);
+            let next_id = pending.next_id;
+            let group = pending
+                .groups
+                .entry(fingerprint.clone())
+                .or_insert_with(|| Group {
+                    id: next_id,
+                    fingerprint: fingerprint.clone(),
+                    spec,
+                    members: Vec::new(),
+                });
+            let opened = group.id == next_id;
+            group.members.push((machine, reply));
+            let full = group.members.len() >= self.settings.max_batch;
+            if opened {
+                pending.next_id += 1;
+            }
+            if full {
+                pending.groups.remove(&fingerprint).map(Flush::Now)
+            } else if opened {
+                Some(Flush::After(next_id))
+            } else {
+                None
+            }
+        };
+        match flush {
+            Some(Flush::Now(group)) => {
+                tokio::spawn(self.clone().flush(group));
+            }
+            Some(Flush::After(id)) => {
+                let this = self.clone();
+                let window = self.settings.launch_window;
+                tokio::spawn(async move {
+                    tokio::time::sleep(window).await;
+                    let group = {
+                        let mut pending = lock(&this.pending);
+                        match pending.groups.get(&fingerprint) {
+                            Some(group) if group.id == id => pending.groups.remove(&fingerprint),
+                            _ => None,
+                        }
+                    };
+                    if let Some(group) = group {
+                        this.flush(group).await;
+                    }
+                });
+            }
+            None => {}
+        }
+        answer.await.map_err(|_| LaunchError::Abandoned)?
+    }
+
+    async fn flush(self: Arc<Self>, group: Group) {
+        let _serial = self.launch_lock.lock().await;
+        let mut members = group.members;
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        let keys: Vec<MachineKey> = members.iter().map(|(key, _)| key.clone()).collect();
+        let span = tracing::info_span!("launch", cluster = self.tags.cluster(), members = keys.len());
+        let results =
+            tracing::Instrument::instrument(self.launch_group(&group.spec, &group.fingerprint, &keys), span)
+                .await;
+        for ((_, reply), result) in members.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn launch_group(
+        &self,
+        spec: &LaunchSpec,
+        fingerprint: &str,
+        members: &[MachineKey],
+    ) -> Vec<Result<Instance, LaunchError>> {
+        let current = match self.instances().await {
+            Ok(current) => current,
+            Err(error) => return vec![Err(error.into()); members.len()],
+        };
+        let mut results: Vec<Option<Result<Instance, LaunchError>>> = vec![None; members.len()];
+        // Instances already tagged for a member (a launch whose answer was lost).
+        for (slot, member) in results.iter_mut().zip(members) {
+            let tag = member.tag_value();
+            if let Some(existing) = current
+                .iter()
+                .find(|i| i.machine.as_deref() == Some(tag.as_str()) && !i.state.is_ending())
+            {
+                *slot = Some(Ok(existing.clone()));
+            }
+        }
+        // Untagged instances of this spec (a batch launched before a crash).
+        let mut orphans = current.iter().filter(|i| {
+            i.machine.is_none() && i.launch_spec.as_deref() == Some(fingerprint) && !i.state.is_ending()
+        });
+        for (slot, member) in results.iter_mut().zip(members) {
+            if slot.is_some() {
+                continue;
+            }
+            let Some(orphan) = orphans.next() else { break };
+            let mut adopted = orphan.clone();
+            *slot = Some(self.claim(&mut adopted, member).await.map(|()| adopted));
+        }
+        let rest: Vec<usize> = (0..members.len()).filter(|i| results[*i].is_none()).collect();
+        if !rest.is_empty() {
+            let keys: Vec<MachineKey> = rest.iter().map(|i| members[*i].clone()).collect();
+            let token = client_token(fingerprint, &keys);
+            let mut launch_tags = BTreeMap::from([(LAUNCH_SPEC_TAG.to_owned(), fingerprint.to_owned())]);
+            if let [only] = keys.as_slice() {
+                launch_tags.extend(machine_tags(only));
+            }
+            match run_instances(&self.aws, spec, keys.len() as i32, &token, &launch_tags).await {
+                Ok(launched) => {
+                    tracing::info!(requested = keys.len(), started = launched.len(), "RunInstances");
+                    let started = launched.len();
+                    let mut launched = launched.into_iter();
+                    for (index, member) in rest.iter().zip(&keys) {
+                        results[*index] = Some(match launched.next() {
+                            Some(mut instance) if keys.len() == 1 => {
+                                instance.machine = Some(member.tag_value());
+                                instance.launch_spec = Some(fingerprint.to_owned());
+                                self.record(&instance).await;
+                                Ok(instance)
+                            }
+                            Some(mut instance) => {
+                                instance.launch_spec = Some(fingerprint.to_owned());
+                                self.claim(&mut instance, member).await.map(|()| instance)
+                            }
+                            None => Err(LaunchError::Short {
+                                started,
+                                requested: keys.len(),
+                            }),
+                        });
+                    }
+                }
+                Err(error) => {
+                    for index in &rest {
+                        results[*index] = Some(Err(error.clone().into()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(LaunchError::Abandoned)))
+            .collect()
+    }
+
+    /// Tags `instance` for `member` and remembers the assignment. A failed CreateTags still leaves
+    /// the instance with the machine (the controller persists its id); it is retried on adoption.
+    async fn claim(&self, instance: &mut Instance, member: &MachineKey) -> Result<(), LaunchError> {
+        instance.machine = Some(member.tag_value());
+        self.record(instance).await;
+        if let Err(error) = tag_instance(&self.aws, &instance.id, &machine_tags(member)).await {
+            tracing::warn!(instance = %instance.id, machine = %member.tag_value(), %error, "tagging the instance failed");
+        }
+        Ok(())
+    }
+
+    /// Terminates `instance_id` together with the other terminations pending in the window.
+    pub async fn terminate(self: &Arc<Self>, instance_id: &str) -> Result<(), AwsError> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut pending = lock(&self.terminations);
+            pending.waiters.push((instance_id.to_owned(), reply));
+            !std::mem::replace(&mut pending.timer, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(this.settings.launch_window).await;
+                this.flush_terminations().await;
+            });
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(AwsError::unexpected(
+                "TerminateInstances",
+                "the termination batch was abandoned",
+            )),
+        }
+    }
+
+    async fn flush_terminations(self: Arc<Self>) {
+        let waiters = {
+            let mut pending = lock(&self.terminations);
+            pending.timer = false;
+            std::mem::take(&mut pending.waiters)
+        };
+        let mut ids: Vec<String> = waiters.iter().map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut outcome: HashMap<String, Result<(), AwsError>> = HashMap::new();
+        for chunk in ids.chunks(TERMINATE_CHUNK) {
+            match terminate_instances(&self.aws, chunk).await {
+                Ok(()) => outcome.extend(chunk.iter().map(|id| (id.clone(), Ok(())))),
+                // One unknown id fails the whole call: terminate the chunk one by one.
+                Err(error) if error.is_not_found() && chunk.len() > 1 => {
+                    for id in chunk {
+                        let single = terminate_instances(&self.aws, std::slice::from_ref(id)).await;
+                        outcome.insert(
+                            id.clone(),
+                            single.or_else(|e| if e.is_not_found() { Ok(()) } else { Err(e) }),
+                        );
+                    }
+                }
+                Err(error) if error.is_not_found() => {
+                    outcome.extend(chunk.iter().map(|id| (id.clone(), Ok(()))))
+                }
+                Err(error) => outcome.extend(chunk.iter().map(|id| (id.clone(), Err(error.clone())))),
+            }
+        }
+        tracing::info!(
+            cluster = self.tags.cluster(),
+            instances = ids.len(),
+            "TerminateInstances"
+        );
+        for id in &ids {
+            if matches!(outcome.get(id), Some(Ok(()))) {
+                self.mark_terminating(id).await;
+            }
+        }
+        for (id, reply) in waiters {
+            let result = outcome.get(&id).cloned().unwrap_or(Ok(()));
+            let _ = reply.send(result);
+        }
+    }
+
+    async fn mark_terminating(&self, instance_id: &str) {
+        let known = {
+            let snapshot = self.snapshot.lock().await;
+            snapshot
+                .as_ref()
+                .and_then(|s| s.instances.iter().find(|i| i.id == instance_id).cloned())
+        };
+        let mut instance = known.unwrap_or_else(|| Instance {
+            id: instance_id.to_owned(),
+            state: InstanceState::ShuttingDown,
+            zone: String::new(),
+            subnet_id: None,
+            private_ip: None,
+            private_dns: None,
+            public_ip: None,
+            public_dns: None,
+            machine: None,
+            launch_spec: None,
+            spot: false,
+            launched_at: None,
+        });
+        instance.state = InstanceState::ShuttingDown;
+        self.record(&instance).await;
+    }
+
+    /// Terminates instances of a launch spec that no machine claimed within the grace period.
+    fn collect_orphans(&self, instances: &[Instance]) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let grace = self.settings.orphan_grace.as_secs() as i64;
+        let orphans: Vec<String> = instances
+            .iter()
+            .filter(|i| i.machine.is_none() && i.launch_spec.is_some() && !i.state.is_ending())
+            .filter(|i| i.launched_at.is_some_and(|at| now - at > grace))
+            .map(|i| i.id.clone())
+            .collect();
+        if orphans.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            cluster = self.tags.cluster(),
+            ?orphans,
+            "terminating instances no machine claimed"
+        );
+        let aws = self.aws.clone();
+        tokio::spawn(async move {
+            for chunk in orphans.chunks(TERMINATE_CHUNK) {
+                if let Err(error) = terminate_instances(&aws, chunk).await {
+                    tracing::warn!(%error, "terminating unclaimed instances failed");
+                }
+            }
+        });
+    }
+}
+
+/// The per-machine tags set right after launch: the machine tag and `Name`.
+pub fn machine_tags(member: &MachineKey) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MACHINE_TAG.to_owned(), member.tag_value()),
+        ("Name".to_owned(), member.name.clone()),
+    ])
+}

@@ -1,0 +1,690 @@
+//! The AWS part of the KubeZeroMachine controller: find or launch the machine's EC2 instance
+//! through the cluster's batcher ([`crate::aws::launcher`]), persist its id on the object right
+//! after creation, report it (provider ID, addresses, zone, spot), register control-plane
+//! instances with the API server load balancer, and on deletion deregister, terminate and wait.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use kubezero_capi::conditions::Observed;
+use kubezero_capi::contract::{
+    CLUSTER_NAME_LABEL, InfrastructureInitialization, MachineAddress, MachineAddressType, READY_CONDITION,
+};
+use kubezero_capi::core::Machine;
+use kubezero_capi::runtime::errors::ErrorClass;
+use kubezero_capi::runtime::reconcile::describe;
+use serde_json::json;
+
+use super::{MachineError, reasons};
+use crate::api::aws::{AwsClusterSpec, AwsClusterStatus, AwsMachineSpec, AwsSubnetStatus};
+use crate::api::{KubeZeroMachine, KubeZeroMachineStatus};
+use crate::aws::ami::{AmiError, AmiResolver};
+use crate::aws::clients::{AwsClients, AwsIdentity};
+use crate::aws::infrastructure::cluster_tags;
+use crate::aws::instances::{Instance, InstanceState, LaunchSpec, MachineKey, parse_provider_id};
+use crate::aws::launcher::{ClusterInstances, Launcher, LauncherSettings};
+use crate::aws::load_balancer::{deregister_targets, register_targets};
+use crate::aws::tags::{OWNED, ROLE_TAG, Role};
+use crate::settings::Backends;
+
+/// Annotation holding the instance id, written right after launch (survives `clusterctl move`,
+/// which drops status).
+pub const INSTANCE_ID_ANNOTATION: &str = "kubezero.io/instance-id";
+/// Annotation holding the instance's region, so deletion works when the KubeZeroCluster is gone.
+pub const REGION_ANNOTATION: &str = "kubezero.io/region";
+/// Bootstrap data Secret key holding the user data.
+pub const BOOTSTRAP_VALUE_KEY: &str = "value";
+
+/// How soon to look again while an instance starts or stops.
+pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
+/// How often a running instance is checked again.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon to look again while waiting for bootstrap data.
+pub const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(10);
+
+/// The AWS backend of the machine controller: client sets, the per-cluster launch batchers and
+/// the image cache, shared by every reconcile.
+#[derive(Debug)]
+pub struct AwsMachines {
+    backends: Arc<Backends>,
+    launcher: Launcher,
+    amis: AmiResolver,
+}
+
+/// What one provisioning pass observed: the `Ready` condition, the status fields and when to
+/// look again.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// The `Ready` condition.
+    pub ready: Observed,
+    /// Status without conditions.
+    pub status: KubeZeroMachineStatus,
+    /// When to reconcile again.
+    pub requeue: Duration,
+}
+
+/// Where a deletion stands.
+#[derive(Clone, Debug)]
+pub enum Release {
+    /// The instance is gone; the finalizer can go.
+    Done,
+    /// The instance is still terminating.
+    Waiting(Observed),
+}
+
+/// The objects one pass works on.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// The machine.
+    pub machine: &'a KubeZeroMachine,
+    /// Its `spec.aws`.
+    pub spec: &'a AwsMachineSpec,
+    /// The owner Machine.
+    pub owner: &'a Machine,
+    /// The Cluster's name (what AWS resources are tagged with).
+    pub cluster: &'a str,
+    /// The KubeZeroCluster's `spec.aws`.
+    pub infra_spec: &'a AwsClusterSpec,
+    /// The KubeZeroCluster's `status.aws`.
+    pub infra_status: &'a AwsClusterStatus,
+}
+
+/// The status fields of `machine` as last written (for passes that learn nothing new).
+pub fn previous_status(machine: &KubeZeroMachine) -> KubeZeroMachineStatus {
+    let mut status = machine.status.clone().unwrap_or_default();
+    status.conditions.clear();
+    status
+}
+
+fn was_provisioned(machine: &KubeZeroMachine) -> bool {
+    machine
+        .status
+        .as_ref()
+        .and_then(|s| s.initialization.as_ref())
+        .and_then(|i| i.provisioned)
+        == Some(true)
+}
+
+/// The instance id persisted on `machine` (annotation, else `spec.providerID`).
+pub fn persisted_instance_id(machine: &KubeZeroMachine) -> Option<String> {
+    machine
+        .annotations()
+        .get(INSTANCE_ID_ANNOTATION)
+        .filter(|id| !id.is_empty())
+        .cloned()
+        .or_else(|| {
+            machine
+                .spec
+                .provider_id
+                .as_deref()
+                .and_then(parse_provider_id)
+                .map(|(_, id)| id.to_owned())
+        })
+}
+
+fn machine_key(machine: &KubeZeroMachine) -> MachineKey {
+    MachineKey {
+        namespace: machine.namespace().unwrap_or_default(),
+        name: machine.name_any(),
+        uid: machine.uid().unwrap_or_default(),
+    }
+}
+
+/// The subnet a machine launches into: the spec's, else a private subnet (public when there is
+/// none) in the Machine's failure domain, else one spread by the machine's name. Pure.
+pub fn choose_subnet(
+    subnets: &[AwsSubnetStatus],
+    spec_subnet: Option<&str>,
+    failure_domain: Option<&str>,
+    machine_name: &str,
+) -> Option<String> {
+    if let Some(id) = spec_subnet {
+        return Some(id.to_owned());
+    }
+    let in_zone = |zone: &str| {
+        let pick = |public| {
+            subnets
+                .iter()
+                .find(|s| s.availability_zone == zone && s.public == public)
+        };
+        pick(false).or_else(|| pick(true)).map(|s| s.id.clone())
+    };
+    if let Some(zone) = failure_domain.filter(|z| !z.is_empty()) {
+        return in_zone(zone);
+    }
+    let mut zones: Vec<&str> = subnets
+        .iter()
+        .filter(|s| !s.public)
+        .map(|s| s.availability_zone.as_str())
+        .collect();
+    if zones.is_empty() {
+        zones = subnets.iter().map(|s| s.availability_zone.as_str()).collect();
+    }
+    zones.sort_unstable();
+    zones.dedup();
+    if zones.is_empty() {
+        return None;
+    }
+    let spread = machine_name
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    in_zone(zones[spread % zones.len()])
+}
+
+/// The `status.addresses` of an instance.
+pub fn addresses(instance: &Instance) -> Vec<MachineAddress> {
+    [
+        (MachineAddressType::InternalIp, &instance.private_ip),
+        (MachineAddressType::InternalDns, &instance.private_dns),
+        (MachineAddressType::ExternalIp, &instance.public_ip),
+        (MachineAddressType::ExternalDns, &instance.public_dns),
+    ]
+    .into_iter()
+    .filter_map(|(address_type, value)| {
+        value.as_ref().map(|address| MachineAddress {
+            address_type,
+            address: address.clone(),
+        })
+    })
+    .collect()
+}
+
+/// The observation of an existing instance. Pure.
+pub fn observe(machine: &KubeZeroMachine, instance: &Instance) -> Observation {
+    let mut status = previous_status(machine);
+    let provisioned = was_provisioned(machine) || instance.state == InstanceState::Running;
+    status.initialization = Some(InfrastructureInitialization {
+        provisioned: provisioned.then_some(true),
+    });
+    if !instance.state.is_ending() {
+        status.addresses = addresses(instance);
+    }
+    if !instance.zone.is_empty() {
+        status.failure_domain = Some(instance.zone.clone());
+    }
+    status.interruptible = instance.spot.then_some(true);
+    let (ready, requeue) = match instance.state {
+        InstanceState::Running => (
+            Observed::true_(
+                READY_CONDITION,
+                reasons::INSTANCE_RUNNING,
+                format!("instance {} is running in {}", instance.id, instance.zone),
+            ),
+            RESYNC,
+        ),
+        InstanceState::Pending => (
+            Observed::false_(
+                READY_CONDITION,
+                reasons::INSTANCE_PROVISIONING,
+                format!("instance {} is starting", instance.id),
+            ),
+            PROGRESS_REQUEUE,
+        ),
+        InstanceState::Stopping | InstanceState::Stopped => (
+            Observed::false_(
+                READY_CONDITION,
+                reasons::INSTANCE_STOPPED,
+                format!("instance {} is {}", instance.id, instance.state.as_str()),
+            ),
+            Duration::from_secs(60),
+        ),
+        InstanceState::ShuttingDown | InstanceState::Terminated => (
+            Observed::false_(
+                READY_CONDITION,
+                reasons::INSTANCE_TERMINATED,
+                format!(
+                    "instance {} is {}; the machine must be replaced",
+                    instance.id,
+                    instance.state.as_str()
+                ),
+            ),
+            RESYNC,
+        ),
+    };
+    Observation {
+        ready,
+        status,
+        requeue,
+    }
+}
+
+impl AwsMachines {
+    /// The backend over the process's AWS client sets.
+    pub fn new(backends: Arc<Backends>, settings: LauncherSettings) -> Self {
+        Self {
+            backends,
+            launcher: Launcher::new(settings),
+            amis: AmiResolver::default(),
+        }
+    }
+
+    async fn clients(&self, object: &str, region: &str) -> Result<AwsClients, MachineError> {
+        self.backends
+            .aws
+            .clients(&AwsIdentity::DefaultChain, region)
+            .await
+            .map_err(|error| {
+                MachineError::cloud(object, reasons::AWS_REQUEST_FAILED, ErrorClass::Invalid, error)
+            })
+    }
+
+    /// Finds, adopts or launches the machine's instance and observes it.
+    pub async fn provision(
+        &self,
+        client: &kube::Client,
+        scope: Scope<'_>,
+    ) -> Result<Observation, MachineError> {
+        let machine = scope.machine;
+        let namespace = machine.namespace().unwrap_or_default();
+        let object = describe("KubeZeroMachine", &namespace, &machine.name_any());
+        let aws = self.clients(&object, &scope.infra_spec.region).await?;
+        let tags = cluster_tags(scope.cluster, scope.infra_spec);
+        let instances = self.launcher.cluster(&aws, &tags, &namespace);
+        let key = machine_key(machine);
+        let known_id = persisted_instance_id(machine);
+        let found = instances.find(&key, known_id.as_deref()).await.map_err(|error| {
+            MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
+        })?;
+        let instance = match (found, &known_id) {
+            (Some(instance), _) => instance,
+            (None, Some(id)) => {
+                let mut status = previous_status(machine);
+                status.addresses.clear();
+                return Ok(Observation {
+                    ready: Observed::false_(
+                        READY_CONDITION,
+                        reasons::INSTANCE_TERMINATED,
+                        format!("instance {id} no longer exists; the machine must be replaced"),
+                    ),
+                    status,
+                    requeue: RESYNC,
+                });
+            }
+            (None, None) => match self.launch_spec(client, &aws, scope, &object).await? {
+                Next::Launch(spec) => instances.launch(key, Arc::new(spec)).await.map_err(|error| {
+                    let reason = if error.class() == ErrorClass::Invalid {
+                        reasons::INVALID_LAUNCH_SPEC
+                    } else {
+                        reasons::INSTANCE_LAUNCH_FAILED
+                    };
+                    MachineError::cloud(&object, reason, error.class(), error)
+                })?,
+                Next::Wait(observation) => return Ok(observation),
+            },
+        };
+        if known_id.as_deref() != Some(instance.id.as_str()) {
+            persist(client, machine, &instance, aws.region()).await?;
+            tracing::info!(instance = %instance.id, zone = %instance.zone, "instance assigned to the machine");
+        }
+        if instance.state == InstanceState::Running
+            && !was_provisioned(machine)
+            && scope.owner.is_control_plane()
+        {
+            let target_group = &scope.infra_status.load_balancer.target_group_arn;
+            if !target_group.is_empty() {
+                register_targets(&aws, target_group, std::slice::from_ref(&instance.id))
+                    .await
+                    .map_err(|error| {
+                        MachineError::cloud(
+                            &object,
+                            reasons::LOAD_BALANCER_REGISTRATION_FAILED,
+                            error.class(),
+                            error,
+                        )
+                    })?;
+            }
+        }
+        Ok(observe(machine, &instance))
+    }
+
+    async fn launch_spec(
+        &self,
+        client: &kube::Client,
+        aws: &AwsClients,
+        scope: Scope<'_>,
+        object: &str,
+    ) -> Result<Next, MachineError> {
+        let machine = scope.machine;
+        let namespace = machine.namespace().unwrap_or_default();
+        let Some(user_data) = bootstrap_data(client, &namespace, scope.owner).await? else {
+            return Ok(Next::Wait(Observation {
+                ready: Observed::false_(
+                    READY_CONDITION,
+                    reasons::WAITING_FOR_BOOTSTRAP_DATA,
+                    format!(
+                        "waiting for the bootstrap data Secret of Machine {} to hold a value",
+                        scope.owner.name_any()
+                    ),
+                ),
+                status: previous_status(machine),
+                requeue: BOOTSTRAP_REQUEUE,
+            }));
+        };
+        let image = self.amis.resolve(aws, &scope.spec.ami).await.map_err(|error| {
+            let reason = match &error {
+                AmiError::Describe { .. } | AmiError::DescribeId { .. }
+                    if error.class() != ErrorClass::Invalid =>
+                {
+                    reasons::AWS_REQUEST_FAILED
+                }
+                _ => reasons::INVALID_AMI,
+            };
+            MachineError::cloud(object, reason, error.class(), error)
+        })?;
+        let subnet_id = choose_subnet(
+            &scope.infra_status.subnets,
+            scope.spec.subnet.as_ref().map(|s| s.id.as_str()),
+            scope.owner.spec.failure_domain.as_deref(),
+            &machine.name_any(),
+        )
+        .ok_or_else(|| {
+            MachineError::cloud(
+                object,
+                reasons::NO_SUBNET,
+                ErrorClass::Invalid,
+                format!(
+                    "no subnet of the cluster in failure domain {:?}",
+                    scope.owner.spec.failure_domain
+                ),
+            )
+        })?;
+        let control_plane = scope.owner.is_control_plane();
+        let (role, role_group, profile) = if control_plane {
+            (
+                Role::ControlPlane,
+                &scope.infra_status.security_groups.control_plane,
+                &scope.infra_status.instance_profiles.control_plane,
+            )
+        } else {
+            (
+                Role::Node,
+                &scope.infra_status.security_groups.node,
+                &scope.infra_status.instance_profiles.node,
+            )
+        };
+        let mut security_group_ids: Vec<String> = Some(role_group.clone())
+            .filter(|g| !g.is_empty())
+            .into_iter()
+            .collect();
+        security_group_ids.extend(scope.spec.additional_security_groups.iter().cloned());
+        let cluster_tags = cluster_tags(scope.cluster, scope.infra_spec);
+        let mut tags: BTreeMap<String, String> = scope.infra_spec.additional_tags.clone();
+        tags.extend(scope.spec.additional_tags.clone());
+        tags.insert(cluster_tags.owned_key(), OWNED.to_owned());
+        tags.insert(cluster_tags.kubernetes_key(), OWNED.to_owned());
+        tags.insert(ROLE_TAG.to_owned(), role.as_str().to_owned());
+        Ok(Next::Launch(LaunchSpec {
+            image_id: image.id,
+            root_device_name: image.root_device_name,
+            instance_type: scope.spec.instance_type.clone(),
+            subnet_id,
+            security_group_ids,
+            instance_profile: Some(profile.clone()).filter(|p| !p.is_empty()),
+            user_data: aws_smithy_types::base64::encode(user_data),
+            root_volume: scope.spec.root_volume.clone(),
+            extra_volumes: scope.spec.extra_volumes.clone(),
+            imds: scope.spec.imds.clone(),
+            spot: scope.spec.spot.clone(),
+            ssh_key_name: scope.spec.ssh_key_name.clone(),
+            tags,
+        }))
+    }
+
+    /// Deregisters (control plane) and terminates the machine's instance and waits for it to be
+    /// gone. `infra` is the Cluster name and the KubeZeroCluster's spec and status when they exist.
+    pub async fn release(
+        &self,
+        machine: &KubeZeroMachine,
+        owner: Option<&Machine>,
+        infra: Option<(&str, &AwsClusterSpec, Option<&AwsClusterStatus>)>,
+    ) -> Result<Release, MachineError> {
+        let namespace = machine.namespace().unwrap_or_default();
+        let object = describe("KubeZeroMachine", &namespace, &machine.name_any());
+        let known_id = persisted_instance_id(machine);
+        let cluster = infra
+            .map(|(cluster, _, _)| cluster.to_owned())
+            .or_else(|| owner.map(|o| o.spec.cluster_name.clone()))
+            .or_else(|| machine.labels().get(CLUSTER_NAME_LABEL).cloned())
+            .filter(|c| !c.is_empty());
+        let region = infra
+            .map(|(_, spec, _)| spec.region.clone())
+            .or_else(|| machine.annotations().get(REGION_ANNOTATION).cloned())
+            .filter(|r| !r.is_empty());
+        let (Some(cluster), Some(region)) = (cluster, region) else {
+            tracing::info!(instance = ?known_id, "no cluster or region known; nothing to release");
+            return Ok(Release::Done);
+        };
+        let aws = self.clients(&object, &region).await?;
+        let default_spec;
+        let infra_spec = match infra {
+            Some((_, spec, _)) => spec,
+            None => {
+                default_spec =
+                    serde_json::from_value::<AwsClusterSpec>(json!({"region": region})).map_err(|error| {
+                        MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, ErrorClass::Invalid, error)
+                    })?;
+                &default_spec
+            }
+        };
+        let tags = cluster_tags(&cluster, infra_spec);
+        let instances: Arc<ClusterInstances> = self.launcher.cluster(&aws, &tags, &namespace);
+        let found = instances
+            .find(&machine_key(machine), known_id.as_deref())
+            .await
+            .map_err(|error| MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error))?;
+        let Some(instance) = found else {
+            return Ok(Release::Done);
+        };
+        if instance.state.is_ending() {
+            return Ok(Release::Waiting(Observed::false_(
+                READY_CONDITION,
+                reasons::INSTANCE_TERMINATING,
+                format!("waiting for instance {} to terminate", instance.id),
+            )));
+        }
+        let control_plane = owner.is_none_or(Machine::is_control_plane);
+        let target_group = infra
+            .and_then(|(_, _, status)| status)
+            .map(|status| status.load_balancer.target_group_arn.as_str())
+            .filter(|arn| !arn.is_empty());
+        if let (true, Some(target_group)) = (control_plane, target_group) {
+            deregister_targets(&aws, target_group, std::slice::from_ref(&instance.id))
+                .await
+                .map_err(|error| {
+                    MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error)
+                })?;
+        }
+        instances
+            .terminate(&instance.id)
+            .await
+            .map_err(|error| MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error))?;
+        tracing::info!(instance = %instance.id, "instance terminating");
+        Ok(Release::Waiting(Observed::false_(
+            READY_CONDITION,
+            reasons::INSTANCE_TERMINATING,
+            format!("instance {} is terminating", instance.id),
+        )))
+    }
+}
+
+/// What provisioning does next when the machine has no instance.
+enum Next {
+    Launch(LaunchSpec),
+    Wait(Observation),
+}
+
+/// The user data of the owner's bootstrap data Secret (key `value`, passed on as stored, e.g.
+/// gzip'd); `None` while the Secret or the key is missing.
+async fn bootstrap_data(
+    client: &kube::Client,
+    namespace: &str,
+    owner: &Machine,
+) -> Result<Option<Vec<u8>>, MachineError> {
+    let Some(name) = owner
+        .spec
+        .bootstrap
+        .data_secret_name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    else {
+        return Ok(None);
+    };
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .map_err(kubezero_capi::runtime::reconcile::Error::read(
+            "Secret", namespace, name,
+        ))?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|mut data| data.remove(BOOTSTRAP_VALUE_KEY))
+        .map(|bytes| bytes.0)
+        .filter(|bytes| !bytes.is_empty()))
+}
+
+/// Persists the instance id, region and provider ID on the object (metadata and spec survive
+/// `clusterctl move`; status does not).
+async fn persist(
+    client: &kube::Client,
+    machine: &KubeZeroMachine,
+    instance: &Instance,
+    region: &str,
+) -> Result<(), MachineError> {
+    let namespace = machine.namespace().unwrap_or_default();
+    let name = machine.name_any();
+    let mut patch = json!({"metadata": {"annotations": {
+        INSTANCE_ID_ANNOTATION: instance.id,
+        REGION_ANNOTATION: region,
+    }}});
+    if machine.spec.provider_id.is_none() && !instance.zone.is_empty() {
+        patch["spec"] = json!({"providerID": instance.provider_id()});
+    }
+    Api::<KubeZeroMachine>::namespaced(client.clone(), &namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kubezero_capi::runtime::reconcile::Error::write(
+            "update",
+            "KubeZeroMachine",
+            &namespace,
+            &name,
+        ))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subnet(id: &str, zone: &str, public: bool) -> AwsSubnetStatus {
+        AwsSubnetStatus {
+            id: id.into(),
+            availability_zone: zone.into(),
+            public,
+        }
+    }
+
+    #[test]
+    fn subnet_follows_spec_then_failure_domain_then_spreads_over_private_zones() {
+        let subnets = vec![
+            subnet("subnet-pub-a", "us-east-1a", true),
+            subnet("subnet-priv-a", "us-east-1a", false),
+            subnet("subnet-pub-b", "us-east-1b", true),
+            subnet("subnet-priv-b", "us-east-1b", false),
+            subnet("subnet-pub-c", "us-east-1c", true),
+        ];
+        assert_eq!(
+            choose_subnet(&subnets, Some("subnet-x"), Some("us-east-1a"), "m").as_deref(),
+            Some("subnet-x")
+        );
+        assert_eq!(
+            choose_subnet(&subnets, None, Some("us-east-1a"), "m").as_deref(),
+            Some("subnet-priv-a")
+        );
+        assert_eq!(
+            choose_subnet(&subnets, None, Some("us-east-1c"), "m").as_deref(),
+            Some("subnet-pub-c"),
+            "public when the zone has no private subnet"
+        );
+        assert_eq!(choose_subnet(&subnets, None, Some("us-east-1d"), "m"), None);
+        let spread: std::collections::BTreeSet<String> = (0..20)
+            .filter_map(|i| choose_subnet(&subnets, None, None, &format!("md-{i}")))
+            .collect();
+        assert_eq!(
+            spread,
+            ["subnet-priv-a".to_owned(), "subnet-priv-b".to_owned()].into(),
+            "spread over the private zones"
+        );
+    }
+
+    fn instance(state: InstanceState, spot: bool) -> Instance {
+        Instance {
+            id: "i-0123456789abcdef0".into(),
+            state,
+            zone: "us-east-1a".into(),
+            subnet_id: Some("subnet-priv-a".into()),
+            private_ip: Some("10.0.1.23".into()),
+            private_dns: Some("ip-10-0-1-23.ec2.internal".into()),
+            public_ip: None,
+            public_dns: None,
+            machine: Some("default/m".into()),
+            launch_spec: None,
+            spot,
+            launched_at: None,
+        }
+    }
+
+    #[test]
+    fn running_instance_is_provisioned_with_addresses_zone_and_spot_flag() {
+        let machine = KubeZeroMachine::new("m", Default::default());
+        let pending = observe(&machine, &instance(InstanceState::Pending, false));
+        assert_eq!(pending.ready.reason, reasons::INSTANCE_PROVISIONING);
+        assert_eq!(pending.requeue, PROGRESS_REQUEUE);
+        assert_eq!(pending.status.initialization.as_ref().unwrap().provisioned, None);
+        let running = observe(&machine, &instance(InstanceState::Running, true));
+        assert_eq!(running.ready.reason, reasons::INSTANCE_RUNNING);
+        assert_eq!(
+            running.status.initialization.as_ref().unwrap().provisioned,
+            Some(true)
+        );
+        assert_eq!(running.status.failure_domain.as_deref(), Some("us-east-1a"));
+        assert_eq!(running.status.interruptible, Some(true));
+        assert_eq!(running.status.addresses.len(), 2);
+        assert_eq!(running.status.addresses[0].address, "10.0.1.23");
+    }
+
+    #[test]
+    fn provisioned_never_flips_back_when_the_instance_ends() {
+        let mut machine = KubeZeroMachine::new("m", Default::default());
+        machine.status = Some(KubeZeroMachineStatus {
+            initialization: Some(InfrastructureInitialization {
+                provisioned: Some(true),
+            }),
+            ..Default::default()
+        });
+        let ended = observe(&machine, &instance(InstanceState::ShuttingDown, false));
+        assert_eq!(ended.ready.reason, reasons::INSTANCE_TERMINATED);
+        assert_eq!(ended.status.initialization.unwrap().provisioned, Some(true));
+    }
+
+    #[test]
+    fn instance_id_comes_from_the_annotation_or_the_provider_id() {
+        let mut machine = KubeZeroMachine::new("m", Default::default());
+        assert_eq!(persisted_instance_id(&machine), None);
+        machine.spec.provider_id = Some("aws:///us-east-1a/i-0aaaaaaaaaaaaaaaa".into());
+        assert_eq!(
+            persisted_instance_id(&machine).as_deref(),
+            Some("i-0aaaaaaaaaaaaaaaa")
+        );
+        machine
+            .annotations_mut()
+            .insert(INSTANCE_ID_ANNOTATION.into(), "i-0bbbbbbbbbbbbbbbb".into());
+        assert_eq!(
+            persisted_instance_id(&machine).as_deref(),
+            Some("i-0bbbbbbbbbbbbbbbb")
+        );
+    }
+}
