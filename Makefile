@@ -2,7 +2,7 @@
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all test generate release release-manifests release-binaries fmt lint clean
+.PHONY: all test demo generate release release-manifests release-binaries fmt lint clean
 
 all: test
 
@@ -36,3 +36,10 @@ lint:
 clean:
 	$(CARGO) clean
 	rm -rf $(OUT)
+
+## demo: the whole flow on this machine (test world + moto + both managers): apply a Cluster from
+## templates/, scale its workers to 5 with a live table, delete it, report what is left in moto
+demo:
+	scripts/test-tools.sh
+	$(CARGO) build --workspace --bins
+	$(CARGO) run -q -p kubezero-test --bin demo

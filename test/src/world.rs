@@ -431,25 +431,35 @@ async fn install_kubezero_crds(client: &Client) -> Result<(), WorldError> {
 
 /// The manager binary next to the test executables (`target/<profile>/`), or in `KUBEZERO_BIN_DIR`.
 pub fn manager_binary(name: &str) -> Result<PathBuf, WorldError> {
-    let directory = match std::env::var("KUBEZERO_BIN_DIR") {
-        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
+    // Test binaries live in `target/<profile>/deps/`, other binaries (the demo) in `target/<profile>/`.
+    let candidates: Vec<PathBuf> = match std::env::var("KUBEZERO_BIN_DIR") {
+        Ok(dir) if !dir.is_empty() => vec![PathBuf::from(dir)],
         _ => std::env::current_exe()
             .ok()
-            .and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf))
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .map(|dir| {
+                [Some(dir.clone()), dir.parent().map(Path::to_path_buf)]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
             .unwrap_or_default(),
     };
-    let path = directory.join(name);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(WorldError::Manager {
-            binary: name.into(),
-            message: format!(
-                "{} is missing: run `cargo build --workspace --bins`",
-                path.display()
-            ),
-        })
-    }
+    let found = candidates
+        .iter()
+        .map(|dir| dir.join(name))
+        .find(|path| path.is_file());
+    found.ok_or_else(|| WorldError::Manager {
+        binary: name.into(),
+        message: format!(
+            "{name} is missing in {}: run `cargo build --workspace --bins`",
+            candidates
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ),
+    })
 }
 
 fn free_port() -> Option<u16> {
