@@ -307,12 +307,22 @@ pub fn block_devices(spec: &LaunchSpec) -> Vec<BlockDeviceMapping> {
     mappings
 }
 
-/// Fills a RunInstances request for `count` instances of `spec` (`MinCount=1`, `MaxCount=count`)
-/// with `token` and `extra_tags` (the machine tag of a single launch). Pure.
+/// How many of a batch a RunInstances must start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// All or nothing (`MinCount=MaxCount=count`).
+    All,
+    /// As many as EC2 has capacity for (`MinCount=1`, `MaxCount=count`).
+    Partial,
+}
+
+/// Fills a RunInstances request for `count` instances of `spec` with `token` and `extra_tags` (the
+/// machine tag of a single launch). Pure.
 pub fn run_instances_request(
     request: RunInstancesFluentBuilder,
     spec: &LaunchSpec,
     count: i32,
+    fill: Fill,
     token: &str,
     extra_tags: &BTreeMap<String, String>,
 ) -> RunInstancesFluentBuilder {
@@ -341,7 +351,10 @@ pub fn run_instances_request(
     request
         .image_id(&spec.image_id)
         .instance_type(InstanceType::from(spec.instance_type.as_str()))
-        .min_count(1)
+        .min_count(match fill {
+            Fill::All => count,
+            Fill::Partial => 1,
+        })
         .max_count(count)
         .client_token(token)
         .subnet_id(&spec.subnet_id)
@@ -395,19 +408,20 @@ pub async fn describe_cluster_instances(
     }
 }
 
-/// Launches up to `count` instances of `spec` with one RunInstances; returns them ordered by launch
-/// index.
-#[tracing::instrument(skip_all, fields(count, token))]
+/// Launches `count` instances of `spec` with one RunInstances (all of them, or with
+/// [`Fill::Partial`] as many as EC2 has capacity for); returns them ordered by launch index.
+#[tracing::instrument(skip_all, fields(count, ?fill, token))]
 pub async fn run_instances(
     aws: &AwsClients,
     spec: &LaunchSpec,
     count: i32,
+    fill: Fill,
     token: &str,
     extra_tags: &BTreeMap<String, String>,
 ) -> Result<Vec<Instance>, AwsError> {
     let out = aws
         .call_weighted(Ec2, "RunInstances", count.max(1) as u32, || {
-            run_instances_request(aws.ec2.run_instances(), spec, count, token, extra_tags).send()
+            run_instances_request(aws.ec2.run_instances(), spec, count, fill, token, extra_tags).send()
         })
         .await?;
     let mut launched: Vec<(i32, Instance)> = out
@@ -540,10 +554,13 @@ mod tests {
         });
         spec.ssh_key_name = Some("ops".into());
         let extra = BTreeMap::from([(MACHINE_TAG.to_owned(), "default/m-1".to_owned())]);
-        let request = run_instances_request(client().run_instances(), &spec, 3, "kzb-x", &extra);
+        let request =
+            run_instances_request(client().run_instances(), &spec, 3, Fill::Partial, "kzb-x", &extra);
         let input = request.as_input();
         assert_eq!(input.get_min_count(), &Some(1));
         assert_eq!(input.get_max_count(), &Some(3));
+        let all = run_instances_request(client().run_instances(), &spec, 3, Fill::All, "kzb-x", &extra);
+        assert_eq!(all.as_input().get_min_count(), &Some(3));
         assert_eq!(input.get_client_token().as_deref(), Some("kzb-x"));
         assert_eq!(input.get_image_id().as_deref(), Some("ami-0a19e00000000222a"));
         assert_eq!(input.get_subnet_id().as_deref(), Some("subnet-0123456789abcdef0"));

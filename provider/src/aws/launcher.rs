@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::clients::AwsClients;
 use super::errors::AwsError;
 use super::instances::{
-    Instance, InstanceState, LAUNCH_SPEC_TAG, LaunchSpec, MACHINE_TAG, MachineKey, TERMINATE_CHUNK,
+    Fill, Instance, InstanceState, LAUNCH_SPEC_TAG, LaunchSpec, MACHINE_TAG, MachineKey, TERMINATE_CHUNK,
     client_token, describe_cluster_instances, run_instances, tag_instance, terminate_instances,
 };
 use super::tags::ClusterTags;
@@ -388,7 +388,10 @@ impl ClusterInstances {
             if let [only] = keys.as_slice() {
                 launch_tags.extend(machine_tags(only));
             }
-            match run_instances(&self.aws, spec, keys.len() as i32, &token, &launch_tags).await {
+            match self
+                .run_batch(spec, keys.len() as i32, &token, &launch_tags)
+                .await
+            {
                 Ok(launched) => {
                     tracing::info!(requested = keys.len(), started = launched.len(), "RunInstances");
                     let started = launched.len();
@@ -423,6 +426,33 @@ impl ClusterInstances {
             .into_iter()
             .map(|r| r.unwrap_or(Err(LaunchError::Abandoned)))
             .collect()
+    }
+
+    /// One RunInstances for the whole batch; when EC2 lacks capacity for all of it, a second one
+    /// (its own ClientToken, as its parameters differ) takes what there is, so a capacity shortage
+    /// slows a batch down instead of failing every member.
+    async fn run_batch(
+        &self,
+        spec: &LaunchSpec,
+        count: i32,
+        token: &str,
+        tags: &BTreeMap<String, String>,
+    ) -> Result<Vec<Instance>, AwsError> {
+        match run_instances(&self.aws, spec, count, Fill::All, token, tags).await {
+            Err(error) if count > 1 && error.code.starts_with("Insufficient") => {
+                tracing::info!(count, code = %error.code, "not enough capacity for the whole batch; launching what fits");
+                run_instances(
+                    &self.aws,
+                    spec,
+                    count,
+                    Fill::Partial,
+                    &format!("{token}-partial"),
+                    tags,
+                )
+                .await
+            }
+            result => result,
+        }
     }
 
     /// Tags `instance` for `member` and remembers the assignment. A failed CreateTags still leaves

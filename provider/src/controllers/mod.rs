@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod cluster_aws;
 pub mod machine;
+pub mod machine_template;
 
 use kube::{Api, Resource};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
@@ -95,6 +96,10 @@ pub mod reasons {
     pub const LOAD_BALANCER_REGISTRATION_FAILED: &str = "LoadBalancerRegistrationFailed";
     /// An AWS request failed.
     pub const AWS_REQUEST_FAILED: &str = "AwsRequestFailed";
+    /// The region does not offer the template's instance type.
+    pub const INVALID_INSTANCE_TYPE: &str = "InvalidInstanceType";
+    /// The template's capacity and node info are known.
+    pub const CAPACITY_KNOWN: &str = "CapacityKnown";
 }
 
 /// The platform section an object uses.

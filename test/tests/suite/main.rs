@@ -2,6 +2,7 @@
 //!
 //! - [`apiserver`]: the Kubernetes API emulator through kube-rs, kube-runtime and `kubectl`.
 //! - [`bootstrap`]: the bootstrap provider's data Secret, PKI and init lock in the test world.
+//! - [`aws_machines`]: instance launch batching, adoption, termination, AMI and instance type lookups on moto.
 //! - [`capi`]: the CAPI core stand-in against the emulator.
 //! - [`e2e`]: both managers in a [`kubezero_test::world::World`] (emulated or a real cluster).
 //! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
@@ -13,6 +14,7 @@
 
 mod apiserver;
 mod aws;
+mod aws_machines;
 mod bootstrap;
 mod capi;
 mod cloud;

@@ -1,0 +1,460 @@
+//! The machine side of the AWS library (`kubezero_provider::aws::{launcher, instances, ami,
+//! instance_types}`) against moto: identical launches pending together cost one RunInstances, a
+//! restarted provider adopts the instances of a batch it did not get to assign instead of launching
+//! duplicates, terminations are batched, unclaimed instances are terminated, and image and instance
+//! type lookups are answered once and cached. Instances are counted with raw DescribeInstances
+//! queries, not with the ownership tags the code under test relies on.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use kubezero_provider::api::aws::{AmiArchitecture, AwsAmi, AwsAmiLookup, AwsImds, AwsVolume};
+use kubezero_provider::api::{NodeArchitecture, OperatingSystem};
+use kubezero_provider::aws::ami::{AmiError, AmiResolver};
+use kubezero_provider::aws::clients::{AwsClients, AwsIdentity, AwsSettings, ClientRegistry};
+use kubezero_provider::aws::instance_types::InstanceTypeCache;
+use kubezero_provider::aws::instances::{Fill, LaunchSpec, MachineKey, run_instances};
+use kubezero_provider::aws::launcher::{ClusterInstances, LauncherSettings};
+use kubezero_provider::aws::tags::{ClusterTags, OWNED, ROLE_TAG};
+use kubezero_test::cloud::{Moto, alpine_ami, alpine_amis};
+use serde_json::Value;
+
+use crate::support::bounded;
+
+const CLUSTER: &str = "demo";
+
+async fn clients_for(moto: &Moto) -> AwsClients {
+    let registry = ClientRegistry::new(AwsSettings {
+        endpoint_url: Some(moto.endpoint_url()),
+        initial_backoff: Duration::from_millis(10),
+        ..AwsSettings::default()
+    });
+    let identity = AwsIdentity::Static {
+        access_key_id: moto.access_key_id().to_owned(),
+        secret_access_key: moto.secret_access_key().to_owned(),
+        session_token: None,
+    };
+    registry
+        .clients(&identity, moto.region())
+        .await
+        .expect("client set")
+}
+
+fn settings() -> LauncherSettings {
+    LauncherSettings {
+        describe_interval: Duration::from_millis(200),
+        launch_window: Duration::from_millis(300),
+        ..LauncherSettings::default()
+    }
+}
+
+fn batcher(aws: &AwsClients, settings: LauncherSettings) -> Arc<ClusterInstances> {
+    Arc::new(ClusterInstances::new(
+        aws.clone(),
+        ClusterTags::new(CLUSTER, BTreeMap::new()),
+        settings,
+    ))
+}
+
+/// The text of every `<element>` in an XML answer.
+fn xml_values<'a>(xml: &'a str, element: &str) -> Vec<&'a str> {
+    let open = format!("<{element}>");
+    xml.match_indices(&open)
+        .filter_map(|(at, _)| {
+            let start = at + open.len();
+            xml[start..].find('<').map(|end| &xml[start..start + end])
+        })
+        .collect()
+}
+
+/// A subnet of moto's default VPC.
+fn default_subnet(moto: &Moto) -> String {
+    let answer = moto.ec2_query("Action=DescribeSubnets").expect("moto answers");
+    xml_values(&answer.text(), "subnetId")
+        .first()
+        .expect("moto has default subnets")
+        .to_string()
+}
+
+/// Ids of the instances moto holds that are not terminated, counted without any tag filter.
+fn live_instances(moto: &Moto) -> Vec<String> {
+    let form = "Action=DescribeInstances&Filter.1.Name=instance-state-name&Filter.1.Value.1=pending\
+                &Filter.1.Value.2=running&Filter.1.Value.3=shutting-down";
+    let answer = moto.ec2_query(form).expect("moto answers");
+    let text = answer.text();
+    let mut ids: Vec<String> = xml_values(&text, "instanceId")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn launch_spec(subnet_id: &str, user_data: &str) -> LaunchSpec {
+    let tags = ClusterTags::new(CLUSTER, BTreeMap::new());
+    LaunchSpec {
+        image_id: "ami-0a19e00000000222a".into(),
+        root_device_name: "/dev/xvda".into(),
+        instance_type: "t3.medium".into(),
+        subnet_id: subnet_id.into(),
+        security_group_ids: Vec::new(),
+        instance_profile: None,
+        user_data: user_data.into(),
+        root_volume: AwsVolume::default(),
+        extra_volumes: Vec::new(),
+        imds: AwsImds::default(),
+        spot: None,
+        ssh_key_name: None,
+        tags: BTreeMap::from([
+            (tags.owned_key(), OWNED.to_owned()),
+            (tags.kubernetes_key(), OWNED.to_owned()),
+            (ROLE_TAG.to_owned(), "node".to_owned()),
+        ]),
+    }
+}
+
+fn machine(index: usize) -> MachineKey {
+    MachineKey {
+        namespace: "default".into(),
+        name: format!("demo-md-{index}"),
+        uid: format!("00000000-0000-4000-8000-{index:012}"),
+    }
+}
+
+fn delta(before: &BTreeMap<&'static str, u64>, after: &BTreeMap<&'static str, u64>, op: &str) -> u64 {
+    after.get(op).unwrap_or(&0) - before.get(op).unwrap_or(&0)
+}
+
+fn start_moto() -> Moto {
+    Moto::builder().amis(alpine_amis()).start().expect("moto starts")
+}
+
+#[tokio::test]
+async fn identical_pending_launches_go_out_as_one_run_instances() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let instances = batcher(
+            &aws,
+            LauncherSettings {
+                describe_interval: Duration::from_secs(5),
+                ..settings()
+            },
+        );
+        let spec = Arc::new(launch_spec(&subnet, "I2FscGluZS1jb25maWcK"));
+        let other = Arc::new(launch_spec(&subnet, "b3RoZXIgdXNlciBkYXRhCg=="));
+        let before = aws.stats().snapshot();
+
+        let started = std::time::Instant::now();
+        let launches = (0..8).map(|i| instances.launch(machine(i), spec.clone()));
+        let odd_one = instances.launch(machine(100), other.clone());
+        let (launched, odd) = futures::join!(join_all(launches), odd_one);
+        let elapsed = started.elapsed();
+        let after = aws.stats().snapshot();
+
+        let launched: Vec<_> = launched.into_iter().map(|r| r.expect("launched")).collect();
+        let odd = odd.expect("the different spec launched too");
+        let mut ids: Vec<String> = launched.iter().map(|i| i.id.clone()).collect();
+        ids.push(odd.id.clone());
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 9, "every machine got its own instance");
+        assert_eq!(live_instances(&moto), ids, "moto holds exactly these instances");
+        for (index, instance) in launched.iter().enumerate() {
+            assert_eq!(
+                instance.machine.as_deref(),
+                Some(format!("default/demo-md-{index}").as_str())
+            );
+            assert!(
+                instance.provider_id().starts_with("aws:///us-east-1"),
+                "{instance:?}"
+            );
+        }
+        assert_eq!(
+            delta(&before, &after, "RunInstances"),
+            2,
+            "one call for the 8 identical launches, one for the different one"
+        );
+        assert_eq!(
+            delta(&before, &after, "CreateTags"),
+            8,
+            "machine tags of the batch"
+        );
+        assert_eq!(
+            delta(&before, &after, "DescribeInstances"),
+            1,
+            "one shared view for both batches"
+        );
+        let total: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
+        eprintln!(
+            "9 machines: {:?} in {elapsed:?}, {:.2} AWS calls per machine",
+            after,
+            total as f64 / 9.0
+        );
+
+        // The shared view shows them with their machines without asking EC2 again.
+        let found = instances.find(&machine(3), None).await.expect("describe");
+        assert_eq!(found.map(|i| i.id), Some(launched[3].id.clone()));
+        let again = instances.find(&machine(5), None).await.expect("describe");
+        assert_eq!(again.map(|i| i.id), Some(launched[5].id.clone()));
+        assert_eq!(
+            delta(&after, &aws.stats().snapshot(), "DescribeInstances"),
+            0,
+            "lookups within the interval are served from the shared view"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicates() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+        // A batch of three went out, then the process died before tagging and persisting: the
+        // instances carry the cluster and launch-spec tags but no machine tag.
+        let fingerprint = spec.fingerprint();
+        let crashed_batch = run_instances(
+            &aws,
+            &spec,
+            3,
+            Fill::All,
+            "kzb-crashed-batch",
+            &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), fingerprint)]),
+        )
+        .await
+        .expect("the lost batch launched");
+        assert_eq!(crashed_batch.len(), 3);
+        let mut original: Vec<String> = crashed_batch.iter().map(|i| i.id.clone()).collect();
+        original.sort();
+
+        // The restarted provider: a fresh batcher with nothing in memory.
+        let restarted = batcher(&aws, settings());
+        let before = aws.stats().snapshot();
+        let spec = Arc::new(spec);
+        let adopted = join_all((0..3).map(|i| restarted.launch(machine(i), spec.clone()))).await;
+        let mut adopted: Vec<String> = adopted.into_iter().map(|r| r.expect("adopted").id).collect();
+        adopted.sort();
+        let after = aws.stats().snapshot();
+        assert_eq!(
+            adopted, original,
+            "the machines got the instances of the lost batch"
+        );
+        assert_eq!(
+            delta(&before, &after, "RunInstances"),
+            0,
+            "nothing launched again"
+        );
+        assert_eq!(live_instances(&moto), original, "no duplicate in moto");
+
+        // Another restart finds each machine's instance by its tag.
+        let third = batcher(&aws, settings());
+        for i in 0..3 {
+            let found = third.find(&machine(i), None).await.expect("describe");
+            assert!(found.is_some_and(|f| original.contains(&f.id)), "machine {i}");
+        }
+        let again = third
+            .launch(machine(1), spec.clone())
+            .await
+            .expect("already has one");
+        assert!(original.contains(&again.id));
+        assert_eq!(delta(&before, &aws.stats().snapshot(), "RunInstances"), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn terminations_are_batched_and_instances_leave_the_view() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let instances = batcher(&aws, settings());
+        let spec = Arc::new(launch_spec(&subnet, "I2FscGluZS1jb25maWcK"));
+        let launched: Vec<_> = join_all((0..5).map(|i| instances.launch(machine(i), spec.clone())))
+            .await
+            .into_iter()
+            .map(|r| r.expect("launched"))
+            .collect();
+        assert_eq!(live_instances(&moto).len(), 5);
+
+        let before = aws.stats().snapshot();
+        let results = join_all(launched.iter().map(|i| instances.terminate(&i.id))).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            delta(&before, &aws.stats().snapshot(), "TerminateInstances"),
+            1,
+            "five terminations, one call"
+        );
+        let ending = instances
+            .find(&machine(0), Some(&launched[0].id))
+            .await
+            .expect("view");
+        assert!(ending.as_ref().is_none_or(|i| i.state.is_ending()), "{ending:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        for (index, instance) in launched.iter().enumerate() {
+            let seen = instances
+                .find(&machine(index), Some(&instance.id))
+                .await
+                .expect("view");
+            assert!(seen.is_none(), "terminated instances leave the view: {seen:?}");
+        }
+        assert!(live_instances(&moto).is_empty(), "nothing left in moto");
+        // Terminating again (a retried deletion) is harmless.
+        instances
+            .terminate(&launched[0].id)
+            .await
+            .expect("terminating a terminated instance is fine");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+        let leaked = run_instances(
+            &aws,
+            &spec,
+            2,
+            Fill::All,
+            "kzb-leaked",
+            &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), spec.fingerprint())]),
+        )
+        .await
+        .expect("launched");
+        assert_eq!(leaked.len(), 2);
+        // Not the provider's: no launch-spec tag. Must survive.
+        let foreign = run_instances(&aws, &spec, 1, Fill::All, "kzb-foreign", &BTreeMap::new())
+            .await
+            .expect("launched");
+        let instances = batcher(
+            &aws,
+            LauncherSettings {
+                orphan_grace: Duration::ZERO,
+                ..settings()
+            },
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        instances.instances().await.expect("describe");
+        crate::support::eventually("unclaimed instances terminated", || async {
+            (live_instances(&moto) == vec![foreign[0].id.clone()]).then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn alpine_lookup_picks_the_newest_matching_image_once() {
+    bounded(async {
+        let mut amis = alpine_amis();
+        let mut newer = alpine_ami("ami-0a19e00000000223a", "3.22.3", "x86_64");
+        newer["creation_date"] = Value::from("2026-02-01T00:00:00.000Z");
+        let mut cloudinit = alpine_ami("ami-0a19e00000000224a", "3.22.4", "x86_64");
+        cloudinit["name"] = Value::from("alpine-3.22.4-x86_64-uefi-cloudinit-r0");
+        cloudinit["creation_date"] = Value::from("2026-03-01T00:00:00.000Z");
+        amis.as_array_mut().unwrap().extend([newer, cloudinit]);
+        let moto = Moto::builder().amis(amis).start().expect("moto starts");
+        let aws = clients_for(&moto).await;
+        let resolver = AmiResolver::default();
+
+        let lookup = |architecture| AwsAmi {
+            id: None,
+            lookup: Some(AwsAmiLookup {
+                architecture,
+                ..AwsAmiLookup::default()
+            }),
+        };
+        let before = aws.stats().snapshot();
+        let x86 = resolver
+            .resolve(&aws, &lookup(AmiArchitecture::X86_64))
+            .await
+            .expect("x86_64 image");
+        assert_eq!(x86.id, "ami-0a19e00000000223a", "newest tiny x86_64 image");
+        let arm = resolver
+            .resolve(&aws, &lookup(AmiArchitecture::Aarch64))
+            .await
+            .expect("aarch64 image");
+        assert_eq!(arm.id, "ami-0a19e00000000222b", "newest release for aarch64");
+        let cached = resolver
+            .resolve(&aws, &lookup(AmiArchitecture::X86_64))
+            .await
+            .expect("cached");
+        assert_eq!(cached, x86);
+        assert_eq!(
+            delta(&before, &aws.stats().snapshot(), "DescribeImages"),
+            2,
+            "one call per lookup, then the cache"
+        );
+
+        let missing = AwsAmi {
+            id: None,
+            lookup: Some(AwsAmiLookup {
+                alpine_release: "3.19".into(),
+                ..AwsAmiLookup::default()
+            }),
+        };
+        let error = resolver
+            .resolve(&aws, &missing)
+            .await
+            .expect_err("no 3.19 images");
+        assert!(matches!(error, AmiError::NoImage { .. }), "{error}");
+        let by_id = resolver
+            .resolve(
+                &aws,
+                &AwsAmi {
+                    id: Some("ami-0a19e00000000221a".into()),
+                    lookup: None,
+                },
+            )
+            .await
+            .expect("known id");
+        assert_eq!(by_id.root_device_name, "/dev/xvda");
+        let unknown = resolver
+            .resolve(
+                &aws,
+                &AwsAmi {
+                    id: Some("ami-0fffffffffffffff0".into()),
+                    lookup: None,
+                },
+            )
+            .await
+            .expect_err("unknown id");
+        assert!(matches!(unknown, AmiError::UnknownId(_)), "{unknown}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn instance_types_give_the_autoscaler_capacity_once() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let cache = InstanceTypeCache::default();
+        let before = aws.stats().snapshot();
+        let medium = cache.get(&aws, "t3.medium").await.expect("t3.medium");
+        assert_eq!(medium.vcpus, 2);
+        assert_eq!(medium.memory_mib, 4096);
+        assert_eq!(medium.capacity()["memory"].0, "4096Mi");
+        assert_eq!(medium.node_info().architecture, Some(NodeArchitecture::Amd64));
+        assert_eq!(medium.node_info().operating_system, Some(OperatingSystem::Linux));
+        let graviton = cache.get(&aws, "m7g.large").await.expect("m7g.large");
+        assert_eq!(graviton.architecture, Some(NodeArchitecture::Arm64));
+        cache.get(&aws, "t3.medium").await.expect("cached");
+        assert_eq!(
+            delta(&before, &aws.stats().snapshot(), "DescribeInstanceTypes"),
+            2
+        );
+    })
+    .await;
+}
