@@ -176,11 +176,11 @@ impl World {
     /// registers a Node in a cluster's workload emulator for each of its running instances (tag
     /// `kubernetes.io/cluster/<cluster>=owned`). Against a real cluster the moto is not used here.
     pub async fn start_with_cloud(moto: &Moto) -> Result<World, WorldError> {
-        Self::start_inner(Some(MotoInstances::new(moto)), cloud_env(Some(moto))).await
+        Self::start_inner(Some(moto), cloud_env(Some(moto))).await
     }
 
     async fn start_inner(
-        cloud: Option<MotoInstances>,
+        cloud: Option<&Moto>,
         cloud_env: Vec<(&'static str, String)>,
     ) -> Result<World, WorldError> {
         let directory = std::env::temp_dir().join(format!("kubezero-world-{}", uuid::Uuid::new_v4()));
@@ -220,7 +220,10 @@ impl World {
                     ..CapiCoreOptions::default()
                 };
                 let capi = CapiCore::start(client.clone(), options);
-                let nodes = cloud.map(|source| NodeSimulator::start(&workloads, std::sync::Arc::new(source)));
+                let nodes = cloud.map(|moto| {
+                    let source = MotoInstances::in_cluster_regions(moto, client.clone());
+                    NodeSimulator::start(&workloads, std::sync::Arc::new(source))
+                });
                 (
                     client,
                     Backend::Emulated {

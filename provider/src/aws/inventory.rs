@@ -23,7 +23,7 @@ pub struct Resource {
 /// Resources per kind in one region (IAM: the account).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Inventory {
-    /// Kind (`vpc`, `subnet`, `internet-gateway`, `nat-gateway`, `elastic-ip`, `route-table`,
+    /// Kind (`instance`, `vpc`, `subnet`, `internet-gateway`, `nat-gateway`, `elastic-ip`, `route-table`,
     /// `security-group`, `load-balancer`, `target-group`, `iam-role`, `instance-profile`) → items.
     pub kinds: BTreeMap<&'static str, Vec<Resource>>,
 }
@@ -77,13 +77,38 @@ fn ec2_resource(id: Option<&str>, tags: &[aws_sdk_ec2::types::Tag]) -> Resource 
     }
 }
 
-/// Lists every VPC, subnet, internet gateway, live NAT gateway, elastic IP, route table, security
-/// group, ELBv2 load balancer and target group of the region, and every IAM role and instance
-/// profile of the account.
+/// Lists every instance not yet terminated, VPC, subnet, internet gateway, live NAT gateway, elastic
+/// IP, route table, security group, ELBv2 load balancer and target group of the region, and every IAM
+/// role and instance profile of the account.
 #[tracing::instrument(skip_all, fields(region = aws.region()))]
 pub async fn inventory(aws: &AwsClients) -> Result<Inventory, AwsError> {
     let mut kinds: BTreeMap<&'static str, Vec<Resource>> = BTreeMap::new();
     let ec2 = &aws.ec2;
+    let mut instances = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let token = next_token.clone();
+        let out = aws
+            .call(Ec2, "DescribeInstances", || {
+                ec2.describe_instances().set_next_token(token.clone()).send()
+            })
+            .await?;
+        instances.extend(
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter(|i| {
+                    i.state().and_then(|s| s.name())
+                        != Some(&aws_sdk_ec2::types::InstanceStateName::Terminated)
+                })
+                .map(|i| ec2_resource(i.instance_id(), i.tags())),
+        );
+        next_token = out.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+        if next_token.is_none() {
+            break;
+        }
+    }
+    kinds.insert("instance", instances);
     let out = aws
         .call(Ec2, "DescribeVpcs", || ec2.describe_vpcs().send())
         .await?;

@@ -25,6 +25,8 @@ use serde_json::json;
 
 /// Name of the demo cluster.
 const CLUSTER: &str = "demo";
+/// Region of the template's default KubeZeroCluster (`KUBEZERO_AWS_REGION`).
+const REGION: &str = "eu-central-1";
 /// Workers the demo scales to.
 const WORKERS: i64 = 5;
 /// Field manager of the demo's writes.
@@ -80,9 +82,7 @@ async fn demo(client: &Client, namespace: &str, moto: &Moto) -> DemoResult<bool>
         control_plane_machine_count: Some(1),
         worker_machine_count: Some(0),
     };
-    // The node simulator reads the instances of moto's region.
-    let environment = BTreeMap::from([("KUBEZERO_AWS_REGION".to_string(), moto.region().to_string())]);
-    let manifest = generate_cluster(&template, &options, &environment)?;
+    let manifest = generate_cluster(&template, &options, &BTreeMap::new())?;
     for document in documents(&manifest)? {
         apply(client, namespace, document).await?;
     }
@@ -120,7 +120,7 @@ async fn demo(client: &Client, namespace: &str, moto: &Moto) -> DemoResult<bool>
         secret_access_key: moto.secret_access_key().into(),
         session_token: None,
     };
-    let aws = registry.clients(&identity, moto.region()).await?;
+    let aws = registry.clients(&identity, REGION).await?;
     let owned = inventory(&aws)
         .await?
         .owned_counts(&ClusterTags::new(CLUSTER, BTreeMap::new()));

@@ -23,25 +23,78 @@ const AWS_PREFIX: &str = "aws:///";
 ///
 /// Calls go over [`crate::cloud::http`] (form POST with a dummy SigV4 `Authorization` header naming
 /// `ec2`, which moto routes on without checking the signature) on the blocking thread pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct MotoInstances {
     addr: SocketAddr,
     region: String,
     access_key_id: String,
+    /// Reads each Cluster's region from its KubeZeroCluster (`spec.aws.region`) when set.
+    management: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for MotoInstances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MotoInstances")
+            .field("addr", &self.addr)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
 }
 
 impl MotoInstances {
-    /// Reads instances from `moto` (its region and dummy credentials).
+    /// Reads instances from `moto` in its default region, with its dummy credentials.
     pub fn new(moto: &Moto) -> MotoInstances {
         MotoInstances {
             addr: moto.addr(),
             region: moto.region().to_string(),
             access_key_id: moto.access_key_id().to_string(),
+            management: None,
         }
     }
 
-    /// The running instances of `cluster` (blocking).
+    /// Like [`MotoInstances::new`], reading each cluster's instances in the region of its
+    /// KubeZeroCluster (the Cluster's `spec.infrastructureRef`) through `management`.
+    pub fn in_cluster_regions(moto: &Moto, management: kube::Client) -> MotoInstances {
+        MotoInstances {
+            management: Some(management),
+            ..Self::new(moto)
+        }
+    }
+
+    /// The region of Cluster `namespace/name`: its KubeZeroCluster's `spec.aws.region`, else the default.
+    async fn region_of(&self, namespace: &str, name: &str) -> String {
+        let Some(client) = &self.management else {
+            return self.region.clone();
+        };
+        let clusters: kube::Api<kubezero_capi::core::Cluster> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let infra_name = match clusters.get_opt(name).await {
+            Ok(Some(cluster)) => cluster.spec.infrastructure_ref.map(|r| r.name),
+            _ => None,
+        };
+        let infra_clusters: kube::Api<kubezero_provider::api::KubeZeroCluster> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let region = match infra_name {
+            Some(infra_name) => infra_clusters
+                .get_opt(&infra_name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|infra| infra.spec.aws.map(|aws| aws.region)),
+            None => None,
+        };
+        region
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| self.region.clone())
+    }
+
+    /// The running instances of `cluster` in `moto`'s default region (blocking).
     pub fn running(&self, cluster: &str) -> Result<Vec<Instance>, SourceError> {
+        self.running_in(cluster, &self.region)
+    }
+
+    /// The running instances of `cluster` in `region` (blocking).
+    pub fn running_in(&self, cluster: &str, region: &str) -> Result<Vec<Instance>, SourceError> {
         let tag = format!("tag:kubernetes.io/cluster/{cluster}");
         let mut instances = Vec::new();
         let mut token: Option<String> = None;
@@ -53,12 +106,12 @@ impl MotoInstances {
             if let Some(token) = &token {
                 form.push_str(&format!("&NextToken={}", form_encode(token)));
             }
-            let page = parse_describe_instances(&self.post(&form)?)?;
+            let page = parse_describe_instances(&self.post(region, &form)?)?;
             instances.extend(
                 page.instances
                     .into_iter()
                     .filter(|i| i.state == "running")
-                    .map(|i| i.into_instance(&self.region)),
+                    .map(|i| i.into_instance(region)),
             );
             match page.next_token {
                 Some(next) if !next.is_empty() => token = Some(next),
@@ -68,8 +121,8 @@ impl MotoInstances {
         Err(format!("DescribeInstances returned more than {MAX_PAGES} pages").into())
     }
 
-    fn post(&self, form: &str) -> Result<String, SourceError> {
-        let response = crate::cloud::ec2_query(self.addr, &self.region, &self.access_key_id, form)?;
+    fn post(&self, region: &str, form: &str) -> Result<String, SourceError> {
+        let response = crate::cloud::ec2_query(self.addr, region, &self.access_key_id, form)?;
         if response.status != 200 {
             return Err(format!(
                 "DescribeInstances: status {}: {}",
@@ -85,13 +138,14 @@ impl MotoInstances {
 impl InstanceSource for MotoInstances {
     fn instances<'a>(
         &'a self,
-        _namespace: &'a str,
+        namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Instance>, SourceError>> {
         let this = self.clone();
         let cluster = name.to_string();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || this.running(&cluster))
+            let region = this.region_of(namespace, &cluster).await;
+            tokio::task::spawn_blocking(move || this.running_in(&cluster, &region))
                 .await
                 .map_err(|e| -> SourceError { Box::new(e) })?
         })
