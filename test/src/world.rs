@@ -307,6 +307,14 @@ impl World {
         Ok(())
     }
 
+    /// The process id of the running manager `name` (`kubezero-provider` / `kubezero-bootstrap`).
+    pub fn manager_pid(&self, name: &str) -> Option<u32> {
+        self.managers
+            .iter()
+            .find(|manager| manager.name == name)
+            .map(|manager| manager.child.id())
+    }
+
     /// Stops the managers (SIGTERM) and returns their logs, for a failing test's message.
     pub fn stop_managers(&mut self) -> String {
         let mut logs = String::new();

@@ -15,7 +15,6 @@ use kube::discovery::pinned_kind;
 use kube::{Api, Client, ResourceExt};
 use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::KubeZeroMachine;
-use kubezero_provider::aws::clients::{AwsIdentity, AwsSettings, ClientRegistry};
 use kubezero_provider::aws::inventory::inventory;
 use kubezero_provider::aws::tags::ClusterTags;
 use kubezero_test::cloud::{Moto, alpine_amis};
@@ -111,16 +110,7 @@ async fn demo(client: &Client, namespace: &str, moto: &Moto) -> DemoResult<bool>
     }
     println!("Cluster {CLUSTER} and all its objects are gone");
 
-    let registry = ClientRegistry::new(AwsSettings {
-        endpoint_url: Some(moto.endpoint_url()),
-        ..AwsSettings::default()
-    });
-    let identity = AwsIdentity::Static {
-        access_key_id: moto.access_key_id().into(),
-        secret_access_key: moto.secret_access_key().into(),
-        session_token: None,
-    };
-    let aws = registry.clients(&identity, REGION).await?;
+    let aws = moto.aws_clients(REGION).await;
     let owned = inventory(&aws)
         .await?
         .owned_counts(&ClusterTags::new(CLUSTER, BTreeMap::new()));

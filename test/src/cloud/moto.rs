@@ -192,6 +192,25 @@ impl Moto {
         self.process.pid()
     }
 
+    /// The provider's AWS client set (EC2, ELBv2, IAM) for this server in `region`, with its dummy
+    /// static credentials: for counting what a test or the demo left in moto.
+    pub async fn aws_clients(&self, region: &str) -> kubezero_provider::aws::clients::AwsClients {
+        use kubezero_provider::aws::clients::{AwsIdentity, AwsSettings, ClientRegistry};
+        let registry = ClientRegistry::new(AwsSettings {
+            endpoint_url: Some(self.endpoint_url()),
+            ..AwsSettings::default()
+        });
+        let identity = AwsIdentity::Static {
+            access_key_id: self.access_key_id().to_owned(),
+            secret_access_key: self.secret_access_key().to_owned(),
+            session_token: None,
+        };
+        registry
+            .clients(&identity, region)
+            .await
+            .expect("a client set for a non-empty region")
+    }
+
     /// The last few KB of the server's output, for assertion messages.
     pub fn output_tail(&self) -> String {
         self.process.output_tail()

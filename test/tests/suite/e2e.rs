@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::{create_cluster, create_worker_pool, eventually, moto_clients, with_managers_on_moto};
+use crate::support::{create_cluster, create_worker_pool, eventually, with_managers_on_moto};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
@@ -328,7 +328,7 @@ async fn scale_0_3_0(world: &WorldView, moto: &kubezero_test::cloud::Moto) {
             .items
             .len();
     assert_eq!(left, 0, "nothing of the cluster is left in {namespace}");
-    let aws = moto_clients(moto, "eu-central-1").await;
+    let aws = moto.aws_clients("eu-central-1").await;
     let tags = kubezero_provider::aws::tags::ClusterTags::new("demo", Default::default());
     let inventory = kubezero_provider::aws::inventory::inventory(&aws)
         .await

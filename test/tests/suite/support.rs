@@ -179,22 +179,12 @@ where
     }
 }
 
-/// A client set of the AWS SDK pointed at `moto` in `region`.
+/// The provider's AWS client set for `moto` in `region` (see `Moto::aws_clients`).
 pub(crate) async fn moto_clients(
     moto: &kubezero_test::cloud::Moto,
     region: &str,
 ) -> kubezero_provider::aws::clients::AwsClients {
-    use kubezero_provider::aws::clients::{AwsIdentity, AwsSettings, ClientRegistry};
-    let registry = ClientRegistry::new(AwsSettings {
-        endpoint_url: Some(moto.endpoint_url()),
-        ..AwsSettings::default()
-    });
-    let identity = AwsIdentity::Static {
-        access_key_id: moto.access_key_id().to_owned(),
-        secret_access_key: moto.secret_access_key().to_owned(),
-        session_token: None,
-    };
-    registry.clients(&identity, region).await.expect("client set")
+    moto.aws_clients(region).await
 }
 
 /// Like [`with_managers_on_moto`] without a cloud (AWS calls go to a closed loopback port), with extra
