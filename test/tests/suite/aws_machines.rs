@@ -458,3 +458,312 @@ async fn instance_types_give_the_autoscaler_capacity_once() {
     })
     .await;
 }
+
+/// Calls one AWS Query API of moto (`service` as the credential scope names it) in `region`.
+fn moto_query(moto: &Moto, service: &str, region: &str, version: &str, form: &str) -> String {
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    );
+    let body = format!("{form}&Version={version}");
+    let response = kubezero_test::cloud::http::request(
+        moto.addr(),
+        "POST",
+        "/",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Authorization", &auth),
+        ],
+        body.as_bytes(),
+        Duration::from_secs(10),
+    )
+    .expect("moto answers");
+    assert_eq!(response.status, 200, "{form}: {}", response.text());
+    response.text()
+}
+
+mod e2e {
+    //! Both managers in the test world on moto: a Cluster with one control-plane Machine and a
+    //! MachineDeployment scaled 3 → 10 → 0, then deleted; every step asserted, nothing of the
+    //! cluster left in moto at the end.
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    use kube::{Api, ResourceExt};
+    use kubezero_capi::core::{Cluster, Machine};
+    use kubezero_provider::api::{KubeZeroCluster, KubeZeroMachine};
+    use kubezero_provider::aws::inventory::inventory;
+    use kubezero_provider::aws::tags::ClusterTags;
+    use kubezero_test::cloud::{Moto, alpine_amis};
+    use kubezero_test::world::{World, WorldView};
+    use serde_json::json;
+
+    use super::moto_query;
+    use crate::support::{create, create_cluster, create_worker_pool, dynamic, eventually, moto_clients};
+
+    const REGION: &str = "eu-central-1";
+    const WORKERS: &str = "demo-workers";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cluster_with_a_control_plane_and_workers_scales_3_10_0_and_leaves_nothing_in_moto() {
+        let moto = Arc::new(Moto::builder().amis(alpine_amis()).start().expect("moto starts"));
+        let mut world = World::start_with_cloud(&moto).await.expect("the world starts");
+        world.start_managers().expect("the managers start");
+        let view = world.view();
+        let flow_moto = moto.clone();
+        let timeout = Duration::from_secs(420);
+        let outcome =
+            tokio::spawn(async move { tokio::time::timeout(timeout, flow(&view, &flow_moto)).await }).await;
+        let logs = world.stop_managers();
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => panic!("the flow timed out after {timeout:?}; manager logs:\n{logs}"),
+            Err(failure) => panic!("{failure}; manager logs:\n{logs}"),
+        }
+    }
+
+    fn api<K>(world: &WorldView) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(world.client(), world.namespace())
+    }
+
+    fn ready_reason(machine: &KubeZeroMachine) -> Option<String> {
+        machine
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.reason.clone())
+    }
+
+    /// Live (not terminated) instances in moto's `REGION`, counted without tag filters.
+    async fn live_instances(moto: &Moto) -> usize {
+        let aws = moto_clients(moto, REGION).await;
+        inventory(&aws).await.expect("inventory").count("instance")
+    }
+
+    /// Worker KubeZeroMachines that are provisioned, with a provider ID, and whose Machine has a Node.
+    async fn provisioned_workers(world: &WorldView) -> Option<usize> {
+        let machines = api::<Machine>(world)
+            .list(&ListParams::default().labels(&format!("cluster.x-k8s.io/deployment-name={WORKERS}")))
+            .await
+            .ok()?
+            .items;
+        let infra = api::<KubeZeroMachine>(world);
+        let mut ready = 0;
+        for machine in &machines {
+            let name = &machine.spec.infrastructure_ref.as_ref()?.name;
+            let Some(kzm) = infra.get_opt(name).await.ok()? else {
+                continue;
+            };
+            let provisioned = kzm
+                .status
+                .as_ref()
+                .and_then(|s| s.initialization.as_ref())
+                .and_then(|i| i.provisioned)
+                == Some(true);
+            let provider_id = kzm
+                .spec
+                .provider_id
+                .as_deref()
+                .is_some_and(|p| p.starts_with("aws:///eu-central-1"));
+            if provisioned
+                && provider_id
+                && ready_reason(&kzm).as_deref() == Some("InstanceRunning")
+                && machine.has_node_ref()
+            {
+                ready += 1;
+            }
+        }
+        Some(ready)
+    }
+
+    async fn scale(world: &WorldView, replicas: i64) {
+        dynamic(
+            world,
+            "cluster.x-k8s.io",
+            "v1beta2",
+            "MachineDeployment",
+            "machinedeployments",
+        )
+        .patch(
+            WORKERS,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+        )
+        .await
+        .expect("scale");
+    }
+
+    async fn flow(world: &WorldView, moto: &Moto) {
+        let started = std::time::Instant::now();
+        create_cluster(world, "demo").await;
+        let infra = eventually("KubeZeroCluster provisioned on AWS", || async {
+            let infra = api::<KubeZeroCluster>(world).get("demo").await.ok()?;
+            let status = infra.status.as_ref()?;
+            (status.initialization.as_ref()?.provisioned == Some(true)).then_some(())?;
+            status.aws.clone()
+        })
+        .await;
+        let zone = infra
+            .subnets
+            .iter()
+            .find(|s| !s.public)
+            .expect("a private subnet")
+            .availability_zone
+            .clone();
+
+        // One control-plane Machine (machine-based control plane), pinned to a failure domain.
+        let name = "demo-cp-0";
+        create(world, &dynamic(world, "cluster.x-k8s.io", "v1beta2", "Machine", "machines"),
+            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                "metadata": {"name": name, "labels": {"cluster.x-k8s.io/cluster-name": "demo", "cluster.x-k8s.io/control-plane": ""}},
+                "spec": {"clusterName": "demo", "version": "v1.34.1", "failureDomain": zone,
+                    "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfig", "name": name}},
+                    "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": name}}})).await;
+        create(world, &dynamic(world, "infrastructure.cluster.x-k8s.io", "v1alpha1", "KubeZeroMachine", "kubezeromachines"),
+            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroMachine",
+                "metadata": {"name": name}, "spec": {"aws": {"instanceType": "m7i.large", "spot": {"maxPrice": "0.10"}}}})).await;
+        create(
+            world,
+            &dynamic(
+                world,
+                "bootstrap.cluster.x-k8s.io",
+                "v1alpha1",
+                "KubeZeroConfig",
+                "kubezeroconfigs",
+            ),
+            json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroConfig",
+                "metadata": {"name": name}, "spec": {}}),
+        )
+        .await;
+        let control_plane = eventually(
+            "the control-plane instance running, in its zone, as spot",
+            || async {
+                let kzm = api::<KubeZeroMachine>(world).get(name).await.ok()?;
+                (ready_reason(&kzm).as_deref() == Some("InstanceRunning")).then_some(())?;
+                Some(kzm)
+            },
+        )
+        .await;
+        let status = control_plane.status.clone().unwrap();
+        assert_eq!(status.failure_domain.as_deref(), Some(zone.as_str()));
+        assert_eq!(
+            status.interruptible,
+            Some(true),
+            "spot machines are interruptible"
+        );
+        assert!(
+            status.addresses.iter().any(|a| a.address.starts_with("10.")),
+            "{:?}",
+            status.addresses
+        );
+        let provider_id = control_plane.spec.provider_id.clone().expect("providerID");
+        let instance_id = provider_id.rsplit('/').next().unwrap().to_owned();
+        assert_eq!(provider_id, format!("aws:///{zone}/{instance_id}"));
+        assert_eq!(
+            control_plane.annotations().get("kubezero.io/instance-id"),
+            Some(&instance_id),
+            "instance id persisted outside status"
+        );
+        let targets = moto_query(
+            moto,
+            "elasticloadbalancing",
+            REGION,
+            "2015-12-01",
+            &format!(
+                "Action=DescribeTargetHealth&TargetGroupArn={}",
+                infra.load_balancer.target_group_arn
+            ),
+        );
+        assert!(
+            targets.contains(&instance_id),
+            "control plane registered in the API target group: {targets}"
+        );
+        eprintln!("control plane running after {:?}", started.elapsed());
+
+        // Workers: 3, then 10.
+        create_worker_pool(world, "demo", WORKERS, 3).await;
+        eventually("3 workers provisioned with Nodes", || async {
+            (provisioned_workers(world).await? == 3).then_some(())
+        })
+        .await;
+        assert_eq!(live_instances(moto).await, 4);
+        eprintln!("3 workers after {:?}", started.elapsed());
+        scale(world, 10).await;
+        eventually("10 workers provisioned with Nodes", || async {
+            (provisioned_workers(world).await? == 10).then_some(())
+        })
+        .await;
+        assert_eq!(
+            live_instances(moto).await,
+            11,
+            "one instance per machine, no duplicates"
+        );
+        // Every RunInstances makes one reservation: count them over the cluster's instances.
+        let described = moto_query(
+            moto,
+            "ec2",
+            REGION,
+            "2016-11-15",
+            "Action=DescribeInstances&Filter.1.Name=tag:kubernetes.io/cluster/demo&Filter.1.Value.1=owned",
+        );
+        let mut reservations = super::xml_values(&described, "reservationId");
+        reservations.sort_unstable();
+        reservations.dedup();
+        assert!(
+            reservations.len() < 11,
+            "launches were batched: {} RunInstances",
+            reservations.len()
+        );
+        eprintln!("11 machines launched with {} RunInstances", reservations.len());
+        eprintln!("10 workers after {:?}", started.elapsed());
+
+        // Scale to zero: every worker instance terminated before its KubeZeroMachine goes.
+        scale(world, 0).await;
+        eventually("workers gone and their instances terminated", || async {
+            let workers = api::<Machine>(world)
+                .list(&ListParams::default().labels(&format!("cluster.x-k8s.io/deployment-name={WORKERS}")))
+                .await
+                .ok()?
+                .items
+                .len();
+            (workers == 0 && live_instances(moto).await == 1).then_some(())
+        })
+        .await;
+        eprintln!("0 workers after {:?}", started.elapsed());
+
+        // Delete the cluster: the control plane goes, then the infrastructure.
+        api::<Cluster>(world)
+            .delete("demo", &DeleteParams::default())
+            .await
+            .expect("delete");
+        eventually("Cluster, Machines and KubeZeroCluster gone", || async {
+            let cluster = api::<Cluster>(world).get_opt("demo").await.ok()?;
+            let machines = api::<KubeZeroMachine>(world)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .len();
+            let infra = api::<KubeZeroCluster>(world).get_opt("demo").await.ok()?;
+            (cluster.is_none() && machines == 0 && infra.is_none()).then_some(())
+        })
+        .await;
+        let aws = moto_clients(moto, REGION).await;
+        let left = inventory(&aws).await.expect("inventory");
+        let owned: BTreeMap<&str, usize> = left
+            .owned_counts(&ClusterTags::new("demo", BTreeMap::new()))
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert!(owned.is_empty(), "nothing of the cluster left in moto: {owned:?}");
+        assert_eq!(left.count("instance"), 0, "no instance left at all");
+        eprintln!("cluster deleted after {:?}", started.elapsed());
+    }
+}
