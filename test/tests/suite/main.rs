@@ -6,6 +6,7 @@
 //! - [`capi`]: the CAPI core stand-in against the emulator.
 //! - [`e2e`]: both managers in a [`kubezero_test::world::World`] (emulated or a real cluster).
 //! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
+//! - [`gitops`]: every flavor and the addons applied, provisioned on moto, re-applied without drift.
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
 //! - [`manager`]: the manager binaries as processes (health, metrics, missing CRDs, SIGTERM).
@@ -20,6 +21,7 @@ mod capi;
 mod cloud;
 mod e2e;
 mod fixtures;
+mod gitops;
 mod manager;
 mod manifests;
 mod support;

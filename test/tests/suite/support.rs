@@ -153,7 +153,7 @@ pub(crate) async fn create_worker_pool(
 
 /// Starts a [`kubezero_test::world::World`] with both managers, runs `flow` in its own task under
 /// `timeout`, stops the managers and fails with their logs when the flow panicked or timed out; the
-/// world's cloud is a fresh moto server: the provider manager talks to it,
+/// world's cloud is a fresh moto server seeded with Alpine AMIs: the provider manager talks to it,
 /// and `flow` gets it too (to count what is left there).
 pub(crate) async fn with_managers_on_moto<F, Fut>(timeout: Duration, flow: F)
 where
@@ -162,7 +162,11 @@ where
         + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let moto = std::sync::Arc::new(kubezero_test::cloud::Moto::start().expect("moto starts"));
+    let moto = kubezero_test::cloud::Moto::builder()
+        .amis(kubezero_test::cloud::alpine_amis())
+        .start()
+        .expect("moto starts");
+    let moto = std::sync::Arc::new(moto);
     let mut world = kubezero_test::world::World::start_with_cloud(&moto)
         .await
         .expect("the world starts");

@@ -1,0 +1,243 @@
+//! GitOps re-apply (issue 6): for every flavor, the manifests `clusterctl generate cluster` renders
+//! plus the addon HelmChartProxies are applied with server-side apply as a GitOps controller would
+//! (its own field manager, no force), the managers run until the cluster is provisioned (AWS flavors,
+//! on moto) or has been reconciled (bare metal, whose backend comes later), and the same manifests are
+//! applied again: every re-apply must succeed without a field-manager conflict, bump no generation and
+//! change no spec or metadata the manifests own. Then the Cluster is deleted and nothing is left.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::discovery::pinned_kind;
+use kube::{Api, Client, ResourceExt};
+use kubezero_capi::core::{Cluster, Machine};
+use kubezero_provider::api::KubeZeroCluster;
+use kubezero_test::cloud::Moto;
+use kubezero_test::templates::{self, GenerateOptions};
+use kubezero_test::world::WorldView;
+use serde_json::Value;
+
+use crate::support::{eventually, with_managers_on_moto};
+
+/// Field manager of the GitOps controller (Argo CD's server-side apply manager name).
+const GITOPS_MANAGER: &str = "argocd-controller";
+/// Name of the generated cluster.
+const CLUSTER: &str = "gitops";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_flavor_reapplies_without_drift() {
+    reapply_flavor("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_ha_flavor_reapplies_without_drift() {
+    reapply_flavor("aws-ha").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baremetal_flavor_reapplies_without_drift() {
+    reapply_flavor("baremetal").await;
+}
+
+async fn reapply_flavor(flavor: &'static str) {
+    with_managers_on_moto(Duration::from_secs(240), move |world, moto| async move {
+        flow(&world, &moto, flavor).await
+    })
+    .await;
+}
+
+/// The manifests of `flavor` for the world's namespace, followed by the addon HelmChartProxies.
+fn manifests(flavor: &str, namespace: &str) -> Vec<Value> {
+    let (_, path) = templates::flavors()
+        .into_iter()
+        .find(|(name, _)| name == flavor)
+        .unwrap_or_else(|| panic!("no flavor {flavor:?}"));
+    let options = GenerateOptions {
+        cluster_name: CLUSTER.into(),
+        target_namespace: namespace.into(),
+        kubernetes_version: Some("v1.34.1".into()),
+        control_plane_machine_count: None,
+        worker_machine_count: Some(1),
+    };
+    let environment = match flavor {
+        "baremetal" => BTreeMap::from([("KUBEZERO_CONTROL_PLANE_VIP".into(), "192.0.2.10".into())]),
+        _ => BTreeMap::new(),
+    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rendered = templates::generate_cluster(&text, &options, &environment).unwrap();
+    let mut documents = templates::documents(&rendered).unwrap();
+    for file in templates::addon_files() {
+        for mut document in templates::documents(&std::fs::read_to_string(&file).unwrap()).unwrap() {
+            if document["kind"] == "HelmChartProxy" {
+                document["metadata"]["namespace"] = Value::String(namespace.into());
+                documents.push(document);
+            }
+        }
+    }
+    documents
+}
+
+/// Installs the CAAPH CRDs (HelmChartProxy, HelmReleaseProxy) unless the cluster has them.
+async fn install_caaph_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in templates::caaph_crds() {
+        let name = crd.name_any();
+        if api.get_opt(&name).await.unwrap().is_none() {
+            api.patch(&name, &PatchParams::apply("kubezero-e2e"), &Patch::Apply(&crd))
+                .await
+                .unwrap();
+        }
+        let established = kube::runtime::wait::await_condition(
+            api.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .expect("CRD established")
+            .unwrap();
+    }
+}
+
+/// The namespaced API of a manifest document.
+async fn api_of(client: &Client, namespace: &str, document: &Value) -> (Api<DynamicObject>, ApiResource) {
+    let api_version = document["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, document["kind"].as_str().unwrap());
+    let (resource, _) = pinned_kind(client, &gvk).await.unwrap();
+    (
+        Api::namespaced_with(client.clone(), namespace, &resource),
+        resource,
+    )
+}
+
+/// Server-side applies every document as the GitOps manager (no force); panics on any refusal.
+async fn apply_all(client: &Client, namespace: &str, documents: &[Value]) -> Vec<DynamicObject> {
+    let mut applied = Vec::new();
+    for document in documents {
+        let (api, _) = api_of(client, namespace, document).await;
+        let name = document["metadata"]["name"].as_str().unwrap();
+        let object = api
+            .patch(name, &PatchParams::apply(GITOPS_MANAGER), &Patch::Apply(document))
+            .await
+            .unwrap_or_else(|e| panic!("apply {} {name}: {e}", document["kind"]));
+        applied.push(object);
+    }
+    applied
+}
+
+/// The fields the GitOps manager owns on `object` (its Apply entry of managedFields).
+fn gitops_fields(object: &DynamicObject) -> Option<Value> {
+    object
+        .metadata
+        .managed_fields
+        .as_ref()?
+        .iter()
+        .find(|entry| {
+            entry.manager.as_deref() == Some(GITOPS_MANAGER) && entry.operation.as_deref() == Some("Apply")
+        })
+        .and_then(|entry| serde_json::to_value(&entry.fields_v1).ok())
+}
+
+async fn flow(world: &WorldView, moto: &Moto, flavor: &str) {
+    let client = world.client();
+    let namespace = world.namespace();
+    install_caaph_crds(&client).await;
+    let documents = manifests(flavor, namespace);
+    apply_all(&client, namespace, &documents).await;
+
+    wait_until_reconciled(world, flavor).await;
+
+    // The GitOps controller syncs again: same manifests, nothing may change or conflict.
+    let mut before = Vec::new();
+    for document in &documents {
+        let (api, _) = api_of(&client, namespace, document).await;
+        before.push(
+            api.get(document["metadata"]["name"].as_str().unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+    let after = apply_all(&client, namespace, &documents).await;
+    for ((document, old), new) in documents.iter().zip(&before).zip(&after) {
+        let what = format!("{} {}", document["kind"], old.name_any());
+        assert_eq!(
+            old.metadata.generation, new.metadata.generation,
+            "{what}: generation bumped"
+        );
+        assert_eq!(old.data.get("spec"), new.data.get("spec"), "{what}: spec changed");
+        assert_eq!(old.labels(), new.labels(), "{what}: labels changed");
+        assert_eq!(
+            old.annotations(),
+            new.annotations(),
+            "{what}: annotations changed"
+        );
+        assert_eq!(
+            gitops_fields(old),
+            gitops_fields(new),
+            "{what}: the GitOps manager's fields changed"
+        );
+        assert!(gitops_fields(new).is_some(), "{what}: owned by {GITOPS_MANAGER}");
+    }
+
+    // Deleting the Cluster removes everything, in the API and in moto.
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    clusters.delete(CLUSTER, &Default::default()).await.unwrap();
+    eventually("the Cluster is gone", || async {
+        clusters.get_opt(CLUSTER).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let machines: Api<Machine> = Api::namespaced(client.clone(), namespace);
+    assert!(
+        machines
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    if flavor != "baremetal" {
+        let aws = moto.aws_clients("eu-central-1").await;
+        let tags = kubezero_provider::aws::tags::ClusterTags::new(CLUSTER, BTreeMap::new());
+        let inventory = kubezero_provider::aws::inventory::inventory(&aws).await.unwrap();
+        let left: Vec<_> = inventory
+            .owned_counts(&tags)
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert!(left.is_empty(), "{flavor}: left in moto: {left:?}");
+    }
+}
+
+/// AWS flavors: the Cluster's infrastructure is provisioned and every Machine runs with a provider
+/// ID. Bare metal (no backend yet): the KubeZeroCluster and every Machine's KubeZeroMachine report
+/// `Ready`.
+async fn wait_until_reconciled(world: &WorldView, flavor: &str) {
+    let client = world.client();
+    let namespace = world.namespace();
+    let machines: Api<Machine> = Api::namespaced(client.clone(), namespace);
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    let infra: Api<KubeZeroCluster> = Api::namespaced(client.clone(), namespace);
+    if flavor == "baremetal" {
+        eventually("the bare-metal KubeZeroCluster reports Ready", || async {
+            let status = infra.get(CLUSTER).await.ok()?.status?;
+            status.conditions.iter().any(|c| c.type_ == "Ready").then_some(())
+        })
+        .await;
+        return;
+    }
+    eventually("the Cluster provisioned and every Machine running", || async {
+        if !clusters.get(CLUSTER).await.ok()?.infrastructure_provisioned() {
+            return None;
+        }
+        let machines = machines.list(&ListParams::default()).await.ok()?.items;
+        let running = machines.iter().all(|machine| {
+            machine.spec.provider_id.is_some()
+                && machine.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        (!machines.is_empty() && running).then_some(())
+    })
+    .await;
+}
