@@ -88,6 +88,8 @@ struct ManagerProcess {
     name: String,
     child: Child,
     log: PathBuf,
+    /// The extra `run` flags it was started with, for [`World::restart_manager`].
+    flags: Vec<String>,
 }
 
 impl Drop for ManagerProcess {
@@ -177,6 +179,19 @@ impl World {
     /// `kubernetes.io/cluster/<cluster>=owned`). Against a real cluster the moto is not used here.
     pub async fn start_with_cloud(moto: &Moto) -> Result<World, WorldError> {
         Self::start_inner(Some(moto), cloud_env(Some(moto))).await
+    }
+
+    /// Like [`World::start_with_cloud`], but the provider manager's AWS calls go to `endpoint_url`
+    /// (e.g. a [`crate::cloud::FaultProxy`] in front of `moto`) instead of moto itself; the node
+    /// simulator still reads moto directly.
+    pub async fn start_with_cloud_via(moto: &Moto, endpoint_url: &str) -> Result<World, WorldError> {
+        let mut env = cloud_env(Some(moto));
+        for (name, value) in &mut env {
+            if *name == "AWS_ENDPOINT_URL" {
+                *value = endpoint_url.to_owned();
+            }
+        }
+        Self::start_inner(Some(moto), env).await
     }
 
     async fn start_inner(
@@ -301,7 +316,7 @@ impl World {
                 .filter(|(binary, _)| *binary == name)
                 .map(|(_, flag)| *flag)
                 .collect();
-            let process = self.spawn_manager(name, &flags)?;
+            let process = self.spawn_manager(name, &flags, false)?;
             self.managers.push(process);
         }
         Ok(())
@@ -315,6 +330,59 @@ impl World {
             .map(|manager| manager.child.id())
     }
 
+    /// Kills the running manager `name` with SIGKILL (through its own child handle: only the process
+    /// this world started) and reaps it; returns the PID it had. The manager stays known to the
+    /// world, so [`World::restart_manager`] starts it again with the same flags.
+    pub fn kill_manager(&mut self, name: &str) -> Result<u32, WorldError> {
+        let manager = self
+            .managers
+            .iter_mut()
+            .find(|manager| manager.name == name)
+            .ok_or_else(|| WorldError::Manager {
+                binary: name.into(),
+                message: "not started in this world".into(),
+            })?;
+        let pid = manager.child.id();
+        if !matches!(manager.child.try_wait(), Ok(Some(_))) {
+            // `Child::kill` is SIGKILL on Unix.
+            manager.child.kill().map_err(|error| WorldError::Manager {
+                binary: name.into(),
+                message: format!("SIGKILL to {pid}: {error}"),
+            })?;
+        }
+        let _ = manager.child.wait();
+        Ok(pid)
+    }
+
+    /// Starts manager `name` again with the flags it was first started with, its log appended to
+    /// the previous one; a still-running instance is stopped first (SIGTERM, then SIGKILL). Returns
+    /// the new PID.
+    pub fn restart_manager(&mut self, name: &str) -> Result<u32, WorldError> {
+        let index = self
+            .managers
+            .iter()
+            .position(|manager| manager.name == name)
+            .ok_or_else(|| WorldError::Manager {
+                binary: name.into(),
+                message: "not started in this world".into(),
+            })?;
+        stop_child(&mut self.managers[index].child);
+        let flags = self.managers[index].flags.clone();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let process = self.spawn_manager(name, &flags, true)?;
+        let pid = process.child.id();
+        self.managers[index] = process;
+        Ok(pid)
+    }
+
+    /// Whether manager `name` is running (started, not exited).
+    pub fn manager_running(&mut self, name: &str) -> bool {
+        self.managers
+            .iter_mut()
+            .find(|manager| manager.name == name)
+            .is_some_and(|manager| matches!(manager.child.try_wait(), Ok(None)))
+    }
+
     /// Stops the managers (SIGTERM) and returns their logs, for a failing test's message.
     pub fn stop_managers(&mut self) -> String {
         let mut logs = String::new();
@@ -326,10 +394,21 @@ impl World {
         logs
     }
 
-    fn spawn_manager(&self, name: &str, extra_flags: &[&str]) -> Result<ManagerProcess, WorldError> {
+    fn spawn_manager(
+        &self,
+        name: &str,
+        extra_flags: &[&str],
+        append_log: bool,
+    ) -> Result<ManagerProcess, WorldError> {
         let binary = manager_binary(name)?;
         let log = self.directory.join(format!("{name}.log"));
-        let log_file = std::fs::File::create(&log).map_err(|source| WorldError::Io {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append_log)
+            .truncate(!append_log)
+            .open(&log);
+        let log_file = log_file.map_err(|source| WorldError::Io {
             path: log.display().to_string(),
             source,
         })?;
@@ -370,6 +449,7 @@ impl World {
             name: name.to_string(),
             child,
             log,
+            flags: extra_flags.iter().map(|flag| (*flag).to_owned()).collect(),
         })
     }
 }

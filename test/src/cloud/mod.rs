@@ -12,11 +12,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod faults;
 pub mod http;
 mod moto;
 mod process;
 mod sushy;
 
+pub use faults::{ActionCounts, FaultConfig, FaultProxy};
 pub use moto::{ALPINE_OWNER_ID, Moto, MotoBuilder, alpine_ami, alpine_amis, ec2_query};
 pub use process::{free_port, venv_dir};
 pub use sushy::{FakeSystem, Sushy};

@@ -4,8 +4,10 @@
 //! - [`bootstrap`]: the bootstrap provider's data Secret, PKI and init lock in the test world.
 //! - [`aws_machines`]: instance launch batching, adoption, termination, AMI and instance type lookups on moto.
 //! - [`capi`]: the CAPI core stand-in against the emulator.
+//! - [`chaos`] (`#[ignore]`d, its own CI step): the provider SIGKILLed at 52 random points of a cluster's life.
 //! - [`e2e`]: both managers in a [`kubezero_test::world::World`] (emulated or a real cluster).
 //! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
+//! - [`faults`]: the fault-injecting AWS proxy and the throttling e2e behind it.
 //! - [`gitops`]: every flavor and the addons applied, provisioned on moto, re-applied without drift.
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
@@ -18,8 +20,10 @@ mod aws;
 mod aws_machines;
 mod bootstrap;
 mod capi;
+mod chaos;
 mod cloud;
 mod e2e;
+mod faults;
 mod fixtures;
 mod gitops;
 mod manager;
