@@ -178,8 +178,9 @@ pub struct LaunchSpec {
     pub root_device_name: String,
     /// Instance type.
     pub instance_type: String,
-    /// Subnet id.
-    pub subnet_id: String,
+    /// Candidate subnets: one (the machine's subnet or failure domain), or one per zone for machines
+    /// without a failure domain, over which the launcher spreads each batch evenly.
+    pub subnet_ids: Vec<String>,
     /// Security group ids (role group first, then additional ones).
     pub security_group_ids: Vec<String>,
     /// Instance profile name.
@@ -316,11 +317,33 @@ pub enum Fill {
     Partial,
 }
 
-/// Fills a RunInstances request for `count` instances of `spec` with `token` and `extra_tags` (the
-/// machine tag of a single launch). Pure.
+/// Assigns `members` new instances to `subnets` (indices), each to the subnet with the fewest
+/// instances so far (`existing` counts per subnet id, ties to the first), so batches spread evenly
+/// over zones. Pure.
+pub fn spread(members: usize, subnets: &[String], existing: &BTreeMap<String, usize>) -> Vec<usize> {
+    let mut load: Vec<usize> = subnets
+        .iter()
+        .map(|s| existing.get(s).copied().unwrap_or(0))
+        .collect();
+    (0..members)
+        .map(|_| {
+            let (index, _) = load
+                .iter()
+                .enumerate()
+                .min_by_key(|(index, count)| (**count, *index))
+                .expect("at least one subnet");
+            load[index] += 1;
+            index
+        })
+        .collect()
+}
+
+/// Fills a RunInstances request for `count` instances of `spec` in `subnet_id` with `token` and
+/// `extra_tags` (the launch-spec tag, and the machine tag of a single launch). Pure.
 pub fn run_instances_request(
     request: RunInstancesFluentBuilder,
     spec: &LaunchSpec,
+    subnet_id: &str,
     count: i32,
     fill: Fill,
     token: &str,
@@ -357,7 +380,7 @@ pub fn run_instances_request(
         })
         .max_count(count)
         .client_token(token)
-        .subnet_id(&spec.subnet_id)
+        .subnet_id(subnet_id)
         .set_security_group_ids(Some(spec.security_group_ids.clone()))
         .set_iam_instance_profile(
             spec.instance_profile
@@ -414,6 +437,7 @@ pub async fn describe_cluster_instances(
 pub async fn run_instances(
     aws: &AwsClients,
     spec: &LaunchSpec,
+    subnet_id: &str,
     count: i32,
     fill: Fill,
     token: &str,
@@ -421,7 +445,16 @@ pub async fn run_instances(
 ) -> Result<Vec<Instance>, AwsError> {
     let out = aws
         .call_weighted(Ec2, "RunInstances", count.max(1) as u32, || {
-            run_instances_request(aws.ec2.run_instances(), spec, count, fill, token, extra_tags).send()
+            run_instances_request(
+                aws.ec2.run_instances(),
+                spec,
+                subnet_id,
+                count,
+                fill,
+                token,
+                extra_tags,
+            )
+            .send()
         })
         .await?;
     let mut launched: Vec<(i32, Instance)> = out
@@ -477,7 +510,7 @@ mod tests {
             image_id: "ami-0a19e00000000222a".into(),
             root_device_name: "/dev/xvda".into(),
             instance_type: "m7i.large".into(),
-            subnet_id: "subnet-0123456789abcdef0".into(),
+            subnet_ids: vec!["subnet-0123456789abcdef0".into()],
             security_group_ids: vec!["sg-00000000000000001".into(), "sg-00000000000000002".into()],
             instance_profile: Some("kubezero-demo-node".into()),
             user_data: "I2FscGluZS1jb25maWc=".into(),
@@ -521,7 +554,7 @@ mod tests {
         let mut other_data = spec();
         other_data.user_data = "b3RoZXI=".into();
         let mut other_subnet = spec();
-        other_subnet.subnet_id = "subnet-0123456789abcdef1".into();
+        other_subnet.subnet_ids = vec!["subnet-0123456789abcdef1".into()];
         let mut spot = spec();
         spot.spot = Some(AwsSpot::default());
         for changed in [other_data, other_subnet, spot] {
@@ -554,12 +587,27 @@ mod tests {
         });
         spec.ssh_key_name = Some("ops".into());
         let extra = BTreeMap::from([(MACHINE_TAG.to_owned(), "default/m-1".to_owned())]);
-        let request =
-            run_instances_request(client().run_instances(), &spec, 3, Fill::Partial, "kzb-x", &extra);
+        let request = run_instances_request(
+            client().run_instances(),
+            &spec,
+            "subnet-0123456789abcdef0",
+            3,
+            Fill::Partial,
+            "kzb-x",
+            &extra,
+        );
         let input = request.as_input();
         assert_eq!(input.get_min_count(), &Some(1));
         assert_eq!(input.get_max_count(), &Some(3));
-        let all = run_instances_request(client().run_instances(), &spec, 3, Fill::All, "kzb-x", &extra);
+        let all = run_instances_request(
+            client().run_instances(),
+            &spec,
+            "subnet-0123456789abcdef0",
+            3,
+            Fill::All,
+            "kzb-x",
+            &extra,
+        );
         assert_eq!(all.as_input().get_min_count(), &Some(3));
         assert_eq!(input.get_client_token().as_deref(), Some("kzb-x"));
         assert_eq!(input.get_image_id().as_deref(), Some("ami-0a19e00000000222a"));
@@ -592,6 +640,15 @@ mod tests {
                 .iter()
                 .any(|t| t.key() == Some("kubernetes.io/cluster/demo"))
         );
+    }
+
+    #[test]
+    fn batches_spread_evenly_over_zones_starting_with_the_emptiest() {
+        let subnets: Vec<String> = ["subnet-a", "subnet-b", "subnet-c"].map(String::from).to_vec();
+        assert_eq!(spread(5, &subnets, &BTreeMap::new()), [0, 1, 2, 0, 1]);
+        let existing = BTreeMap::from([("subnet-a".to_owned(), 2), ("subnet-b".to_owned(), 1)]);
+        assert_eq!(spread(4, &subnets, &existing), [2, 1, 2, 0]);
+        assert_eq!(spread(2, &subnets[..1], &existing), [0, 0]);
     }
 
     #[test]

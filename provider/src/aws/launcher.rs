@@ -23,7 +23,7 @@ use super::clients::AwsClients;
 use super::errors::AwsError;
 use super::instances::{
     Fill, Instance, InstanceState, LAUNCH_SPEC_TAG, LaunchSpec, MACHINE_TAG, MachineKey, TERMINATE_CHUNK,
-    client_token, describe_cluster_instances, run_instances, tag_instance, terminate_instances,
+    client_token, describe_cluster_instances, run_instances, spread, tag_instance, terminate_instances,
 };
 use super::tags::ClusterTags;
 
@@ -32,8 +32,11 @@ use super::tags::ClusterTags;
 pub struct LauncherSettings {
     /// Oldest cluster view a reader gets; at most one DescribeInstances per cluster per interval.
     pub describe_interval: Duration,
-    /// How long a launch (or termination) waits for identical ones before the call goes out.
+    /// How long a launch (or termination) waits for identical ones before the call goes out; a
+    /// launch batch waits again while members keep joining, up to [`LauncherSettings::max_launch_wait`].
     pub launch_window: Duration,
+    /// Longest a launch batch stays open while members keep joining.
+    pub max_launch_wait: Duration,
     /// Most instances per RunInstances; a full batch goes out at once.
     pub max_batch: usize,
     /// Age after which an instance of a launch spec that no machine claimed is terminated.
@@ -48,7 +51,8 @@ impl Default for LauncherSettings {
         Self {
             describe_interval: Duration::from_secs(2),
             launch_window: Duration::from_millis(500),
-            max_batch: 100,
+            max_launch_wait: Duration::from_secs(2),
+            max_batch: 500,
             orphan_grace: Duration::from_secs(10 * 60),
             local_memory: Duration::from_secs(120),
         }
@@ -136,6 +140,8 @@ type LaunchReply = oneshot::Sender<Result<Instance, LaunchError>>;
 
 struct Group {
     id: u64,
+    opened: Instant,
+    last_join: Instant,
     fingerprint: String,
     spec: Arc<LaunchSpec>,
     members: Vec<(MachineKey, LaunchReply)>,
@@ -251,21 +257,22 @@ impl ClusterInstances {
     }
 
     /// The instance of `machine`: the one with `instance_id` when known, else the one tagged for
-    /// the machine.
+    /// the machine (a live one before one that is terminating).
     pub async fn find(
         &self,
         machine: &MachineKey,
         instance_id: Option<&str>,
     ) -> Result<Option<Instance>, AwsError> {
         let instances = self.instances().await?;
+        if let Some(id) = instance_id {
+            return Ok(instances.iter().find(|i| i.id == id).cloned());
+        }
         let tag = machine.tag_value();
-        Ok(instances
+        let mut tagged = instances
             .iter()
-            .find(|i| match instance_id {
-                Some(id) => i.id == id,
-                None => i.machine.as_deref() == Some(tag.as_str()) && !i.state.is_ending(),
-            })
-            .cloned())
+            .filter(|i| i.machine.as_deref() == Some(tag.as_str()));
+        let live = tagged.clone().find(|i| !i.state.is_ending());
+        Ok(live.or_else(|| tagged.next()).cloned())
     }
 
     /// Gets `machine` an instance of `spec`: joins (or opens) the batch of identical specs, which
@@ -284,17 +291,21 @@ impl ClusterInstances {
         let flush = {
             let mut pending = lock(&self.pending);
             let next_id = pending.next_id;
+            let now = Instant::now();
             let group = pending
                 .groups
                 .entry(fingerprint.clone())
                 .or_insert_with(|| Group {
                     id: next_id,
+                    opened: now,
+                    last_join: now,
                     fingerprint: fingerprint.clone(),
                     spec,
                     members: Vec::new(),
                 });
             let opened = group.id == next_id;
             group.members.push((machine, reply));
+            group.last_join = now;
             let full = group.members.len() >= self.settings.max_batch;
             if opened {
                 pending.next_id += 1;
@@ -313,24 +324,37 @@ impl ClusterInstances {
             }
             Some(Flush::After(id)) => {
                 let this = self.clone();
-                let window = self.settings.launch_window;
-                tokio::spawn(async move {
-                    tokio::time::sleep(window).await;
-                    let group = {
-                        let mut pending = lock(&this.pending);
-                        match pending.groups.get(&fingerprint) {
-                            Some(group) if group.id == id => pending.groups.remove(&fingerprint),
-                            _ => None,
-                        }
-                    };
-                    if let Some(group) = group {
-                        this.flush(group).await;
-                    }
-                });
+                tokio::spawn(async move { this.flush_when_quiet(fingerprint, id).await });
             }
             None => {}
         }
         answer.await.map_err(|_| LaunchError::Abandoned)?
+    }
+
+    /// Waits until no member joined group `id` for a window (or the group has been open for
+    /// [`LauncherSettings::max_launch_wait`]), then launches it.
+    async fn flush_when_quiet(self: Arc<Self>, fingerprint: String, id: u64) {
+        let window = self.settings.launch_window;
+        let mut deadline = Instant::now() + window;
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let group = {
+                let mut pending = lock(&self.pending);
+                let Some(group) = pending.groups.get(&fingerprint).filter(|g| g.id == id) else {
+                    return;
+                };
+                let next = (group.last_join + window).min(group.opened + self.settings.max_launch_wait);
+                if Instant::now() < next {
+                    deadline = next;
+                    continue;
+                }
+                pending.groups.remove(&fingerprint)
+            };
+            if let Some(group) = group {
+                self.flush(group).await;
+            }
+            return;
+        }
     }
 
     async fn flush(self: Arc<Self>, group: Group) {
@@ -381,44 +405,34 @@ impl ClusterInstances {
             *slot = Some(self.claim(&mut adopted, member).await.map(|()| adopted));
         }
         let rest: Vec<usize> = (0..members.len()).filter(|i| results[*i].is_none()).collect();
-        if !rest.is_empty() {
-            let keys: Vec<MachineKey> = rest.iter().map(|i| members[*i].clone()).collect();
-            let token = client_token(fingerprint, &keys);
-            let mut launch_tags = BTreeMap::from([(LAUNCH_SPEC_TAG.to_owned(), fingerprint.to_owned())]);
-            if let [only] = keys.as_slice() {
-                launch_tags.extend(machine_tags(only));
-            }
-            match self
-                .run_batch(spec, keys.len() as i32, &token, &launch_tags)
-                .await
+        if !rest.is_empty() && !spec.subnet_ids.is_empty() {
+            // Spread the new instances over the candidate subnets: one RunInstances per subnet used.
+            let mut existing: BTreeMap<String, usize> = BTreeMap::new();
+            for instance in current
+                .iter()
+                .filter(|i| i.launch_spec.as_deref() == Some(fingerprint) && !i.state.is_ending())
             {
-                Ok(launched) => {
-                    tracing::info!(requested = keys.len(), started = launched.len(), "RunInstances");
-                    let started = launched.len();
-                    let mut launched = launched.into_iter();
-                    for (index, member) in rest.iter().zip(&keys) {
-                        results[*index] = Some(match launched.next() {
-                            Some(mut instance) if keys.len() == 1 => {
-                                instance.machine = Some(member.tag_value());
-                                instance.launch_spec = Some(fingerprint.to_owned());
-                                self.record(&instance).await;
-                                Ok(instance)
-                            }
-                            Some(mut instance) => {
-                                instance.launch_spec = Some(fingerprint.to_owned());
-                                self.claim(&mut instance, member).await.map(|()| instance)
-                            }
-                            None => Err(LaunchError::Short {
-                                started,
-                                requested: keys.len(),
-                            }),
-                        });
-                    }
+                if let Some(subnet) = &instance.subnet_id {
+                    *existing.entry(subnet.clone()).or_default() += 1;
                 }
-                Err(error) => {
-                    for index in &rest {
-                        results[*index] = Some(Err(error.clone().into()));
-                    }
+            }
+            let assignment = spread(rest.len(), &spec.subnet_ids, &existing);
+            for (subnet_index, subnet_id) in spec.subnet_ids.iter().enumerate() {
+                let group: Vec<usize> = rest
+                    .iter()
+                    .zip(&assignment)
+                    .filter(|(_, assigned)| **assigned == subnet_index)
+                    .map(|(index, _)| *index)
+                    .collect();
+                if group.is_empty() {
+                    continue;
+                }
+                let keys: Vec<MachineKey> = group.iter().map(|i| members[*i].clone()).collect();
+                for (index, result) in group
+                    .iter()
+                    .zip(self.launch_in(spec, fingerprint, subnet_id, &keys).await)
+                {
+                    results[*index] = Some(result);
                 }
             }
         }
@@ -428,22 +442,74 @@ impl ClusterInstances {
             .collect()
     }
 
+    /// Launches one instance per member of `keys` in `subnet_id` and assigns them in order.
+    async fn launch_in(
+        &self,
+        spec: &LaunchSpec,
+        fingerprint: &str,
+        subnet_id: &str,
+        keys: &[MachineKey],
+    ) -> Vec<Result<Instance, LaunchError>> {
+        let token = client_token(fingerprint, keys);
+        let mut launch_tags = BTreeMap::from([(LAUNCH_SPEC_TAG.to_owned(), fingerprint.to_owned())]);
+        if let [only] = keys {
+            launch_tags.extend(machine_tags(only));
+        }
+        let launched = match self
+            .run_batch(spec, subnet_id, keys.len() as i32, &token, &launch_tags)
+            .await
+        {
+            Ok(launched) => launched,
+            Err(error) => return vec![Err(error.into()); keys.len()],
+        };
+        tracing::info!(
+            subnet = subnet_id,
+            requested = keys.len(),
+            started = launched.len(),
+            "RunInstances"
+        );
+        let started = launched.len();
+        let mut launched = launched.into_iter();
+        let mut results = Vec::with_capacity(keys.len());
+        for member in keys {
+            results.push(match launched.next() {
+                Some(mut instance) => {
+                    instance.launch_spec = Some(fingerprint.to_owned());
+                    if keys.len() == 1 {
+                        instance.machine = Some(member.tag_value());
+                        self.record(&instance).await;
+                        Ok(instance)
+                    } else {
+                        self.claim(&mut instance, member).await.map(|()| instance)
+                    }
+                }
+                None => Err(LaunchError::Short {
+                    started,
+                    requested: keys.len(),
+                }),
+            });
+        }
+        results
+    }
+
     /// One RunInstances for the whole batch; when EC2 lacks capacity for all of it, a second one
     /// (its own ClientToken, as its parameters differ) takes what there is, so a capacity shortage
     /// slows a batch down instead of failing every member.
     async fn run_batch(
         &self,
         spec: &LaunchSpec,
+        subnet_id: &str,
         count: i32,
         token: &str,
         tags: &BTreeMap<String, String>,
     ) -> Result<Vec<Instance>, AwsError> {
-        match run_instances(&self.aws, spec, count, Fill::All, token, tags).await {
+        match run_instances(&self.aws, spec, subnet_id, count, Fill::All, token, tags).await {
             Err(error) if count > 1 && error.code.starts_with("Insufficient") => {
                 tracing::info!(count, code = %error.code, "not enough capacity for the whole batch; launching what fits");
                 run_instances(
                     &self.aws,
                     spec,
+                    subnet_id,
                     count,
                     Fill::Partial,
                     &format!("{token}-partial"),

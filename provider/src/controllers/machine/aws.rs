@@ -134,16 +134,17 @@ fn machine_key(machine: &KubeZeroMachine) -> MachineKey {
     }
 }
 
-/// The subnet a machine launches into: the spec's, else a private subnet (public when there is
-/// none) in the Machine's failure domain, else one spread by the machine's name. Pure.
-pub fn choose_subnet(
+/// The subnets a machine may launch into: the spec's subnet, else the subnet of the Machine's
+/// failure domain (private, public when the zone has none), else one such subnet per zone (private
+/// zones, or all when there are none), over which the launcher spreads batches evenly. Empty when
+/// nothing matches. Pure.
+pub fn choose_subnets(
     subnets: &[AwsSubnetStatus],
     spec_subnet: Option<&str>,
     failure_domain: Option<&str>,
-    machine_name: &str,
-) -> Option<String> {
+) -> Vec<String> {
     if let Some(id) = spec_subnet {
-        return Some(id.to_owned());
+        return vec![id.to_owned()];
     }
     let in_zone = |zone: &str| {
         let pick = |public| {
@@ -154,7 +155,7 @@ pub fn choose_subnet(
         pick(false).or_else(|| pick(true)).map(|s| s.id.clone())
     };
     if let Some(zone) = failure_domain.filter(|z| !z.is_empty()) {
-        return in_zone(zone);
+        return in_zone(zone).into_iter().collect();
     }
     let mut zones: Vec<&str> = subnets
         .iter()
@@ -166,13 +167,7 @@ pub fn choose_subnet(
     }
     zones.sort_unstable();
     zones.dedup();
-    if zones.is_empty() {
-        return None;
-    }
-    let spread = machine_name
-        .bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-    in_zone(zones[spread % zones.len()])
+    zones.into_iter().filter_map(in_zone).collect()
 }
 
 /// The `status.addresses` of an instance.
@@ -375,14 +370,13 @@ impl AwsMachines {
             };
             MachineError::cloud(object, reason, error.class(), error)
         })?;
-        let subnet_id = choose_subnet(
+        let subnet_ids = choose_subnets(
             &scope.infra_status.subnets,
             scope.spec.subnet.as_ref().map(|s| s.id.as_str()),
             scope.owner.spec.failure_domain.as_deref(),
-            &machine.name_any(),
-        )
-        .ok_or_else(|| {
-            MachineError::cloud(
+        );
+        if subnet_ids.is_empty() {
+            return Err(MachineError::cloud(
                 object,
                 reasons::NO_SUBNET,
                 ErrorClass::Invalid,
@@ -390,8 +384,8 @@ impl AwsMachines {
                     "no subnet of the cluster in failure domain {:?}",
                     scope.owner.spec.failure_domain
                 ),
-            )
-        })?;
+            ));
+        }
         let control_plane = scope.owner.is_control_plane();
         let (role, role_group, profile) = if control_plane {
             (
@@ -421,7 +415,7 @@ impl AwsMachines {
             image_id: image.id,
             root_device_name: image.root_device_name,
             instance_type: scope.spec.instance_type.clone(),
-            subnet_id,
+            subnet_ids,
             security_group_ids,
             instance_profile: Some(profile.clone()).filter(|p| !p.is_empty()),
             user_data: aws_smithy_types::base64::encode(user_data),
@@ -444,6 +438,14 @@ impl AwsMachines {
     ) -> Result<Release, MachineError> {
         let namespace = machine.namespace().unwrap_or_default();
         let object = describe("KubeZeroMachine", &namespace, &machine.name_any());
+        let launched_by_us = machine.annotations().contains_key(INSTANCE_ID_ANNOTATION);
+        let cluster_has_aws = infra.is_some_and(|(_, _, status)| status.is_some());
+        if !launched_by_us && !cluster_has_aws {
+            // Instances are only launched once the cluster reports its AWS infrastructure, and
+            // their id is annotated right after launch: with neither, nothing was launched here.
+            tracing::info!("no instance was launched for this machine; nothing to release");
+            return Ok(Release::Done);
+        }
         let known_id = persisted_instance_id(machine);
         let cluster = infra
             .map(|(cluster, _, _)| cluster.to_owned())
@@ -588,7 +590,7 @@ mod tests {
     }
 
     #[test]
-    fn subnet_follows_spec_then_failure_domain_then_spreads_over_private_zones() {
+    fn subnets_follow_spec_then_failure_domain_else_one_private_subnet_per_zone() {
         let subnets = vec![
             subnet("subnet-pub-a", "us-east-1a", true),
             subnet("subnet-priv-a", "us-east-1a", false),
@@ -597,25 +599,22 @@ mod tests {
             subnet("subnet-pub-c", "us-east-1c", true),
         ];
         assert_eq!(
-            choose_subnet(&subnets, Some("subnet-x"), Some("us-east-1a"), "m").as_deref(),
-            Some("subnet-x")
+            choose_subnets(&subnets, Some("subnet-x"), Some("us-east-1a")),
+            ["subnet-x"]
         );
         assert_eq!(
-            choose_subnet(&subnets, None, Some("us-east-1a"), "m").as_deref(),
-            Some("subnet-priv-a")
+            choose_subnets(&subnets, None, Some("us-east-1a")),
+            ["subnet-priv-a"]
         );
         assert_eq!(
-            choose_subnet(&subnets, None, Some("us-east-1c"), "m").as_deref(),
-            Some("subnet-pub-c"),
+            choose_subnets(&subnets, None, Some("us-east-1c")),
+            ["subnet-pub-c"],
             "public when the zone has no private subnet"
         );
-        assert_eq!(choose_subnet(&subnets, None, Some("us-east-1d"), "m"), None);
-        let spread: std::collections::BTreeSet<String> = (0..20)
-            .filter_map(|i| choose_subnet(&subnets, None, None, &format!("md-{i}")))
-            .collect();
+        assert!(choose_subnets(&subnets, None, Some("us-east-1d")).is_empty());
         assert_eq!(
-            spread,
-            ["subnet-priv-a".to_owned(), "subnet-priv-b".to_owned()].into(),
+            choose_subnets(&subnets, None, None),
+            ["subnet-priv-a", "subnet-priv-b"],
             "spread over the private zones"
         );
     }
