@@ -2,6 +2,7 @@
 //! (KubeZeroCluster, KubeZeroMachine, their templates, KubeZeroHost) for AWS EC2 and bare metal.
 #![forbid(unsafe_code)]
 
+pub mod addons;
 pub mod api;
 pub mod aws;
 pub mod controllers;

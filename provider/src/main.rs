@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kubezero_capi::runtime::{Command, Context, execute};
 use kubezero_provider::api;
-use kubezero_provider::controllers::{cluster, machine};
+use kubezero_provider::controllers::{addon_gates, cluster, machine, machine_template};
 use kubezero_provider::settings::{Backends, ProviderArgs};
 
 /// Name of the manager: Lease name, event reporter, logs.
@@ -26,7 +26,9 @@ async fn main() -> ExitCode {
         let backends = Backends::new(&args);
         tokio::join!(
             cluster::run(context.clone(), backends.clone()),
-            machine::run(context, backends)
+            machine::run(context.clone(), backends.clone()),
+            machine_template::run(context.clone(), backends),
+            addon_gates::run(context)
         );
     };
     execute(MANAGER, Cli::parse().command, api::crds(), controllers).await

@@ -3,6 +3,7 @@
 //! Each reconcile is a pipeline: fetch (owner, Cluster, pause) → validate → plan → apply → status,
 //! with the status written once by server-side apply under [`FIELD_MANAGER`].
 
+pub mod addon_gates;
 pub mod cluster;
 pub mod cluster_aws;
 pub mod machine;

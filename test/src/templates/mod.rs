@@ -20,20 +20,9 @@ use serde_json::Value;
 
 pub use envsubst::{EnvsubstError, VariableMetadata};
 
-/// Cluster label that gates every module except Cilium: set once Cilium's release is Ready.
-pub const CNI_READY_LABEL: (&str, &str) = ("kubezero.io/cni", "ready");
-/// Cluster label that gates the Istio ingress gateway: set once istiod's release is Ready.
-pub const ISTIOD_READY_LABEL: (&str, &str) = ("kubezero.io/istiod", "ready");
-/// Label CAAPH puts on a HelmReleaseProxy naming its HelmChartProxy.
-pub const HCP_NAME_LABEL: &str = "helmreleaseproxy.addons.cluster.x-k8s.io/helmchartproxy-name";
-/// Label CAAPH puts on a HelmReleaseProxy naming its Cluster.
-pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
-
-/// The readiness gates: (HelmChartProxy whose release must be Ready, Cluster label it grants).
-pub const GATES: [(&str, (&str, &str)); 2] = [
-    ("kubezero-cilium", CNI_READY_LABEL),
-    ("kubezero-istiod", ISTIOD_READY_LABEL),
-];
+pub use kubezero_provider::addons::{
+    CLUSTER_NAME_LABEL, CNI_READY_LABEL, GATES, HCP_NAME_LABEL, ISTIOD_READY_LABEL, addon_gates,
+};
 
 /// The repository root (parent of the `test/` crate).
 pub fn repo_root() -> PathBuf {
@@ -178,25 +167,4 @@ pub fn generate_cluster(
     }
     variables.insert("WORKER_MACHINE_COUNT".into(), workers.to_string());
     Ok(envsubst::process_with(template, &variables)?)
-}
-
-/// The readiness labels a Cluster named `cluster` should carry given the HelmReleaseProxies of its
-/// namespace: for each gate, the label when the gate's HelmChartProxy has a release for the Cluster
-/// whose `Ready` condition is `True`. This is the rule the platform applies (README: "Cilium first").
-pub fn addon_gates(cluster: &str, release_proxies: &[Value]) -> BTreeMap<String, String> {
-    let ready = |hcp: &str| {
-        release_proxies.iter().any(|hrp| {
-            let labels = &hrp["metadata"]["labels"];
-            labels[CLUSTER_NAME_LABEL] == cluster
-                && labels[HCP_NAME_LABEL] == hcp
-                && hrp["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        })
-    };
-    GATES
-        .iter()
-        .filter(|(hcp, _)| ready(hcp))
-        .map(|(_, (key, value))| (key.to_string(), value.to_string()))
-        .collect()
 }

@@ -241,3 +241,76 @@ async fn wait_until_reconciled(world: &WorldView, flavor: &str) {
     })
     .await;
 }
+
+/// Cilium first, done by the provider: the `kubezero.io/cni: ready` gate appears on the Cluster only
+/// once CAAPH's Cilium release for it reports Ready, written by the provider's own field manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_opens_the_cni_gate_once_the_cilium_release_is_ready() {
+    crate::support::with_managers_flags(Duration::from_secs(120), &[], |world| async move {
+        cni_gate(&world).await
+    })
+    .await;
+}
+
+async fn cni_gate(world: &WorldView) {
+    use kubezero_provider::addons::{CNI_READY_LABEL, HCP_NAME_LABEL};
+    let client = world.client();
+    let namespace = world.namespace();
+    install_caaph_crds(&client).await;
+    crate::support::create_cluster(world, CLUSTER).await;
+    let releases: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &kubezero_provider::controllers::addon_gates::release_proxy_resource(),
+    );
+    let release: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "addons.cluster.x-k8s.io/v1alpha1", "kind": "HelmReleaseProxy",
+        "metadata": {"name": "cilium-gitops-x1", "namespace": namespace,
+            "labels": {"cluster.x-k8s.io/cluster-name": CLUSTER, HCP_NAME_LABEL: "kubezero-cilium"}},
+        "spec": {"clusterRef": {"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": CLUSTER, "namespace": namespace},
+            "chartName": "cilium", "repoURL": "https://helm.cilium.io", "namespace": "kube-system", "values": ""}}))
+    .unwrap();
+    releases.create(&Default::default(), &release).await.unwrap();
+    let set_ready = |status: &'static str| {
+        let releases = releases.clone();
+        async move {
+            let patch = serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": status,
+                "reason": "Installing", "message": "", "lastTransitionTime": "2026-11-22T05:00:00Z"}]}});
+            releases
+                .patch_status("cilium-gitops-x1", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    };
+    set_ready("False").await;
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    // The provider looks for the CRD every 5 s; give it two rounds, then check nothing opened early.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let cluster = clusters.get(CLUSTER).await.unwrap();
+    assert!(
+        !cluster.labels().contains_key(CNI_READY_LABEL.0),
+        "gate closed while Cilium installs"
+    );
+    set_ready("True").await;
+    let cluster = eventually("the CNI gate on the Cluster", || async {
+        let cluster = clusters.get(CLUSTER).await.ok()?;
+        (cluster.labels().get(CNI_READY_LABEL.0).map(String::as_str) == Some(CNI_READY_LABEL.1))
+            .then_some(cluster)
+    })
+    .await;
+    let manager = cluster
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|entry| {
+            serde_json::to_string(&entry.fields_v1)
+                .unwrap()
+                .contains(CNI_READY_LABEL.0)
+        })
+        .and_then(|entry| entry.manager);
+    assert_eq!(
+        manager.as_deref(),
+        Some(kubezero_provider::controllers::addon_gates::FIELD_MANAGER)
+    );
+}
