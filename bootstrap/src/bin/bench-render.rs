@@ -50,6 +50,7 @@ fn main() {
                     ca_cert_hashes: vec![pin.clone()],
                 }),
                 provider_id: None,
+                skip_kube_proxy: false,
             };
             let pki = (role != KubeadmRole::WorkerJoin).then_some(&certificates);
             let mut times = Vec::with_capacity(iterations);

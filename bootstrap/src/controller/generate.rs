@@ -599,6 +599,10 @@ fn kubeadm_inputs(
         service_domain: network.service_domain,
         discovery,
         provider_id: None,
+        skip_kube_proxy: cluster
+            .labels()
+            .get(KUBE_PROXY_REPLACEMENT_LABEL)
+            .is_some_and(|value| value == "enabled"),
     })
 }
 
@@ -642,6 +646,10 @@ const INFRASTRUCTURE_GROUP: &str = "infrastructure.cluster.x-k8s.io";
 const INFRASTRUCTURE_VERSION: &str = "v1alpha1";
 /// The kubezero InfraCluster kind.
 const KUBEZERO_CLUSTER_KIND: &str = "KubeZeroCluster";
+
+/// Cluster label (set by the cluster templates) saying the CNI replaces kube-proxy, so `kubeadm init`
+/// must not install it.
+pub const KUBE_PROXY_REPLACEMENT_LABEL: &str = "kubezero.io/kube-proxy-replacement";
 
 /// Why rendering failed.
 #[derive(Debug)]

@@ -90,7 +90,13 @@ pub struct KubeadmInputs {
     pub discovery: Option<JoinDiscovery>,
     /// Provider ID when already known; otherwise [`PROVIDER_ID_PLACEHOLDER`] is rendered.
     pub provider_id: Option<String>,
+    /// The CNI replaces kube-proxy (Cilium with kube-proxy replacement): `kubeadm init` skips its
+    /// `addon/kube-proxy` phase.
+    pub skip_kube_proxy: bool,
 }
+
+/// The kubeadm phase that installs kube-proxy.
+pub const KUBE_PROXY_PHASE: &str = "addon/kube-proxy";
 
 /// The kubeadm configuration of one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,7 +266,10 @@ pub fn render_kubeadm_config(
     };
 
     if !role.is_join() {
-        let init = spec.init_configuration.clone().unwrap_or_default();
+        let mut init = spec.init_configuration.clone().unwrap_or_default();
+        if inputs.skip_kube_proxy && !init.skip_phases.iter().any(|phase| phase == KUBE_PROXY_PHASE) {
+            init.skip_phases.push(KUBE_PROXY_PHASE.to_string());
+        }
         let cluster = spec.cluster_configuration.clone().unwrap_or_default();
         let networking = effective_networking(cluster.networking.unwrap_or_default(), inputs);
         let docs = [

@@ -59,6 +59,7 @@ fn inputs() -> KubeadmInputs {
             ca_cert_hashes: vec![HASH.into()],
         }),
         provider_id: None,
+        skip_kube_proxy: false,
     }
 }
 
@@ -414,4 +415,28 @@ fn bad_inputs_are_refused() {
             Err(KubeadmError::InvalidVersion(version.into()))
         );
     }
+}
+
+#[test]
+fn kube_proxy_replacement_skips_the_kube_proxy_phase_once() {
+    let skipped = |spec: &KubeZeroConfigSpec, skip: bool| -> Vec<Value> {
+        let inputs = KubeadmInputs {
+            skip_kube_proxy: skip,
+            ..inputs()
+        };
+        let rendered = render_kubeadm_config(spec, KubeadmRole::Init, &inputs).unwrap();
+        let init = docs(&rendered.config)
+            .into_iter()
+            .find(|d| d["kind"] == "InitConfiguration")
+            .unwrap();
+        init["skipPhases"].as_array().cloned().unwrap_or_default()
+    };
+    let plain = KubeZeroConfigSpec::default();
+    assert!(skipped(&plain, false).is_empty());
+    assert_eq!(skipped(&plain, true), vec![Value::from("addon/kube-proxy")]);
+    assert_eq!(
+        skipped(&spec(), true),
+        vec![Value::from("addon/kube-proxy")],
+        "the user's own skip is not repeated"
+    );
 }
