@@ -1,0 +1,801 @@
+//! `make bench-scale`: how the provider behaves at scale on moto (prints numbers; asserts nothing).
+//!
+//! Two phases, each in its own test world (API emulator, CAPI stand-in, workload emulators, node
+//! simulator, moto) with both managers as processes:
+//!
+//! 1. **watched**: `--watched` KubeZeroMachines (default 10,000) without owner Machines, so nothing
+//!    launches; once the provider has reconciled every one of them (its `kubezero_reconcile_total`
+//!    metric), the provider's VmRSS and VmHWM (goal ≤ 64 MiB).
+//! 2. **scale**: a Cluster from `templates/cluster-template.yaml` (1 control plane), then its worker
+//!    MachineDeployment 0 → `--machines` (default 1,000) → 0, then the Cluster deleted. The provider
+//!    talks to moto through the test world's [`FaultProxy`] with no faults, which counts requests per
+//!    action: the calls counted are the HTTP requests the provider really sends, retries included
+//!    (a RunInstances retried with a known ClientToken is answered from the proxy's replay, as EC2
+//!    does, and still counted); the node simulator and the leak count go to moto directly and are
+//!    not counted. Prints RunInstances
+//!    calls (goal ≤ 10), AWS calls per machine for create + ready + delete (goal ≤ 3), the time to
+//!    all provider IDs and to all Running, the provider's peak RSS (VmHWM), the time and calls of
+//!    the scale-down and of the deletion, and what is left in moto.
+//!
+//! Every phase is bounded by `--phase-timeout`; on a timeout the numbers measured so far are
+//! printed, marked as partial. The manager binaries must be built next to this binary (the make
+//! target builds them).
+//!
+//! Flags: `--machines N`, `--watched N` (0 skips phase 1), `--concurrency N` (the provider's
+//! `--concurrency`; default: the provider's own default), `--phase-timeout SECONDS` (default 900).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::discovery::pinned_kind;
+use kube::{Api, Client, ResourceExt};
+use kubezero_capi::core::{Cluster, Machine};
+use kubezero_provider::api::KubeZeroMachine;
+use kubezero_provider::aws::inventory::inventory;
+use kubezero_provider::aws::tags::ClusterTags;
+use kubezero_test::cloud::{FaultConfig, FaultProxy, Moto, alpine_amis, http as emulator_http};
+use kubezero_test::templates::{GenerateOptions, documents, generate_cluster, repo_root};
+use kubezero_test::world::World;
+use serde_json::json;
+
+/// Name of the benchmark cluster.
+const CLUSTER: &str = "bench";
+/// Region of the template's default KubeZeroCluster (`KUBEZERO_AWS_REGION`).
+const REGION: &str = "eu-central-1";
+/// The actions of the machine path (the rest in a scale step are the KubeZeroCluster's periodic
+/// resyncs: VPC, subnets, load balancer, IAM reads).
+const INSTANCE_ACTIONS: &[&str] = &[
+    "RunInstances",
+    "DescribeInstances",
+    "CreateTags",
+    "TerminateInstances",
+    "DescribeImages",
+    "DescribeInstanceTypes",
+    "RegisterTargets",
+    "DeregisterTargets",
+];
+/// Field manager of the benchmark's writes.
+const MANAGER: &str = "kubezero-bench";
+/// The provider manager's binary name.
+const PROVIDER: &str = "kubezero-provider";
+/// Concurrent clients creating the watched KubeZeroMachines.
+const CREATE_CLIENTS: usize = 8;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+struct Options {
+    machines: usize,
+    watched: usize,
+    concurrency: Option<u16>,
+    phase_timeout: Duration,
+}
+
+impl Options {
+    fn parse() -> Result<Self, String> {
+        let mut options = Options {
+            machines: 1000,
+            watched: 10_000,
+            concurrency: None,
+            phase_timeout: Duration::from_secs(900),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name.to_string(), Some(value.to_string())),
+                None => (arg.clone(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            let number = |text: String| {
+                text.parse::<u64>()
+                    .map_err(|error| format!("{name}: {text:?}: {error}"))
+            };
+            match name.as_str() {
+                "--machines" => options.machines = number(value()?)? as usize,
+                "--watched" => options.watched = number(value()?)? as usize,
+                "--concurrency" => {
+                    let concurrency = number(value()?)?;
+                    options.concurrency =
+                        Some(u16::try_from(concurrency).map_err(|error| format!("{name}: {error}"))?);
+                }
+                "--phase-timeout" => options.phase_timeout = Duration::from_secs(number(value()?)?),
+                other => {
+                    return Err(format!(
+                        "unknown flag {other}; flags: --machines N, --watched N, --concurrency N, --phase-timeout SECONDS"
+                    ));
+                }
+            }
+        }
+        Ok(options)
+    }
+
+    /// Extra flags of the provider manager.
+    fn provider_flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(concurrency) = self.concurrency {
+            flags.push(format!("--concurrency={concurrency}"));
+        }
+        flags
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match Options::parse() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("bench-scale: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    println!(
+        "bench-scale: {} machines, {} watched KubeZeroMachines, provider concurrency {}, phase timeout {:?}",
+        options.machines,
+        options.watched,
+        options
+            .concurrency
+            .map_or_else(|| "default".to_string(), |c| c.to_string()),
+        options.phase_timeout
+    );
+    let mut complete = true;
+    let watched = if options.watched > 0 {
+        match watched_phase(&options).await {
+            Ok(report) => Some(report),
+            Err(error) => {
+                eprintln!("watched phase failed: {error}");
+                complete = false;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let scale = if options.machines > 0 {
+        match scale_phase(&options).await {
+            Ok(report) => Some(report),
+            Err(error) => {
+                eprintln!("scale phase failed: {error}");
+                complete = false;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    println!();
+    println!("=== bench-scale results ({:.0?} in all) ===", started.elapsed());
+    if let Some(report) = &watched {
+        if !report.complete {
+            complete = false;
+            println!("(phase 1 timed out before the provider reconciled every object)");
+        }
+        report.print();
+    }
+    if let Some(report) = &scale {
+        if !report.complete() {
+            complete = false;
+            println!("(phase 2 did not finish: see the TIMEOUT rows)");
+        }
+        report.print(options.machines);
+    }
+    if complete {
+        ExitCode::SUCCESS
+    } else {
+        println!("(partial: some phase did not finish; the numbers above are what was measured)");
+        ExitCode::FAILURE
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 1: RSS with many KubeZeroMachines watched.
+
+struct WatchedReport {
+    objects: usize,
+    created_in: Duration,
+    reconciled: u64,
+    synced_in: Option<Duration>,
+    rss_idle_kib: u64,
+    rss_kib: u64,
+    hwm_kib: u64,
+    complete: bool,
+}
+
+impl WatchedReport {
+    fn print(&self) {
+        println!("watched KubeZeroMachines (no owner Machines, nothing launches)");
+        row(
+            "objects created / in",
+            format!("{} / {:.1?}", self.objects, self.created_in),
+        );
+        row(
+            "provider reconciled them all after",
+            match self.synced_in {
+                Some(time) => format!("{time:.1?}"),
+                None => format!("TIMEOUT ({} reconciles seen)", self.reconciled),
+            },
+        );
+        row("provider VmRSS before the objects", mib(self.rss_idle_kib));
+        row(
+            "provider VmRSS / VmHWM with them (goal ≤ 64 MiB)",
+            format!("{} / {}", mib(self.rss_kib), mib(self.hwm_kib)),
+        );
+    }
+}
+
+async fn watched_phase(options: &Options) -> BenchResult<WatchedReport> {
+    println!("\n--- phase 1: {} KubeZeroMachines watched ---", options.watched);
+    let moto = Moto::builder().amis(alpine_amis()).start()?;
+    let mut world = World::start_with_cloud(&moto).await?;
+    let flags = options.provider_flags();
+    let extra: Vec<(&str, &str)> = flags.iter().map(|flag| (PROVIDER, flag.as_str())).collect();
+    world.start_managers_with(&extra)?;
+    let pid = world.manager_pid(PROVIDER).ok_or("the provider did not start")?;
+    let metrics = metrics_address(pid)?;
+    let view = world.view();
+    let client = view.client();
+    let namespace = view.namespace().to_string();
+    // Wait until the provider serves metrics (it has started its controllers).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reconciles(metrics).await.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle_kib = proc_status(pid, "VmRSS").unwrap_or(0);
+
+    let api: Api<KubeZeroMachine> = Api::namespaced(client.clone(), &namespace);
+    let created = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..CREATE_CLIENTS {
+        let api = api.clone();
+        let namespace = namespace.clone();
+        let total = options.watched;
+        tasks.push(tokio::spawn(async move {
+            let mut index = worker;
+            while index < total {
+                api.create(&PostParams::default(), &watched_machine(&namespace, index))
+                    .await?;
+                index += CREATE_CLIENTS;
+            }
+            Ok::<_, kube::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let created_in = created.elapsed();
+    println!("created {} KubeZeroMachines in {created_in:.1?}", options.watched);
+
+    let target = options.watched as u64;
+    let deadline = Instant::now() + options.phase_timeout;
+    let mut reconciled = 0;
+    let mut synced_in = None;
+    let mut last_print = Instant::now();
+    while Instant::now() < deadline {
+        reconciled = reconciles(metrics).await.unwrap_or(reconciled);
+        if reconciled >= target {
+            synced_in = Some(created.elapsed());
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            println!(
+                "[{:>5.0?}] provider reconciled {reconciled}/{target}, VmRSS {}",
+                created.elapsed(),
+                mib(proc_status(pid, "VmRSS").unwrap_or(0))
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let the reconcile queue drain and the allocator settle before reading.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_kib = proc_status(pid, "VmRSS").unwrap_or(0);
+    let hwm_kib = proc_status(pid, "VmHWM").unwrap_or(0);
+    world.stop_managers();
+    Ok(WatchedReport {
+        objects: options.watched,
+        created_in,
+        reconciled,
+        synced_in,
+        rss_idle_kib,
+        rss_kib,
+        hwm_kib,
+        complete: synced_in.is_some(),
+    })
+}
+
+/// A KubeZeroMachine of the benchmark cluster with no owner Machine (the controller waits for one).
+fn watched_machine(namespace: &str, index: usize) -> KubeZeroMachine {
+    serde_json::from_value(json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroMachine",
+        "metadata": {"name": format!("watched-{index:06}"), "namespace": namespace,
+            "labels": {"cluster.x-k8s.io/cluster-name": CLUSTER}},
+        "spec": {"aws": {"instanceType": "m7g.large", "ami": {"id": "ami-0123456789abcdef0"}}}
+    }))
+    .expect("a valid KubeZeroMachine")
+}
+
+/// The provider's metrics address, from the `--metrics-bind-address` the world gave it.
+fn metrics_address(pid: u32) -> BenchResult<SocketAddr> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+    cmdline
+        .split(|byte| *byte == 0)
+        .filter_map(|arg| std::str::from_utf8(arg).ok())
+        .find_map(|arg| arg.strip_prefix("--metrics-bind-address="))
+        .ok_or("the provider has no --metrics-bind-address")?
+        .parse()
+        .map_err(|error| format!("metrics address: {error}").into())
+}
+
+/// `kubezero_reconcile_total{controller="kubezeromachine"}` of the provider, or `None` while its
+/// metrics endpoint does not answer.
+async fn reconciles(metrics: SocketAddr) -> Option<u64> {
+    let response =
+        tokio::task::spawn_blocking(move || emulator_http::get(metrics, "/metrics", Duration::from_secs(5)))
+            .await
+            .ok()?
+            .ok()?;
+    let text = response.text();
+    Some(
+        text.lines()
+            .find_map(|line| line.strip_prefix(r#"kubezero_reconcile_total{controller="kubezeromachine"} "#))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: MachineDeployment 0 → N → 0, Cluster deleted.
+
+/// What one step of the scale phase measured.
+#[derive(Default, Clone)]
+struct Step {
+    time: Option<Duration>,
+    calls: BTreeMap<String, u64>,
+    note: String,
+}
+
+impl Step {
+    fn total(&self) -> u64 {
+        self.calls.values().sum()
+    }
+
+    fn count(&self, operation: &str) -> u64 {
+        self.calls.get(operation).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Default)]
+struct ScaleReport {
+    cluster_up: Step,
+    to_provider_ids: Step,
+    to_running: Step,
+    scale_down: Step,
+    delete: Step,
+    peak_rss_kib: u64,
+    rss_at_scale_kib: u64,
+    left_in_moto: Option<String>,
+}
+
+impl ScaleReport {
+    fn complete(&self) -> bool {
+        self.cluster_up.time.is_some()
+            && self.to_provider_ids.time.is_some()
+            && self.to_running.time.is_some()
+            && self.scale_down.time.is_some()
+            && self.delete.time.is_some()
+    }
+
+    fn print(&self, machines: usize) {
+        println!("MachineDeployment 0 → {machines} → 0 on moto (AWS requests counted at the proxy)");
+        let time = |step: &Step| match step.time {
+            Some(time) => format!("{time:.1?}"),
+            None => format!("TIMEOUT ({})", step.note),
+        };
+        row(
+            "cluster up (infra + 1 control plane Running)",
+            format!("{}, {} calls", time(&self.cluster_up), self.cluster_up.total()),
+        );
+        row(
+            &format!("time to {machines} provider IDs"),
+            time(&self.to_provider_ids),
+        );
+        row(&format!("time to {machines} Running"), time(&self.to_running));
+        let up = &self.to_running;
+        row(
+            "RunInstances calls (goal ≤ 10)",
+            up.count("RunInstances").to_string(),
+        );
+        row(
+            "calls of the scale-up",
+            format!("{} ({})", up.total(), operations(&up.calls)),
+        );
+        row("scale to 0: time to no worker Machine", time(&self.scale_down));
+        row(
+            "calls of the scale-down",
+            format!(
+                "{} ({})",
+                self.scale_down.total(),
+                operations(&self.scale_down.calls)
+            ),
+        );
+        let per_machine = (up.total() + self.scale_down.total()) as f64 / machines as f64;
+        row(
+            "AWS calls per machine, create + ready + delete (goal ≤ 3)",
+            format!("{per_machine:.2}"),
+        );
+        let instance_calls = |step: &Step| {
+            step.calls
+                .iter()
+                .filter(|(action, _)| INSTANCE_ACTIONS.contains(&action.as_str()))
+                .map(|(_, count)| count)
+                .sum::<u64>()
+        };
+        let per_machine = (instance_calls(up) + instance_calls(&self.scale_down)) as f64 / machines as f64;
+        row(
+            "  of which instance and AMI calls (the rest: cluster resyncs)",
+            format!("{per_machine:.2}"),
+        );
+        row(
+            "delete the Cluster: time / calls",
+            format!(
+                "{} / {} ({})",
+                time(&self.delete),
+                self.delete.total(),
+                operations(&self.delete.calls)
+            ),
+        );
+        row(
+            &format!("provider VmRSS at {machines} Running / peak VmHWM"),
+            format!("{} / {}", mib(self.rss_at_scale_kib), mib(self.peak_rss_kib)),
+        );
+        row(
+            "left in moto",
+            self.left_in_moto.clone().unwrap_or_else(|| "not counted".into()),
+        );
+    }
+}
+
+async fn scale_phase(options: &Options) -> BenchResult<ScaleReport> {
+    println!(
+        "\n--- phase 2: MachineDeployment 0 → {} → 0 ---",
+        options.machines
+    );
+    let moto = Moto::builder().amis(alpine_amis()).start()?;
+    let proxy = FaultProxy::start(moto.addr(), FaultConfig::default())?;
+    let mut world = World::start_with_cloud_via(&moto, &proxy.endpoint_url()).await?;
+    let flags = options.provider_flags();
+    let extra: Vec<(&str, &str)> = flags.iter().map(|flag| (PROVIDER, flag.as_str())).collect();
+    world.start_managers_with(&extra)?;
+    let pid = world.manager_pid(PROVIDER).ok_or("the provider did not start")?;
+    let view = world.view();
+    let client = view.client();
+    let namespace = view.namespace().to_string();
+    let mut report = ScaleReport::default();
+    let outcome = scale_steps(options, &client, &namespace, &proxy, pid, &mut report).await;
+    report.peak_rss_kib = report.peak_rss_kib.max(proc_status(pid, "VmHWM").unwrap_or(0));
+    if let Err(error) = &outcome {
+        eprintln!("scale phase stopped: {error}");
+    }
+    if report.delete.time.is_some() {
+        let aws = moto.aws_clients(REGION).await;
+        report.left_in_moto = match inventory(&aws).await {
+            Ok(inventory) => {
+                let owned = inventory.owned_counts(&ClusterTags::new(CLUSTER, BTreeMap::new()));
+                let left: Vec<String> = owned
+                    .iter()
+                    .filter(|(_, count)| **count > 0)
+                    .map(|(kind, count)| format!("{count} {kind}"))
+                    .collect();
+                Some(if left.is_empty() {
+                    "nothing".into()
+                } else {
+                    left.join(", ")
+                })
+            }
+            Err(error) => Some(format!("inventory failed: {error}")),
+        };
+    }
+    let logs = world.stop_managers();
+    if outcome.is_err() || !report.complete() {
+        let tail: String = logs
+            .lines()
+            .filter(|line| line.contains("ERROR") || line.contains("WARN") || line.starts_with("---"))
+            .take(40)
+            .collect::<Vec<_>>()
+            .join("\n");
+        eprintln!("manager warnings and errors (first 40):\n{tail}");
+    }
+    drop(proxy);
+    Ok(report)
+}
+
+async fn scale_steps(
+    options: &Options,
+    client: &Client,
+    namespace: &str,
+    proxy: &FaultProxy,
+    pid: u32,
+    report: &mut ScaleReport,
+) -> BenchResult<()> {
+    let machines = options.machines;
+    let template = std::fs::read_to_string(repo_root().join("templates/cluster-template.yaml"))?;
+    let generate = GenerateOptions {
+        cluster_name: CLUSTER.into(),
+        target_namespace: namespace.into(),
+        kubernetes_version: Some("v1.34.1".into()),
+        control_plane_machine_count: Some(1),
+        worker_machine_count: Some(0),
+    };
+    let variables = BTreeMap::from([("KUBEZERO_WORKER_MAX_SIZE".to_string(), machines.to_string())]);
+    let manifest = generate_cluster(&template, &generate, &variables)?;
+    let started = Instant::now();
+    for document in documents(&manifest)? {
+        apply(client, namespace, document).await?;
+    }
+    println!("applied {CLUSTER} from templates/cluster-template.yaml (1 control plane, 0 workers)");
+    let machines_api: Api<Machine> = Api::namespaced(client.clone(), namespace);
+
+    // The cluster and its control plane.
+    let deadline = Instant::now() + options.phase_timeout;
+    loop {
+        let counts = count_machines(&machines_api).await?;
+        if counts.control_plane_running >= 1 {
+            report.cluster_up.time = Some(started.elapsed());
+            break;
+        }
+        if Instant::now() > deadline {
+            report.cluster_up.note = "control plane not Running".into();
+            report.cluster_up.calls = snapshot(proxy);
+            return Err("the control plane did not come up".into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    report.cluster_up.calls = snapshot(proxy);
+    println!(
+        "cluster up after {:.1?} ({} AWS calls)",
+        started.elapsed(),
+        report.cluster_up.total()
+    );
+
+    // Scale up.
+    let base = snapshot(proxy);
+    let workers = machine_deployment(client, namespace).await?;
+    let scaled = Instant::now();
+    workers
+        .patch(
+            &format!("{CLUSTER}-workers"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": machines}})),
+        )
+        .await?;
+    println!("scaled {CLUSTER}-workers to {machines}");
+    let deadline = Instant::now() + options.phase_timeout;
+    let mut last_print = Instant::now();
+    let mut counts;
+    loop {
+        counts = count_machines(&machines_api).await?;
+        let rss = proc_status(pid, "VmRSS").unwrap_or(0);
+        report.rss_at_scale_kib = rss;
+        if report.to_provider_ids.time.is_none() && counts.with_provider_id >= machines {
+            report.to_provider_ids.time = Some(scaled.elapsed());
+            report.to_provider_ids.calls = diff(&snapshot(proxy), &base);
+            println!("{machines} provider IDs after {:.1?}", scaled.elapsed());
+        }
+        if counts.running >= machines {
+            report.to_running.time = Some(scaled.elapsed());
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            let calls = diff(&snapshot(proxy), &base);
+            println!(
+                "[{:>5.0?}] workers {} created, {} with provider ID, {} Running; {} AWS calls ({} RunInstances); provider VmRSS {}",
+                scaled.elapsed(),
+                counts.workers,
+                counts.with_provider_id,
+                counts.running,
+                calls.values().sum::<u64>(),
+                calls.get("RunInstances").copied().unwrap_or(0),
+                mib(rss),
+            );
+            last_print = Instant::now();
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    report.to_running.calls = diff(&snapshot(proxy), &base);
+    report.peak_rss_kib = proc_status(pid, "VmHWM").unwrap_or(0);
+    let partial = format!(
+        "{} with provider ID, {} Running of {machines}",
+        counts.with_provider_id, counts.running
+    );
+    if report.to_provider_ids.time.is_none() {
+        report.to_provider_ids.note = partial.clone();
+        report.to_provider_ids.calls = report.to_running.calls.clone();
+    }
+    if report.to_running.time.is_none() {
+        report.to_running.note = partial;
+    } else {
+        println!(
+            "{machines} Running after {:.1?}",
+            report.to_running.time.unwrap_or_default()
+        );
+    }
+
+    // Scale down (also after a timed-out scale-up: it cleans up and is measured all the same).
+    let base = snapshot(proxy);
+    let scaled = Instant::now();
+    workers
+        .patch(
+            &format!("{CLUSTER}-workers"),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+        )
+        .await?;
+    println!("scaled {CLUSTER}-workers to 0");
+    let deadline = Instant::now() + options.phase_timeout;
+    let mut last_print = Instant::now();
+    loop {
+        let counts = count_machines(&machines_api).await?;
+        if counts.workers == 0 {
+            report.scale_down.time = Some(scaled.elapsed());
+            println!("no worker Machine left after {:.1?}", scaled.elapsed());
+            break;
+        }
+        if Instant::now() > deadline {
+            report.scale_down.note = format!("{} worker Machines left", counts.workers);
+            break;
+        }
+        if last_print.elapsed() >= Duration::from_secs(10) {
+            println!(
+                "[{:>5.0?}] {} worker Machines left; {} AWS calls",
+                scaled.elapsed(),
+                counts.workers,
+                diff(&snapshot(proxy), &base).values().sum::<u64>()
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    report.scale_down.calls = diff(&snapshot(proxy), &base);
+
+    // Delete the Cluster.
+    let base = snapshot(proxy);
+    let deleted = Instant::now();
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    clusters.delete(CLUSTER, &Default::default()).await?;
+    let deadline = Instant::now() + options.phase_timeout;
+    loop {
+        if clusters.get_opt(CLUSTER).await?.is_none() {
+            report.delete.time = Some(deleted.elapsed());
+            println!("Cluster {CLUSTER} gone after {:.1?}", deleted.elapsed());
+            break;
+        }
+        if Instant::now() > deadline {
+            report.delete.note = "Cluster still exists".into();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    report.delete.calls = diff(&snapshot(proxy), &base);
+    Ok(())
+}
+
+#[derive(Default, Debug)]
+struct WorkerCounts {
+    workers: usize,
+    with_provider_id: usize,
+    running: usize,
+    control_plane_running: usize,
+}
+
+async fn count_machines(api: &Api<Machine>) -> BenchResult<WorkerCounts> {
+    let mut counts = WorkerCounts::default();
+    for machine in api.list(&ListParams::default()).await?.items {
+        let running = machine.status.as_ref().and_then(|status| status.phase.as_deref()) == Some("Running");
+        if machine.is_control_plane() {
+            counts.control_plane_running += usize::from(running);
+            continue;
+        }
+        counts.workers += 1;
+        if machine
+            .spec
+            .provider_id
+            .as_deref()
+            .is_some_and(|id| !id.is_empty())
+        {
+            counts.with_provider_id += 1;
+            counts.running += usize::from(running);
+        }
+    }
+    Ok(counts)
+}
+
+/// Server-side applies one manifest document as [`MANAGER`].
+async fn apply(client: &Client, namespace: &str, document: serde_json::Value) -> BenchResult<()> {
+    let object: DynamicObject = serde_json::from_value(document)?;
+    let types = object.types.clone().ok_or("a document without apiVersion/kind")?;
+    let (group, version) = types
+        .api_version
+        .rsplit_once('/')
+        .unwrap_or(("", &types.api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+    let (resource, _) = pinned_kind(client, &gvk).await?;
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    let name = object.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&object),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn machine_deployment(client: &Client, namespace: &str) -> BenchResult<Api<DynamicObject>> {
+    let gvk = kube::api::GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta2", "MachineDeployment");
+    let (resource, _) = pinned_kind(client, &gvk).await?;
+    Ok(Api::namespaced_with(client.clone(), namespace, &resource))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// Requests per action the proxy has seen so far (forwarded or replayed; no faults are injected).
+fn snapshot(proxy: &FaultProxy) -> BTreeMap<String, u64> {
+    proxy
+        .counts()
+        .into_iter()
+        .map(|(action, counts)| (action, counts.total()))
+        .collect()
+}
+
+fn diff(now: &BTreeMap<String, u64>, base: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    now.iter()
+        .map(|(operation, count)| {
+            (
+                operation.clone(),
+                count - base.get(operation).copied().unwrap_or(0),
+            )
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
+fn operations(calls: &BTreeMap<String, u64>) -> String {
+    let mut sorted: Vec<(&String, &u64)> = calls.iter().collect();
+    sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    sorted
+        .iter()
+        .map(|(operation, count)| format!("{operation} {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn row(what: &str, value: String) {
+    println!("  {what:<58} {value}");
+}
