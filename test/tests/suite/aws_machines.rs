@@ -544,7 +544,9 @@ mod e2e {
     use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
     use kube::{Api, ResourceExt};
     use kubezero_capi::core::{Cluster, Machine};
-    use kubezero_provider::api::{KubeZeroCluster, KubeZeroMachine};
+    use kubezero_provider::api::{
+        KubeZeroCluster, KubeZeroMachine, KubeZeroMachineTemplate, NodeArchitecture,
+    };
     use kubezero_provider::aws::inventory::inventory;
     use kubezero_provider::aws::tags::ClusterTags;
     use kubezero_test::cloud::{Moto, alpine_amis};
@@ -745,6 +747,19 @@ mod e2e {
         })
         .await;
         assert_eq!(live_instances(moto).await, 4);
+        // The template reports what one machine offers, for autoscaling from zero.
+        let templates: Api<KubeZeroMachineTemplate> = api(world);
+        let capacity = eventually("the worker template's capacity", || async {
+            let status = templates.get(WORKERS).await.ok()?.status?;
+            (!status.capacity.is_empty()).then_some(status)
+        })
+        .await;
+        assert_eq!(capacity.capacity["cpu"].0, "2", "m7g.large: {capacity:?}");
+        assert_eq!(capacity.capacity["memory"].0, "8192Mi");
+        assert_eq!(
+            capacity.node_info.and_then(|n| n.architecture),
+            Some(NodeArchitecture::Arm64)
+        );
         eprintln!("3 workers after {:?}", started.elapsed());
         scale(world, 10).await;
         eventually("10 workers provisioned with Nodes", || async {
@@ -756,6 +771,26 @@ mod e2e {
             11,
             "one instance per machine, no duplicates"
         );
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = api(world);
+        let mut user_data = Vec::new();
+        for machine in api::<Machine>(world)
+            .list(&ListParams::default().labels(&format!("cluster.x-k8s.io/deployment-name={WORKERS}")))
+            .await
+            .expect("machines")
+            .items
+        {
+            let name = machine
+                .spec
+                .bootstrap
+                .data_secret_name
+                .clone()
+                .expect("data secret");
+            let secret = secrets.get(&name).await.expect("data secret");
+            user_data.push(secret.data.and_then(|mut d| d.remove("value")).map(|v| v.0));
+        }
+        user_data.sort();
+        user_data.dedup();
+        eprintln!("distinct worker user data: {}", user_data.len());
         // Every RunInstances makes one reservation: count them over the cluster's instances.
         let described = moto_query(
             moto,
