@@ -358,6 +358,65 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
 }
 
 #[tokio::test]
+async fn create_ready_and_delete_cost_about_one_aws_call_per_machine() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let instances = batcher(&aws, settings());
+        let spec = Arc::new(launch_spec(&subnet, "I2FscGluZS1jb25maWcK"));
+        let machines = 20;
+        let keys: Vec<MachineKey> = (0..machines).map(machine).collect();
+        let before = aws.stats().snapshot();
+        let launched: Vec<_> = join_all((0..machines).map(|i| instances.launch(machine(i), spec.clone())))
+            .await
+            .into_iter()
+            .map(|r| r.expect("launched"))
+            .collect();
+        // Every machine checks its instance three times, as reconciles do until it runs.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let found = join_all(
+                launched
+                    .iter()
+                    .enumerate()
+                    .map(|(i, instance)| instances.find(&keys[i], Some(&instance.id))),
+            )
+            .await;
+            assert!(found.iter().all(|f| matches!(f, Ok(Some(_)))));
+        }
+        join_all(launched.iter().map(|i| instances.terminate(&i.id)))
+            .await
+            .into_iter()
+            .for_each(|r| r.expect("terminated"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let gone = join_all(
+            launched
+                .iter()
+                .enumerate()
+                .map(|(i, instance)| instances.find(&keys[i], Some(&instance.id))),
+        )
+        .await;
+        assert!(gone.iter().all(|f| matches!(f, Ok(None))), "{gone:?}");
+        let after = aws.stats().snapshot();
+        let calls: BTreeMap<&str, u64> = after
+            .iter()
+            .map(|(op, n)| (*op, n - before.get(op).unwrap_or(&0)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let per_machine = calls.values().sum::<u64>() as f64 / machines as f64;
+        eprintln!(
+            "{machines} machines, create + ready + delete: {calls:?} = {per_machine:.2} calls per machine"
+        );
+        assert_eq!(calls["RunInstances"], 1);
+        assert_eq!(calls["TerminateInstances"], 1);
+        assert!(per_machine < 1.5, "{calls:?}");
+        assert!(live_instances(&moto).is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
     bounded(async {
         let moto = start_moto();

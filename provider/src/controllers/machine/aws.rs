@@ -296,7 +296,8 @@ impl AwsMachines {
                         format!("instance {id} no longer exists; the machine must be replaced"),
                     ),
                     status,
-                    requeue: RESYNC,
+                    // EC2 reads are eventually consistent: a just-launched instance may be missing.
+                    requeue: Duration::from_secs(30),
                 });
             }
             (None, None) => match self.launch_spec(client, &aws, scope, &object).await? {
