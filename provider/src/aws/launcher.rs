@@ -53,7 +53,7 @@ impl Default for LauncherSettings {
             launch_window: Duration::from_millis(500),
             max_launch_wait: Duration::from_secs(2),
             max_batch: 500,
-            orphan_grace: Duration::from_secs(10 * 60),
+            orphan_grace: Duration::from_secs(120),
             local_memory: Duration::from_secs(120),
         }
     }
