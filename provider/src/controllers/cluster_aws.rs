@@ -17,6 +17,8 @@ use crate::aws::clients::{AwsClients, AwsIdentity};
 use crate::aws::infrastructure::{
     ClusterInfrastructure, cluster_tags, delete_cluster_infrastructure, ensure_cluster_infrastructure,
 };
+use crate::aws::instances::{TERMINATE_CHUNK, describe_cluster_instances, terminate_instances};
+use crate::aws::tags::ClusterTags;
 use crate::settings::Backends;
 
 /// How often a provisioned cluster's infrastructure is checked again (drift, deleted resources).
@@ -115,17 +117,51 @@ pub async fn provision(
     })
 }
 
-/// Deletes the infrastructure of cluster `cluster`; `Waiting` while something is still going away.
+/// Deletes the infrastructure of cluster `cluster` (its KubeZeroMachines are gone already): first any
+/// instance still tagged for the cluster (left by a crash between launch and recording it), then the
+/// network, security groups, load balancer and IAM; `Waiting` while something is still going away.
 pub async fn release(
     backends: &Backends,
     cluster: &str,
     spec: &AwsClusterSpec,
 ) -> Result<DeleteProgress, CloudFailure> {
     let aws = clients(backends, spec, reasons::DELETION_FAILED).await?;
-    let tags = cluster_tags(cluster, spec);
-    delete_cluster_infrastructure(&aws, &tags)
+    release_with(&aws, &cluster_tags(cluster, spec)).await
+}
+
+/// [`release`] with the cluster's client set and tags.
+pub async fn release_with(aws: &AwsClients, tags: &ClusterTags) -> Result<DeleteProgress, CloudFailure> {
+    let failed = |error: &dyn std::fmt::Display, class: ErrorClass| {
+        CloudFailure::new(reasons::DELETION_FAILED, class, error.to_string())
+    };
+    let instances = describe_cluster_instances(aws, tags)
         .await
-        .map_err(|error| CloudFailure::new(reasons::DELETION_FAILED, error.class(), error.to_string()))
+        .map_err(|error| failed(&error, error.class()))?;
+    if !instances.is_empty() {
+        let running: Vec<String> = instances
+            .iter()
+            .filter(|instance| !instance.state.is_ending())
+            .map(|instance| instance.id.clone())
+            .collect();
+        for chunk in running.chunks(TERMINATE_CHUNK) {
+            terminate_instances(aws, chunk)
+                .await
+                .map_err(|error| failed(&error, error.class()))?;
+        }
+        if !running.is_empty() {
+            tracing::warn!(
+                count = running.len(),
+                "terminated instances left without a KubeZeroMachine"
+            );
+        }
+        return Ok(DeleteProgress::Waiting(format!(
+            "waiting for {} instance(s) of the cluster to terminate",
+            instances.len()
+        )));
+    }
+    delete_cluster_infrastructure(aws, tags)
+        .await
+        .map_err(|error| failed(&error, error.class()))
 }
 
 /// What is still being created.

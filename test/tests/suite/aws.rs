@@ -518,3 +518,46 @@ async fn a_throttled_call_empties_its_bucket_and_is_retried() {
     })
     .await;
 }
+
+/// Cluster deletion first terminates instances still tagged for the cluster that no KubeZeroMachine
+/// holds any more (a crash between launch and recording the instance id), then releases the rest.
+#[tokio::test]
+async fn cluster_deletion_terminates_orphaned_instances_before_the_network() {
+    bounded(async {
+        let aws = start_moto().await;
+        let spec = spec(json!({"region": aws.moto.region(), "network": {"availabilityZoneCount": 1}}));
+        let tags = cluster_tags("orphans", &spec);
+        let before = counts(&aws).await;
+        let infra = ensure_cluster_infrastructure(&aws.clients, &tags, &spec)
+            .await
+            .expect("ensure");
+        let subnet = &infra.network.subnets[0].id;
+        let owned = tags.owned_key();
+        aws.moto
+            .ec2_query(&format!(
+                "Action=RunInstances&ImageId=ami-12c6146b&MinCount=2&MaxCount=2&InstanceType=t3.small&SubnetId={subnet}\
+                 &TagSpecification.1.ResourceType=instance&TagSpecification.1.Tag.1.Key={owned}&TagSpecification.1.Tag.1.Value=owned"
+            ))
+            .expect("RunInstances");
+        assert_eq!(delta(&before, &counts(&aws).await)["instance"], 2);
+
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(rounds <= 50, "deletion did not finish");
+            match kubezero_provider::controllers::cluster_aws::release_with(&aws.clients, &tags)
+                .await
+                .expect("release")
+            {
+                DeleteProgress::Done => break,
+                DeleteProgress::Waiting(what) => {
+                    eprintln!("round {rounds}: {what}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        assert!(rounds >= 2, "the instances were terminated first");
+        assert_eq!(delta(&before, &counts(&aws).await), BTreeMap::new(), "nothing of the cluster is left");
+    })
+    .await;
+}
