@@ -79,6 +79,13 @@ else
   step build cargo test --workspace --locked --no-run
   step test cargo test --workspace --locked
 fi
+# The chaos suite (#[ignore]d above), once with its fixed size: the provider SIGKILLed at 52 seeded
+# points of a cluster's life on moto (~1.5 min; bounded). `--workspace` reuses the build step's
+# artifacts. KUBEZERO_CHAOS=0 skips it.
+if [[ "${KUBEZERO_CHAOS:-1}" != 0 ]]; then
+  step chaos timeout --kill-after=30s 900 \
+    cargo test --workspace --locked --test suite -- --ignored chaos --nocapture
+fi
 
 print_summary
 echo

