@@ -28,6 +28,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -295,11 +296,14 @@ impl Shared {
     }
 }
 
+/// How long a dropped proxy waits for open connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// A running fault-injecting proxy on 127.0.0.1, stopped when dropped.
 pub struct FaultProxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio_util::sync::CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -343,7 +347,8 @@ impl FaultProxy {
             next_request: Mutex::new(0),
             launches: Mutex::new(BTreeMap::new()),
         });
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stopped = shutdown.clone();
         let router = axum::Router::new().fallback(proxy).with_state(shared.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -358,11 +363,19 @@ impl FaultProxy {
                         }
                     };
                     let _ = ready_tx.send(Ok(()));
-                    let _ = axum::serve(listener, router)
-                        .with_graceful_shutdown(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
+                    let graceful = stopped.clone();
+                    let serve = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { graceful.cancelled().await });
+                    // Idle keep-alive connections of clients that outlive the proxy must not
+                    // hold the drop up: a short grace, then stop regardless.
+                    let deadline = async {
+                        stopped.cancelled().await;
+                        tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    };
+                    tokio::select! {
+                        _ = serve => {}
+                        () = deadline => {}
+                    }
                 });
                 // In-flight upstream calls end with the runtime.
                 runtime.shutdown_background();
@@ -381,7 +394,7 @@ impl FaultProxy {
         Ok(Self {
             addr,
             shared,
-            shutdown: Some(shutdown),
+            shutdown,
             thread: Some(thread),
         })
     }
@@ -440,9 +453,7 @@ impl FaultProxy {
 
 impl Drop for FaultProxy {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        self.shutdown.cancel();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -138,6 +138,18 @@ async fn the_proxy_forwards_and_the_sdk_reads_its_injected_errors_as_aws_errors(
         let totals = proxy.totals();
         assert!(totals.throttled >= 3 && totals.server_errors >= 4, "{totals:?}");
         eprintln!("{}", proxy.report());
+
+        // A client stuck half-way through a request does not hold up the proxy's drop.
+        let mut stuck = std::net::TcpStream::connect(proxy.addr()).expect("connect");
+        std::io::Write::write_all(&mut stuck, b"POST / HTTP/1.1\r\nHost: x\r\n").expect("write");
+        let dropping = Instant::now();
+        drop(proxy);
+        assert!(
+            dropping.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            dropping.elapsed()
+        );
+        drop(stuck);
     })
     .await;
 }
