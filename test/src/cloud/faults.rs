@@ -192,6 +192,14 @@ impl FaultPicker {
     }
 }
 
+/// Whether Query API `action` changes something (anything but `Describe*`, `Get*`, `List*`).
+pub fn is_mutating(action: &str) -> bool {
+    action != "-"
+        && !["Describe", "Get", "List"]
+            .iter()
+            .any(|read| action.starts_with(read))
+}
+
 /// The `Action` parameter of a Query API request: from the form body, else the query string.
 pub fn query_action(query: Option<&str>, body: &[u8]) -> Option<String> {
     query_param("Action", query, body)
@@ -281,12 +289,22 @@ struct Shared {
     next_request: Mutex<u64>,
     /// Answers of successful `RunInstances` per `ClientToken`.
     launches: Mutex<BTreeMap<String, bytes::Bytes>>,
+    /// How long answers of mutating calls are held after they are counted.
+    hold_mutating: Mutex<Duration>,
 }
 
 impl Shared {
     fn count(&self, action: &str, update: impl FnOnce(&mut ActionCounts)) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         update(counts.entry(action.to_owned()).or_default());
+    }
+
+    /// Waits as [`FaultProxy::hold_mutating_answers`] asks when `action` is mutating.
+    async fn hold(&self, action: &str) {
+        let hold = *self.hold_mutating.lock().unwrap_or_else(|p| p.into_inner());
+        if !hold.is_zero() && is_mutating(action) {
+            tokio::time::sleep(hold).await;
+        }
     }
 
     fn request_id(&self) -> String {
@@ -346,6 +364,7 @@ impl FaultProxy {
             counts: Mutex::new(BTreeMap::new()),
             next_request: Mutex::new(0),
             launches: Mutex::new(BTreeMap::new()),
+            hold_mutating: Mutex::new(Duration::ZERO),
         });
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stopped = shutdown.clone();
@@ -414,6 +433,17 @@ impl FaultProxy {
     /// injecting before a final check.
     pub fn set_config(&self, config: FaultConfig) {
         *self.shared.picker.lock().unwrap_or_else(|p| p.into_inner()) = FaultPicker::new(config);
+    }
+
+    /// Holds the emulator's answer to every mutating call (see [`is_mutating`]) for `hold` after it
+    /// is counted as forwarded: a process killed when the count moves dies after AWS acted and
+    /// before it saw the answer.
+    pub fn hold_mutating_answers(&self, hold: Duration) {
+        *self
+            .shared
+            .hold_mutating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = hold;
     }
 
     /// Counts per action so far (requests without an action under `-`).
@@ -535,6 +565,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
                 aws_error(&shared, &service, fault)
             } else {
                 shared.count(&action, |c| c.forwarded += 1);
+                shared.hold(&action).await;
                 xml(status, body)
             }
         }
@@ -546,6 +577,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         }
         Ok(answer) => {
             shared.count(&action, |c| c.forwarded += 1);
+            shared.hold(&action).await;
             answer.map(Body::new)
         }
         Err(error) => plain(

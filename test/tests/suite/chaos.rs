@@ -8,7 +8,9 @@
 //! the ownership lookups under test. The provider reaches moto through a fault-free
 //! [`FaultProxy`] (which makes `RunInstances` idempotent by `ClientToken`, as EC2 is) so each kill
 //! can be told apart: the report counts the kills that interrupted AWS activity and the kills that
-//! came after a mutating call (create, run, tag, terminate, delete, …) of that process. Run it with
+//! came after a mutating call (create, run, tag, terminate, delete, …) of that process. Kills
+//! triggered by a mutating call land while the proxy still holds its answer ([`HOLD_MUTATING`]):
+//! AWS acted, the provider never learns the result. Run it with
 //! `cargo test -p kubezero-test --test suite -- --ignored chaos --nocapture` to see the numbers.
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
-use kubezero_test::cloud::faults::SplitMix64;
+use kubezero_test::cloud::faults::{SplitMix64, is_mutating};
 use kubezero_test::cloud::{ActionCounts, FaultConfig, FaultProxy, Moto, alpine_amis};
 use kubezero_test::world::{World, WorldView};
 use serde_json::json;
@@ -39,6 +41,8 @@ const KILLS: [usize; 5] = [12, 10, 10, 10, 10];
 const KILL_AFTER_MS: (u64, u64) = (150, 2500);
 /// … or right after this many mutating AWS calls of the process, when that comes first.
 const KILL_AFTER_MUTATIONS: (u64, u64) = (1, 4);
+/// How long the proxy holds answers of mutating calls (see `FaultProxy::hold_mutating_answers`).
+const HOLD_MUTATING: Duration = Duration::from_millis(40);
 /// How often the monkey looks at the proxy's counts.
 const POLL: Duration = Duration::from_millis(5);
 /// How long each step gets to converge after its last restart.
@@ -61,19 +65,11 @@ struct Monkey {
     since: BTreeMap<String, ActionCounts>,
 }
 
-/// Whether `action` changes something in AWS.
-fn is_mutating(action: &str) -> bool {
-    !["Describe", "Get", "List"]
-        .iter()
-        .any(|read| action.starts_with(read))
-        && action != "-"
-}
-
 impl Monkey {
     /// `kills` times: wait a random delay, SIGKILL the provider, start it again.
-    /// Each kill comes after a random delay, or as soon as (within [`POLL`]) the process got the
-    /// answer of its k-th mutating AWS call (k random in [`KILL_AFTER_MUTATIONS`]), whichever is
-    /// first: between AWS acting and the provider recording what it did.
+    /// Each kill comes after a random delay, or as soon as (within [`POLL`]) moto has acted on the
+    /// process's k-th mutating AWS call (k random in [`KILL_AFTER_MUTATIONS`]), whichever is
+    /// first: while the answer is held, before the provider can record what it did.
     async fn havoc(&mut self, kills: usize) {
         for _ in 0..kills {
             let delay = Duration::from_millis(self.random.range(KILL_AFTER_MS.0, KILL_AFTER_MS.1));
@@ -119,6 +115,9 @@ struct Step {
 async fn chaos_provider_killed_at_52_random_points_leaks_and_duplicates_nothing() {
     let moto = Arc::new(Moto::builder().amis(alpine_amis()).start().expect("moto starts"));
     let proxy = Arc::new(FaultProxy::start(moto.addr(), FaultConfig::default()).expect("proxy starts"));
+    // Kills triggered by a mutating call land while its answer is held: AWS acted, the provider
+    // has not seen the answer.
+    proxy.hold_mutating_answers(HOLD_MUTATING);
     let mut world = World::start_with_cloud_via(&moto, &proxy.endpoint_url())
         .await
         .expect("the world starts");
