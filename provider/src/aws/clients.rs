@@ -194,7 +194,10 @@ impl AwsClients {
             if error.is_throttled() {
                 self.limiter.drain(draw);
             }
-            if !error.kind.is_retryable() || attempt >= self.settings.max_attempts {
+            // A 5xx may come after AWS acted: a create without a ClientToken is not sent again here,
+            // the caller's next pass looks the resource up by its tags first.
+            let unsafe_to_repeat = !error.is_throttled() && !repeatable_after_unknown_outcome(operation);
+            if !error.kind.is_retryable() || unsafe_to_repeat || attempt >= self.settings.max_attempts {
                 tracing::debug!(operation, code = %error.code, kind = ?error.kind, "AWS call failed");
                 return Err(error);
             }
@@ -206,6 +209,22 @@ impl AwsClients {
             attempt += 1;
         }
     }
+}
+
+/// Creates that AWS may have carried out although the answer was a 5xx, and that have no ClientToken
+/// or unique name to make a second request harmless: repeating them could make a duplicate.
+pub const NOT_REPEATABLE_AFTER_UNKNOWN_OUTCOME: [&str; 5] = [
+    "CreateVpc",
+    "CreateSubnet",
+    "CreateInternetGateway",
+    "CreateRouteTable",
+    "AllocateAddress",
+];
+
+/// Whether `operation` may be sent again after an answer that leaves its outcome unknown (5xx,
+/// timeout). Throttled answers are always repeatable: AWS refused them before acting.
+pub fn repeatable_after_unknown_outcome(operation: &str) -> bool {
+    !NOT_REPEATABLE_AFTER_UNKNOWN_OUTCOME.contains(&operation)
 }
 
 /// Errors of building a client set.
@@ -307,6 +326,23 @@ impl ClientRegistry {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn creates_without_a_client_token_are_not_repeated_after_an_unknown_outcome() {
+        for operation in NOT_REPEATABLE_AFTER_UNKNOWN_OUTCOME {
+            assert!(!repeatable_after_unknown_outcome(operation), "{operation}");
+        }
+        for operation in [
+            "DescribeVpcs",
+            "RunInstances",
+            "CreateNatGateway",
+            "DeleteSubnet",
+            "CreateTags",
+        ] {
+            assert!(repeatable_after_unknown_outcome(operation), "{operation}");
+        }
+    }
+
     use super::*;
 
     fn static_identity(key: &str) -> AwsIdentity {

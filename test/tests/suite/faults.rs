@@ -589,12 +589,10 @@ async fn machines_converge_without_duplicates_when_a_quarter_of_aws_calls_fail()
 }
 
 /// Answers lost after AWS acted (a dropped connection, an attempt timeout): the provider must not
-/// create a second copy of what the first call created. Ignored: it fails today, the provider
-/// re-sends non-idempotent creates (`CreateInternetGateway`, `CreateRouteTable`) on a 5xx and
-/// ends up with two internet gateways and an extra route table (see the issue 5 report). Run it
-/// with `-- --ignored faults::lost_answers`.
+/// create a second copy of what the first call created (it used to re-send `CreateInternetGateway` and
+/// `CreateRouteTable` after a 5xx and end up with two internet gateways and an extra route table; now
+/// such creates are not repeated within a call and the next pass finds them by their tags).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the provider stops re-sending non-idempotent creates after a 5xx"]
 async fn lost_answers_never_duplicate_infrastructure() {
     throttled_e2e(FaultConfig {
         seed: faults_seed(20261122),
