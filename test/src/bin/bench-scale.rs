@@ -31,13 +31,13 @@ use std::time::{Duration, Instant};
 
 use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::pinned_kind;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::KubeZeroMachine;
 use kubezero_provider::aws::inventory::inventory;
 use kubezero_provider::aws::tags::ClusterTags;
 use kubezero_test::cloud::{FaultConfig, FaultProxy, Moto, alpine_amis, http as emulator_http};
-use kubezero_test::templates::{GenerateOptions, documents, generate_cluster, repo_root};
+use kubezero_test::templates::{self, GenerateOptions, documents, generate_cluster, repo_root};
 use kubezero_test::world::World;
 use serde_json::json;
 
@@ -540,7 +540,7 @@ async fn scale_steps(
     let manifest = generate_cluster(&template, &generate, &variables)?;
     let started = Instant::now();
     for document in documents(&manifest)? {
-        apply(client, namespace, document).await?;
+        templates::apply(client, namespace, &document, &PatchParams::apply(MANAGER).force()).await?;
     }
     println!("applied {CLUSTER} from templates/cluster-template.yaml (1 control plane, 0 workers)");
     let machines_api: Api<Machine> = Api::namespaced(client.clone(), namespace);
@@ -720,27 +720,6 @@ async fn count_machines(api: &Api<Machine>) -> BenchResult<WorkerCounts> {
         }
     }
     Ok(counts)
-}
-
-/// Server-side applies one manifest document as [`MANAGER`].
-async fn apply(client: &Client, namespace: &str, document: serde_json::Value) -> BenchResult<()> {
-    let object: DynamicObject = serde_json::from_value(document)?;
-    let types = object.types.clone().ok_or("a document without apiVersion/kind")?;
-    let (group, version) = types
-        .api_version
-        .rsplit_once('/')
-        .unwrap_or(("", &types.api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-    let (resource, _) = pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let name = object.name_any();
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&object),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn machine_deployment(client: &Client, namespace: &str) -> BenchResult<Api<DynamicObject>> {

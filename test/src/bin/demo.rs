@@ -18,7 +18,7 @@ use kubezero_provider::api::KubeZeroMachine;
 use kubezero_provider::aws::inventory::inventory;
 use kubezero_provider::aws::tags::ClusterTags;
 use kubezero_test::cloud::{Moto, alpine_amis};
-use kubezero_test::templates::{GenerateOptions, documents, generate_cluster, repo_root};
+use kubezero_test::templates::{self, GenerateOptions, documents, generate_cluster, repo_root};
 use kubezero_test::world::World;
 use serde_json::json;
 
@@ -83,7 +83,7 @@ async fn demo(client: &Client, namespace: &str, moto: &Moto) -> DemoResult<bool>
     };
     let manifest = generate_cluster(&template, &options, &BTreeMap::new())?;
     for document in documents(&manifest)? {
-        apply(client, namespace, document).await?;
+        templates::apply(client, namespace, &document, &PatchParams::apply(MANAGER).force()).await?;
     }
     println!("applied {CLUSTER} from templates/cluster-template.yaml (1 control plane, 0 workers)");
 
@@ -127,27 +127,6 @@ async fn demo(client: &Client, namespace: &str, moto: &Moto) -> DemoResult<bool>
         println!("moto: LEFT BEHIND: {}", left.join(", "));
     }
     Ok(converged && left.is_empty())
-}
-
-/// Server-side applies one manifest document as [`MANAGER`].
-async fn apply(client: &Client, namespace: &str, document: serde_json::Value) -> DemoResult<()> {
-    let object: DynamicObject = serde_json::from_value(document)?;
-    let types = object.types.clone().ok_or("a document without apiVersion/kind")?;
-    let (group, version) = types
-        .api_version
-        .rsplit_once('/')
-        .unwrap_or(("", &types.api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-    let (resource, _) = pinned_kind(client, &gvk).await?;
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    let name = object.name_any();
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&object),
-    )
-    .await?;
-    Ok(())
 }
 
 async fn machine_deployment(client: &Client, namespace: &str) -> DemoResult<Api<DynamicObject>> {

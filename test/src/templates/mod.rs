@@ -168,3 +168,31 @@ pub fn generate_cluster(
     variables.insert("WORKER_MACHINE_COUNT".into(), workers.to_string());
     Ok(envsubst::process_with(template, &variables)?)
 }
+
+/// The namespaced API serving `document`'s kind in `namespace`, found by discovery from its
+/// `apiVersion` and `kind`.
+pub async fn api_for(
+    client: &kube::Client,
+    namespace: &str,
+    document: &Value,
+) -> Result<kube::Api<kube::api::DynamicObject>, kube::Error> {
+    let api_version = document["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let kind = document["kind"].as_str().unwrap_or_default();
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await?;
+    Ok(kube::Api::namespaced_with(client.clone(), namespace, &resource))
+}
+
+/// Server-side applies one manifest document (as `clusterctl generate cluster` renders it) into
+/// `namespace` with `params` (field manager, force); returns the applied object.
+pub async fn apply(
+    client: &kube::Client,
+    namespace: &str,
+    document: &Value,
+    params: &kube::api::PatchParams,
+) -> Result<kube::api::DynamicObject, kube::Error> {
+    let api = api_for(client, namespace, document).await?;
+    let name = document["metadata"]["name"].as_str().unwrap_or_default();
+    api.patch(name, params, &kube::api::Patch::Apply(document)).await
+}

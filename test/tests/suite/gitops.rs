@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::discovery::pinned_kind;
+use kube::api::{DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::KubeZeroCluster;
@@ -101,28 +100,13 @@ async fn install_caaph_crds(client: &Client) {
     }
 }
 
-/// The namespaced API of a manifest document.
-async fn api_of(client: &Client, namespace: &str, document: &Value) -> (Api<DynamicObject>, ApiResource) {
-    let api_version = document["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, document["kind"].as_str().unwrap());
-    let (resource, _) = pinned_kind(client, &gvk).await.unwrap();
-    (
-        Api::namespaced_with(client.clone(), namespace, &resource),
-        resource,
-    )
-}
-
 /// Server-side applies every document as the GitOps manager (no force); panics on any refusal.
 async fn apply_all(client: &Client, namespace: &str, documents: &[Value]) -> Vec<DynamicObject> {
     let mut applied = Vec::new();
     for document in documents {
-        let (api, _) = api_of(client, namespace, document).await;
-        let name = document["metadata"]["name"].as_str().unwrap();
-        let object = api
-            .patch(name, &PatchParams::apply(GITOPS_MANAGER), &Patch::Apply(document))
+        let object = templates::apply(client, namespace, document, &PatchParams::apply(GITOPS_MANAGER))
             .await
-            .unwrap_or_else(|e| panic!("apply {} {name}: {e}", document["kind"]));
+            .unwrap_or_else(|e| panic!("apply {} {}: {e}", document["kind"], document["metadata"]["name"]));
         applied.push(object);
     }
     applied
@@ -153,7 +137,7 @@ async fn flow(world: &WorldView, moto: &Moto, flavor: &str) {
     // The GitOps controller syncs again: same manifests, nothing may change or conflict.
     let mut before = Vec::new();
     for document in &documents {
-        let (api, _) = api_of(&client, namespace, document).await;
+        let api = templates::api_for(&client, namespace, document).await.unwrap();
         before.push(
             api.get(document["metadata"]["name"].as_str().unwrap())
                 .await
