@@ -600,7 +600,7 @@ mod e2e {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+    use kube::api::{DeleteParams, ListParams};
     use kube::{Api, ResourceExt};
     use kubezero_capi::core::{Cluster, Machine};
     use kubezero_provider::api::{
@@ -693,23 +693,6 @@ mod e2e {
             }
         }
         Some(ready)
-    }
-
-    async fn scale(world: &WorldView, replicas: i64) {
-        dynamic(
-            world,
-            "cluster.x-k8s.io",
-            "v1beta2",
-            "MachineDeployment",
-            "machinedeployments",
-        )
-        .patch(
-            WORKERS,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
-        )
-        .await
-        .expect("scale");
     }
 
     async fn flow(world: &WorldView, moto: &Moto) {
@@ -820,7 +803,7 @@ mod e2e {
             Some(NodeArchitecture::Arm64)
         );
         eprintln!("3 workers after {:?}", started.elapsed());
-        scale(world, 10).await;
+        crate::faults::scale(world, WORKERS, 10).await;
         eventually("10 workers provisioned with Nodes", || async {
             (provisioned_workers(world).await? == 10).then_some(())
         })
@@ -865,7 +848,7 @@ mod e2e {
         eprintln!("10 workers after {:?}", started.elapsed());
 
         // Scale to zero: every worker instance terminated before its KubeZeroMachine goes.
-        scale(world, 0).await;
+        crate::faults::scale(world, WORKERS, 0).await;
         eventually("workers gone and their instances terminated", || async {
             let workers = api::<Machine>(world)
                 .list(&ListParams::default().labels(&format!("cluster.x-k8s.io/deployment-name={WORKERS}")))
