@@ -542,6 +542,14 @@ async fn join_token(
             }
         }
         let secrets: Api<Secret> = Api::namespaced(workload.clone(), TOKEN_NAMESPACE);
+        // Machines of one MachineSet are configured concurrently: one at a time per group
+        // decides whether to reuse or create, so they share one token.
+        let group_lock = token_group_lock(&format!(
+            "{}/{cluster_name}/{}",
+            cluster.namespace().unwrap_or_default(),
+            group.label_selector()
+        ));
+        let _one_at_a_time = group_lock.lock().await;
         let candidates = secrets
             .list(&ListParams::default().labels(&group.label_selector()))
             .await
@@ -569,6 +577,18 @@ async fn join_token(
         Ok(Err(error)) => Err(unreachable(error)),
         Err(_) => Err(unreachable(format!("no answer within {WORKLOAD_TIMEOUT:?}"))),
     }
+}
+
+/// The lock of one token group of one workload cluster (process-wide; locks nobody holds are
+/// dropped as new ones are made).
+fn token_group_lock(key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, Mutex};
+    type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+    static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    locks.entry(key.to_owned()).or_default().clone()
 }
 
 fn kubeadm_inputs(
