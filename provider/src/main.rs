@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use kubezero_capi::runtime::{Command, Context, execute};
 use kubezero_provider::api;
+use kubezero_provider::aws::clients::AWS_REQUESTS_METRIC;
 use kubezero_provider::controllers::{addon_gates, cluster, machine, machine_template};
 use kubezero_provider::settings::{Backends, ProviderArgs};
 
@@ -24,6 +25,10 @@ struct Cli {
 async fn main() -> ExitCode {
     let controllers = |context: Context, args: ProviderArgs| async move {
         let backends = Backends::new(&args);
+        let (name, help) = AWS_REQUESTS_METRIC;
+        context
+            .metrics
+            .register(name, help, backends.aws.request_counter().clone());
         tokio::join!(
             cluster::run(context.clone(), backends.clone()),
             machine::run(context.clone(), backends.clone()),

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::aws::clients::{AwsSettings, ClientRegistry};
+use crate::aws::launcher::LauncherSettings;
 
 /// Flags of the infrastructure provider's `run`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -21,6 +22,22 @@ pub struct ProviderArgs {
     /// Timeout of one attempt of one AWS call.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub aws_call_timeout: Duration,
+
+    /// Longest a batch of identical launches stays open while machines keep joining it (a lone
+    /// launch goes out after half a second of no joins). Longer means fewer RunInstances calls
+    /// when a MachineDeployment scales by hundreds, at the cost of that much delay for its first
+    /// machines.
+    #[arg(long, default_value = "10s", value_parser = parse_launch_wait)]
+    pub aws_launch_max_wait: Duration,
+}
+
+/// A `--aws-launch-max-wait` between 0.5 s and 2 min.
+fn parse_launch_wait(value: &str) -> Result<Duration, String> {
+    let wait = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if !(Duration::from_millis(500)..=Duration::from_secs(120)).contains(&wait) {
+        return Err(format!("{value} is not between 500ms and 2m"));
+    }
+    Ok(wait)
 }
 
 impl ProviderArgs {
@@ -33,6 +50,14 @@ impl ProviderArgs {
             ..AwsSettings::default()
         }
     }
+
+    /// The launch batching these flags describe.
+    pub fn launcher_settings(&self) -> LauncherSettings {
+        LauncherSettings {
+            max_launch_wait: self.aws_launch_max_wait,
+            ..LauncherSettings::default()
+        }
+    }
 }
 
 /// The platform backends of one provider process, shared by every controller.
@@ -40,6 +65,8 @@ impl ProviderArgs {
 pub struct Backends {
     /// AWS client sets per (credentials, region).
     pub aws: ClientRegistry,
+    /// How instance launches are batched.
+    pub launcher: LauncherSettings,
 }
 
 impl Backends {
@@ -47,6 +74,7 @@ impl Backends {
     pub fn new(args: &ProviderArgs) -> Arc<Self> {
         Arc::new(Self {
             aws: ClientRegistry::new(args.aws_settings()),
+            launcher: args.launcher_settings(),
         })
     }
 }
@@ -72,5 +100,12 @@ mod tests {
         assert_eq!(settings.max_attempts, 3);
         assert_eq!(settings.attempt_timeout, Duration::from_secs(30));
         assert!(Cli::try_parse_from(["k", "--aws-max-attempts", "0"]).is_err());
+        assert_eq!(args.launcher_settings().max_launch_wait, Duration::from_secs(10));
+        let quick = Cli::try_parse_from(["k", "--aws-launch-max-wait", "2s"])
+            .unwrap()
+            .args;
+        assert_eq!(quick.launcher_settings().max_launch_wait, Duration::from_secs(2));
+        assert!(Cli::try_parse_from(["k", "--aws-launch-max-wait", "100ms"]).is_err());
+        assert!(Cli::try_parse_from(["k", "--aws-launch-max-wait", "5m"]).is_err());
     }
 }

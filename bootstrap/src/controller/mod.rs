@@ -103,6 +103,7 @@ pub async fn run(context: Context, args: BootstrapArgs) {
         context.clone(),
         CONTROLLER,
         machine_to_config,
+        futures::stream::pending(),
         move |config, context| reconcile(config, context, args.bootstrap_token_ttl),
     );
     tokio::join!(configs, kubeconfig::run(context));

@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use super::errors::ErrorClass;
 
@@ -100,6 +100,15 @@ impl Metrics {
         self.errors.get_or_create(&labels).inc();
     }
 
+    /// Registers a metric of the manager's own (e.g. the provider's AWS request counter) under
+    /// the `kubezero` prefix.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .register(name, help, metric);
+    }
+
     /// Records whether this process currently leads.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
@@ -158,5 +167,15 @@ mod tests {
             text.contains(r#"kubezero_reconcile_duration_seconds_count{controller="kubezeromachine"} 2"#)
         );
         assert!(text.contains("kubezero_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn a_manager_registers_its_own_metrics_under_the_prefix() {
+        let metrics = Metrics::new();
+        let extra = Counter::<u64>::default();
+        metrics.register("aws_requests", "AWS requests", extra.clone());
+        extra.inc_by(3);
+        let text = metrics.encode();
+        assert!(text.contains("kubezero_aws_requests_total 3"), "{text}");
     }
 }

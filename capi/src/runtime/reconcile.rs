@@ -230,6 +230,85 @@ where
         .collect()
 }
 
+/// What objects that belong to a Cluster read from it: metadata (labels, annotations, deletion),
+/// spec, `status.initialization`, the failure domains and each condition's type and status. Status
+/// counters and condition messages, which core rewrites as Machines come and go, are left out. Pure.
+pub fn cluster_fingerprint(cluster: &Cluster) -> u64 {
+    let status = cluster.status.as_ref();
+    let conditions: Vec<(&str, &str)> = status
+        .map(|s| {
+            s.conditions
+                .iter()
+                .map(|c| (c.type_.as_str(), c.status.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    fingerprint(&serde_json::json!({
+        "labels": cluster.metadata.labels,
+        "annotations": cluster.metadata.annotations,
+        "deletionTimestamp": cluster.metadata.deletion_timestamp,
+        "spec": cluster.spec,
+        "initialization": status.map(|s| &s.initialization),
+        "failureDomains": status.map(|s| &s.failure_domains),
+        "conditions": conditions,
+    }))
+}
+
+/// What the InfraMachine and BootstrapConfig of a Machine read from it: metadata (labels,
+/// annotations, owners, deletion), spec and whether it has a Node. Phase, conditions and addresses,
+/// which core rewrites as it mirrors the provider objects, are left out. Pure.
+pub fn machine_fingerprint(machine: &crate::core::Machine) -> u64 {
+    fingerprint(&serde_json::json!({
+        "labels": machine.metadata.labels,
+        "annotations": machine.metadata.annotations,
+        "ownerReferences": machine.metadata.owner_references,
+        "deletionTimestamp": machine.metadata.deletion_timestamp,
+        "spec": machine.spec,
+        "hasNode": machine.has_node_ref(),
+    }))
+}
+
+fn fingerprint(relevant: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    relevant.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The last fingerprint seen of each watched object, so that a watch of a related kind wakes the
+/// objects it maps to only when something they read changed, not on every status update core makes
+/// (with 1,000 Machines, each Cluster status update would otherwise mean 1,000 reconciles, and each
+/// condition core mirrors from a provider object one more reconcile of that object).
+#[derive(Debug, Default)]
+pub struct Changes {
+    seen: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
+}
+
+impl Changes {
+    /// Whether `object` is new, gone, or its `fingerprint` differs from the last one seen. An object
+    /// being deleted without finalizers is gone (its last event): it is forgotten.
+    pub fn changed<K: Resource>(&self, object: &K, fingerprint: u64) -> bool {
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let meta = object.meta();
+        if meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty) {
+            seen.remove(&key);
+            return true;
+        }
+        seen.insert(key, fingerprint) != Some(fingerprint)
+    }
+
+    /// Objects remembered.
+    pub fn len(&self) -> usize {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no object is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Logs the end of each reconcile of a controller's result stream at debug level.
 pub async fn drain_results<T, E: std::fmt::Display>(
     controller: &'static str,
@@ -248,11 +327,13 @@ pub async fn drain_results<T, E: std::fmt::Display>(
 /// Runs the controller of a provider kind that belongs to one Machine (an InfraMachine or a
 /// BootstrapConfig) until the manager shuts down: it watches the kind, the Machines (mapped to the
 /// object they reference with `machine_to_object`) and the Clusters (mapped to the objects labelled
-/// with the Cluster's name), honouring `--namespace`, `--watch-filter` and `--concurrency`.
+/// with the Cluster's name), each only on a change the object reads ([`Changes`]), honouring `--namespace`, `--watch-filter` and `--concurrency`. Objects
+/// sent on `wake` are reconciled too (work the controller started in the background has ended).
 pub async fn run_machine_controller<K, R, Fut, E>(
     context: Context,
     controller: &'static str,
     machine_to_object: fn(crate::core::Machine) -> Option<ObjectRef<K>>,
+    wake: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
     reconcile: R,
 ) where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -270,19 +351,139 @@ pub async fn run_machine_controller<K, R, Fut, E>(
     let watcher_config = context.args.watcher_config();
     let object_controller = Controller::new(context.args.api::<K>(&context.client), watcher_config.clone());
     let store = object_controller.store();
+    let cluster_changes = Changes::default();
+    let machine_changes = Changes::default();
     let results = object_controller
         .watches(
             context.args.api::<crate::core::Machine>(&context.client),
             watcher_config.clone(),
-            machine_to_object,
+            move |machine| {
+                if machine_changes.changed(&machine, machine_fingerprint(&machine)) {
+                    machine_to_object(machine)
+                } else {
+                    None
+                }
+            },
         )
         .watches(
             context.args.api::<Cluster>(&context.client),
             watcher_config,
-            move |cluster| objects_of_cluster(&store, &cluster),
+            move |cluster| {
+                if cluster_changes.changed(&cluster, cluster_fingerprint(&cluster)) {
+                    objects_of_cluster(&store, &cluster)
+                } else {
+                    Vec::new()
+                }
+            },
         )
+        .reconcile_on(wake)
         .with_config(Config::default().concurrency(context.args.concurrency))
         .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy::<K, E>(controller), Arc::new(context));
     drain_results(controller, results).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cluster(patch: serde_json::Value) -> Cluster {
+        let mut value = json!({
+            "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+            "metadata": {"name": "demo", "namespace": "default", "resourceVersion": "1"},
+            "spec": {"controlPlaneEndpoint": {"host": "lb", "port": 6443}},
+            "status": {
+                "initialization": {"infrastructureProvisioned": true},
+                "conditions": [{"type": "Available", "status": "False", "reason": "Scaling",
+                    "message": "1 of 3 replicas", "lastTransitionTime": "2026-11-22T08:00:00Z"}],
+                "phase": "Provisioned"
+            }
+        });
+        merge(&mut value, patch);
+        serde_json::from_value(value).expect("a Cluster")
+    }
+
+    fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+        match (target, patch) {
+            (serde_json::Value::Object(target), serde_json::Value::Object(patch)) => {
+                for (key, value) in patch {
+                    merge(target.entry(key).or_insert(serde_json::Value::Null), value);
+                }
+            }
+            (target, patch) => *target = patch,
+        }
+    }
+
+    fn changed_(changes: &Changes, cluster: &Cluster) -> bool {
+        changes.changed(cluster, cluster_fingerprint(cluster))
+    }
+
+    #[test]
+    fn cluster_changes_ignore_what_core_rewrites_while_machines_come_and_go() {
+        let changes = Changes::default();
+        assert!(
+            changed_(&changes, &cluster(json!({}))),
+            "a new Cluster wakes its objects"
+        );
+        assert!(!changed_(&changes, &cluster(json!({}))));
+        let churn = cluster(json!({
+            "metadata": {"resourceVersion": "2"},
+            "status": {"conditions": [{"type": "Available", "status": "False", "reason": "Scaling",
+                "message": "2 of 3 replicas", "lastTransitionTime": "2026-11-22T08:01:00Z"}]}
+        }));
+        assert!(
+            !changed_(&changes, &churn),
+            "a new message or resourceVersion is no change"
+        );
+        for change in [
+            json!({"spec": {"paused": true}}),
+            json!({"metadata": {"annotations": {"cluster.x-k8s.io/paused": ""}}}),
+            json!({"metadata": {"labels": {"kubezero.io/kube-proxy-replacement": "enabled"}}}),
+            json!({"status": {"initialization": {"controlPlaneInitialized": true}}}),
+            json!({"status": {"conditions": [{"type": "Available", "status": "True", "reason": "Available",
+                "lastTransitionTime": "2026-11-22T08:02:00Z"}]}}),
+            json!({"metadata": {"deletionTimestamp": "2026-11-22T08:03:00Z",
+                "finalizers": ["cluster.cluster.x-k8s.io"]}}),
+        ] {
+            let changed = cluster(change.clone());
+            assert!(changed_(&changes, &changed), "{change}");
+            assert_eq!(changes.len(), 1);
+            assert!(!changed_(&changes, &changed), "{change} seen twice");
+            assert!(changed_(&changes, &cluster(json!({}))), "back to the original");
+        }
+        let gone = cluster(json!({"metadata": {"deletionTimestamp": "2026-11-22T08:03:00Z"}}));
+        assert!(changed_(&changes, &gone), "the last event of a deleted Cluster");
+        assert!(changes.is_empty(), "a deleted Cluster is forgotten");
+    }
+
+    #[test]
+    fn machine_changes_ignore_what_core_mirrors_into_the_status() {
+        let machine = |patch: serde_json::Value| {
+            let mut value = json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                "metadata": {"name": "m", "namespace": "default", "finalizers": ["machine.cluster.x-k8s.io"]},
+                "spec": {"clusterName": "demo", "bootstrap": {}, "infrastructureRef":
+                    {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": "m"}},
+                "status": {"phase": "Provisioning"}
+            });
+            merge(&mut value, patch);
+            serde_json::from_value::<crate::core::Machine>(value).expect("a Machine")
+        };
+        let changes = Changes::default();
+        let seen = |m: &crate::core::Machine| changes.changed(m, machine_fingerprint(m));
+        assert!(seen(&machine(json!({}))));
+        assert!(!seen(&machine(
+            json!({"status": {"phase": "Provisioned", "conditions": [{"type":
+            "InfrastructureReady", "status": "False", "reason": "InstanceProvisioning",
+            "lastTransitionTime": "2026-11-22T08:00:00Z"}]}})
+        )));
+        assert!(seen(&machine(
+            json!({"spec": {"bootstrap": {"dataSecretName": "m-data"}}})
+        )));
+        assert!(seen(&machine(
+            json!({"spec": {"bootstrap": {"dataSecretName": "m-data"}},
+            "status": {"nodeRef": {"name": "node-1"}}})
+        )));
+    }
 }

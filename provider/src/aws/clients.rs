@@ -14,6 +14,9 @@ use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_runtime_api::http::Response as HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::errors::AwsError;
@@ -103,6 +106,25 @@ impl CallStats {
     }
 }
 
+/// Labels of the `kubezero_aws_requests_total` counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsRequestLabels {
+    /// Service endpoint prefix ([`Service::as_str`]).
+    pub service: &'static str,
+    /// Operation, e.g. `RunInstances`.
+    pub operation: &'static str,
+}
+
+/// AWS requests sent (attempts, retries included) by service and operation, shared by every
+/// client set of the process; the manager registers it as `kubezero_aws_requests_total`.
+pub type AwsRequestCounter = Family<AwsRequestLabels, Counter>;
+
+/// Name (under the `kubezero` prefix) and help of the [`AwsRequestCounter`] metric.
+pub const AWS_REQUESTS_METRIC: (&str, &str) = (
+    "aws_requests",
+    "AWS API requests sent, retries included, by service and operation",
+);
+
 /// EC2, ELBv2 and IAM clients of one (identity, region), their shared limiter and call counters.
 /// Cheap to clone.
 #[derive(Clone, Debug)]
@@ -116,6 +138,7 @@ pub struct AwsClients {
     region: String,
     limiter: Arc<Limiter>,
     stats: Arc<CallStats>,
+    requests: AwsRequestCounter,
     settings: Arc<AwsSettings>,
 }
 
@@ -133,8 +156,15 @@ impl AwsClients {
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
             limiter,
             stats: Arc::default(),
+            requests: AwsRequestCounter::default(),
             settings: Arc::new(settings),
         }
+    }
+
+    /// These clients counting their requests in `requests` too (the process-wide metric).
+    pub fn with_request_counter(mut self, requests: AwsRequestCounter) -> Self {
+        self.requests = requests;
+        self
     }
 
     /// The region these clients talk to.
@@ -187,6 +217,12 @@ impl AwsClients {
         loop {
             self.limiter.acquire(draw).await;
             self.stats.record(operation);
+            self.requests
+                .get_or_create(&AwsRequestLabels {
+                    service: service.as_str(),
+                    operation,
+                })
+                .inc();
             let error = match send().await {
                 Ok(output) => return Ok(output),
                 Err(error) => AwsError::from_sdk(operation, &error),
@@ -245,6 +281,7 @@ struct ClientKey {
 #[derive(Debug)]
 pub struct ClientRegistry {
     settings: AwsSettings,
+    requests: AwsRequestCounter,
     clients: AsyncMutex<HashMap<ClientKey, AwsClients>>,
 }
 
@@ -253,6 +290,7 @@ impl ClientRegistry {
     pub fn new(settings: AwsSettings) -> Self {
         Self {
             settings,
+            requests: AwsRequestCounter::default(),
             clients: AsyncMutex::new(HashMap::new()),
         }
     }
@@ -260,6 +298,11 @@ impl ClientRegistry {
     /// The settings the clients are built with.
     pub fn settings(&self) -> &AwsSettings {
         &self.settings
+    }
+
+    /// The request counter of every client set of this registry, to register as a metric.
+    pub fn request_counter(&self) -> &AwsRequestCounter {
+        &self.requests
     }
 
     /// The client set of (`identity`, `region`), built on first use and shared afterwards.
@@ -277,7 +320,8 @@ impl ClientRegistry {
             return Ok(existing.clone());
         }
         let config = self.load_config(identity, region).await;
-        let created = AwsClients::from_sdk_config(&config, self.settings.clone(), Arc::new(Limiter::new()));
+        let created = AwsClients::from_sdk_config(&config, self.settings.clone(), Arc::new(Limiter::new()))
+            .with_request_counter(self.requests.clone());
         tracing::info!(region, "created AWS client set");
         clients.insert(key, created.clone());
         Ok(created)

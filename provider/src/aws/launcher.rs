@@ -8,6 +8,9 @@
 //! - before launching, instances already tagged for a member, and untagged instances of the same
 //!   spec (a batch launched before a crash), are adopted instead;
 //! - terminations pending within the window go out as one TerminateInstances;
+//! - a controller does not wait for a batch: [`ClusterInstances::request_launch`] and
+//!   [`ClusterInstances::request_termination`] join one and return, and the batch's end is sent on
+//!   the wake channel ([`Launcher::with_wake`]) so the machine is reconciled again with its result;
 //! - untagged instances of a launch spec that nobody adopted within
 //!   [`LauncherSettings::orphan_grace`] are terminated, so a crash never leaks an instance.
 
@@ -16,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use kubezero_capi::runtime::errors::ErrorClass;
-use tokio::sync::{Mutex as AsyncMutex, oneshot};
+use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::clients::AwsClients;
@@ -51,7 +54,7 @@ impl Default for LauncherSettings {
         Self {
             describe_interval: Duration::from_secs(2),
             launch_window: Duration::from_millis(500),
-            max_launch_wait: Duration::from_secs(2),
+            max_launch_wait: Duration::from_secs(10),
             max_batch: 500,
             orphan_grace: Duration::from_secs(120),
             local_memory: Duration::from_secs(120),
@@ -92,15 +95,28 @@ impl LaunchError {
 #[derive(Debug, Default)]
 pub struct Launcher {
     settings: LauncherSettings,
+    wake: Option<Wake>,
     clusters: Mutex<HashMap<String, Arc<ClusterInstances>>>,
 }
 
+/// Where a batcher sends the machines whose requested launch or termination has ended.
+pub type Wake = mpsc::UnboundedSender<MachineKey>;
+
 impl Launcher {
-    /// A launcher with these settings.
+    /// A launcher with these settings and no wake channel.
     pub fn new(settings: LauncherSettings) -> Self {
         Self {
             settings,
+            wake: None,
             clusters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A launcher that sends each machine whose requested launch or termination ended to `wake`.
+    pub fn with_wake(settings: LauncherSettings, wake: Wake) -> Self {
+        Self {
+            wake: Some(wake),
+            ..Self::new(settings)
         }
     }
 
@@ -110,11 +126,9 @@ impl Launcher {
         lock(&self.clusters)
             .entry(key)
             .or_insert_with(|| {
-                Arc::new(ClusterInstances::new(
-                    aws.clone(),
-                    tags.clone(),
-                    self.settings.clone(),
-                ))
+                let mut instances = ClusterInstances::new(aws.clone(), tags.clone(), self.settings.clone());
+                instances.wake = self.wake.clone();
+                Arc::new(instances)
             })
             .clone()
     }
@@ -144,7 +158,49 @@ struct Group {
     last_join: Instant,
     fingerprint: String,
     spec: Arc<LaunchSpec>,
-    members: Vec<(MachineKey, LaunchReply)>,
+    /// The members and, for callers that wait ([`ClusterInstances::launch`]), where to answer.
+    members: Vec<(MachineKey, Option<LaunchReply>)>,
+}
+
+/// Where a requested launch stands ([`ClusterInstances::request_launch`]).
+#[derive(Clone, Debug)]
+pub enum LaunchStatus {
+    /// The machine is in a batch that has not ended yet.
+    InFlight,
+    /// The machine's batch ended with this result.
+    Done(Box<Result<Instance, LaunchError>>),
+}
+
+/// A requested launch or termination of one machine: in a batch, or ended with a result kept
+/// until the machine's next reconcile collects it.
+enum Request<T> {
+    InFlight,
+    Done(Instant, T),
+}
+
+/// Requested launches by machine, requested terminations by instance id.
+#[derive(Default)]
+struct Requests {
+    launches: HashMap<MachineKey, Request<Result<Instance, LaunchError>>>,
+    terminations: HashMap<String, (MachineKey, Request<Result<(), AwsError>>)>,
+}
+
+impl Requests {
+    /// Drops results nobody collected within `keep` (their machines went away).
+    fn prune(&mut self, keep: Duration) {
+        self.launches.retain(|_, request| request.fresh(keep));
+        self.terminations.retain(|_, (_, request)| request.fresh(keep));
+    }
+}
+
+impl<T> Request<T> {
+    /// In flight, or ended less than `keep` ago.
+    fn fresh(&self, keep: Duration) -> bool {
+        match self {
+            Request::InFlight => true,
+            Request::Done(at, _) => at.elapsed() < keep,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -153,10 +209,13 @@ struct PendingLaunches {
     groups: HashMap<String, Group>,
 }
 
+type TerminationReply = oneshot::Sender<Result<(), AwsError>>;
+
 #[derive(Default)]
 struct PendingTerminations {
     timer: bool,
-    waiters: Vec<(String, oneshot::Sender<Result<(), AwsError>>)>,
+    /// Instance ids and, for callers that wait ([`ClusterInstances::terminate`]), where to answer.
+    waiters: Vec<(String, Option<TerminationReply>)>,
 }
 
 /// The instances of one cluster: a shared, briefly cached view and the launch and termination
@@ -170,6 +229,8 @@ pub struct ClusterInstances {
     pending: Mutex<PendingLaunches>,
     launch_lock: AsyncMutex<()>,
     terminations: Mutex<PendingTerminations>,
+    requests: Mutex<Requests>,
+    wake: Option<Wake>,
 }
 
 impl std::fmt::Debug for ClusterInstances {
@@ -193,6 +254,8 @@ impl ClusterInstances {
             pending: Mutex::new(PendingLaunches::default()),
             launch_lock: AsyncMutex::new(()),
             terminations: Mutex::new(PendingTerminations::default()),
+            requests: Mutex::new(Requests::default()),
+            wake: None,
         }
     }
 
@@ -275,15 +338,54 @@ impl ClusterInstances {
         Ok(live.or_else(|| tagged.next()).cloned())
     }
 
-    /// Gets `machine` an instance of `spec`: joins (or opens) the batch of identical specs, which
-    /// launches after the window; adopts a matching instance instead when one exists.
+    /// Gets `machine` an instance of `spec` without waiting for it: the first call joins (or
+    /// opens) the batch of identical specs and answers [`LaunchStatus::InFlight`], as do calls
+    /// while the batch runs; the first call after the batch ended answers its result. The batch's
+    /// end is sent on the wake channel.
+    pub fn request_launch(self: &Arc<Self>, machine: MachineKey, spec: Arc<LaunchSpec>) -> LaunchStatus {
+        {
+            let mut requests = lock(&self.requests);
+            requests.prune(self.settings.local_memory);
+            match requests.launches.remove(&machine) {
+                Some(Request::Done(_, result)) => return LaunchStatus::Done(Box::new(result)),
+                Some(Request::InFlight) => {
+                    requests.launches.insert(machine, Request::InFlight);
+                    return LaunchStatus::InFlight;
+                }
+                None => {
+                    requests.launches.insert(machine.clone(), Request::InFlight);
+                }
+            }
+        }
+        self.join(machine, spec, None);
+        LaunchStatus::InFlight
+    }
+
+    /// Whether a launch requested for `machine` has not ended yet (its instance may still appear).
+    pub fn launch_in_flight(&self, machine: &MachineKey) -> bool {
+        matches!(
+            lock(&self.requests).launches.get(machine),
+            Some(Request::InFlight)
+        )
+    }
+
+    /// Gets `machine` an instance of `spec` and waits for it: joins (or opens) the batch of
+    /// identical specs, which launches after the window; adopts a matching instance instead when
+    /// one exists.
     pub async fn launch(
         self: &Arc<Self>,
         machine: MachineKey,
         spec: Arc<LaunchSpec>,
     ) -> Result<Instance, LaunchError> {
-        let fingerprint = spec.fingerprint();
         let (reply, answer) = oneshot::channel();
+        self.join(machine, spec, Some(reply));
+        answer.await.map_err(|_| LaunchError::Abandoned)?
+    }
+
+    /// Adds `machine` to the open batch of `spec`'s fingerprint (opening one if needed) and
+    /// schedules the batch's flush.
+    fn join(self: &Arc<Self>, machine: MachineKey, spec: Arc<LaunchSpec>, reply: Option<LaunchReply>) {
+        let fingerprint = spec.fingerprint();
         enum Flush {
             Now(Group),
             After(u64),
@@ -328,7 +430,6 @@ impl ClusterInstances {
             }
             None => {}
         }
-        answer.await.map_err(|_| LaunchError::Abandoned)?
     }
 
     /// Waits until no member joined group `id` for a window (or the group has been open for
@@ -366,8 +467,25 @@ impl ClusterInstances {
         let results =
             tracing::Instrument::instrument(self.launch_group(&group.spec, &group.fingerprint, &keys), span)
                 .await;
-        for ((_, reply), result) in members.into_iter().zip(results) {
-            let _ = reply.send(result);
+        for ((key, reply), result) in members.into_iter().zip(results) {
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(result);
+                }
+                None => {
+                    lock(&self.requests)
+                        .launches
+                        .insert(key.clone(), Request::Done(Instant::now(), result));
+                    self.wake(key);
+                }
+            }
+        }
+    }
+
+    /// Tells the controller that `machine`'s requested launch or termination ended.
+    fn wake(&self, machine: MachineKey) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.send(machine);
         }
     }
 
@@ -532,9 +650,49 @@ impl ClusterInstances {
         Ok(())
     }
 
-    /// Terminates `instance_id` together with the other terminations pending in the window.
+    /// Terminates `machine`'s instance `instance_id` with the other terminations pending in the
+    /// window, without waiting: `None` while the termination is queued or running, then once the
+    /// result of the batch (sent on the wake channel when it ends).
+    pub fn request_termination(
+        self: &Arc<Self>,
+        machine: MachineKey,
+        instance_id: &str,
+    ) -> Option<Result<(), AwsError>> {
+        {
+            let mut requests = lock(&self.requests);
+            requests.prune(self.settings.local_memory);
+            match requests.terminations.remove(instance_id) {
+                Some((_, Request::Done(_, result))) => return Some(result),
+                Some(request @ (_, Request::InFlight)) => {
+                    requests.terminations.insert(instance_id.to_owned(), request);
+                    return None;
+                }
+                None => {
+                    requests
+                        .terminations
+                        .insert(instance_id.to_owned(), (machine, Request::InFlight));
+                }
+            }
+        }
+        self.queue_termination(instance_id, None);
+        None
+    }
+
+    /// Terminates `instance_id` together with the other terminations pending in the window and
+    /// waits for the batch.
     pub async fn terminate(self: &Arc<Self>, instance_id: &str) -> Result<(), AwsError> {
         let (reply, answer) = oneshot::channel();
+        self.queue_termination(instance_id, Some(reply));
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(AwsError::unexpected(
+                "TerminateInstances",
+                "the termination batch was abandoned",
+            )),
+        }
+    }
+
+    fn queue_termination(self: &Arc<Self>, instance_id: &str, reply: Option<TerminationReply>) {
         let start = {
             let mut pending = lock(&self.terminations);
             pending.waiters.push((instance_id.to_owned(), reply));
@@ -546,13 +704,6 @@ impl ClusterInstances {
                 tokio::time::sleep(this.settings.launch_window).await;
                 this.flush_terminations().await;
             });
-        }
-        match answer.await {
-            Ok(result) => result,
-            Err(_) => Err(AwsError::unexpected(
-                "TerminateInstances",
-                "the termination batch was abandoned",
-            )),
         }
     }
 
@@ -597,7 +748,23 @@ impl ClusterInstances {
         }
         for (id, reply) in waiters {
             let result = outcome.get(&id).cloned().unwrap_or(Ok(()));
-            let _ = reply.send(result);
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(result);
+                }
+                None => {
+                    let machine = {
+                        let mut requests = lock(&self.requests);
+                        requests.terminations.get_mut(&id).map(|(machine, request)| {
+                            *request = Request::Done(Instant::now(), result);
+                            machine.clone()
+                        })
+                    };
+                    if let Some(machine) = machine {
+                        self.wake(machine);
+                    }
+                }
+            }
         }
     }
 

@@ -113,6 +113,17 @@ pub enum Service {
     Iam,
 }
 
+impl Service {
+    /// The service's endpoint prefix: `ec2`, `elasticloadbalancing`, `iam`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Service::Ec2 => "ec2",
+            Service::Elbv2 => "elasticloadbalancing",
+            Service::Iam => "iam",
+        }
+    }
+}
+
 /// What one call draws: a request token from one bucket, plus `resource_cost` tokens from a
 /// resource bucket for calls that launch or terminate instances.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,7 +29,8 @@ use tracing::Instrument;
 use self::aws::{AwsMachines, Observation, Release, Scope, previous_status};
 use super::{Error, Platform, reasons, write_conditions};
 use crate::api::{FINALIZER_MACHINE, GROUP, KubeZeroCluster, KubeZeroMachine, KubeZeroMachineStatus};
-use crate::aws::launcher::LauncherSettings;
+use crate::aws::instances::MachineKey;
+use crate::aws::launcher::{LauncherSettings, Wake};
 use crate::settings::Backends;
 
 /// Controller name (metrics label, logs).
@@ -96,21 +97,33 @@ pub struct MachineBackends {
 }
 
 impl MachineBackends {
-    /// The backends over the process's shared clients, batching with `settings`.
-    pub fn new(backends: Arc<Backends>, settings: LauncherSettings) -> Self {
+    /// The backends over the process's shared clients, batching with `settings`; machines whose
+    /// launch or termination batch ended are sent to `wake` when given.
+    pub fn new(backends: Arc<Backends>, settings: LauncherSettings, wake: Option<Wake>) -> Self {
         Self {
-            aws: AwsMachines::new(backends, settings),
+            aws: AwsMachines::new(backends, settings, wake),
         }
     }
 }
 
-/// Runs the KubeZeroMachine controller until the manager shuts down.
+/// Runs the KubeZeroMachine controller until the manager shuts down. A machine whose launch or
+/// termination batch ended is reconciled again at once.
 pub async fn run(context: Context, backends: Arc<Backends>) {
-    let machines = Arc::new(MachineBackends::new(backends, LauncherSettings::default()));
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let settings = backends.launcher.clone();
+    let machines = Arc::new(MachineBackends::new(backends, settings, Some(wake)));
+    let woken = futures::stream::unfold(woken, |mut woken| async move {
+        let machine: MachineKey = woken.recv().await?;
+        Some((
+            ObjectRef::<KubeZeroMachine>::new(&machine.name).within(&machine.namespace),
+            woken,
+        ))
+    });
     run_machine_controller(
         context,
         CONTROLLER,
         machine_to_infra_machine,
+        woken,
         move |machine, context| reconcile(machine, context, machines.clone()),
     )
     .await;
@@ -581,6 +594,7 @@ mod tests {
         let backends = Arc::new(MachineBackends::new(
             Backends::new(&ProviderArgs::default()),
             LauncherSettings::default(),
+            None,
         ));
         let result = reconcile(Arc::new(object), Arc::new(context(client)), backends).await;
         (result, api.requests())

@@ -26,7 +26,7 @@ use crate::aws::ami::{AmiError, AmiResolver};
 use crate::aws::clients::{AwsClients, AwsIdentity};
 use crate::aws::infrastructure::cluster_tags;
 use crate::aws::instances::{Instance, InstanceState, LaunchSpec, MachineKey, parse_provider_id};
-use crate::aws::launcher::{ClusterInstances, Launcher, LauncherSettings};
+use crate::aws::launcher::{ClusterInstances, LaunchStatus, Launcher, LauncherSettings, Wake};
 use crate::aws::load_balancer::{deregister_targets, register_targets};
 use crate::aws::tags::{OWNED, ROLE_TAG, Role};
 use crate::settings::Backends;
@@ -45,6 +45,9 @@ pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while waiting for bootstrap data.
 pub const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(10);
+/// How soon to look again while the machine's launch batch runs, should its end not wake the
+/// machine (the wake channel usually does within seconds).
+pub const LAUNCH_REQUEUE: Duration = Duration::from_secs(30);
 
 /// The AWS backend of the machine controller: client sets, the per-cluster launch batchers and
 /// the image cache, shared by every reconcile.
@@ -248,11 +251,16 @@ pub fn observe(machine: &KubeZeroMachine, instance: &Instance) -> Observation {
 }
 
 impl AwsMachines {
-    /// The backend over the process's AWS client sets.
-    pub fn new(backends: Arc<Backends>, settings: LauncherSettings) -> Self {
+    /// The backend over the process's AWS client sets; machines whose launch or termination
+    /// batch ended are sent to `wake` when given.
+    pub fn new(backends: Arc<Backends>, settings: LauncherSettings, wake: Option<Wake>) -> Self {
+        let launcher = match wake {
+            Some(wake) => Launcher::with_wake(settings, wake),
+            None => Launcher::new(settings),
+        };
         Self {
             backends,
-            launcher: Launcher::new(settings),
+            launcher,
             amis: AmiResolver::default(),
         }
     }
@@ -300,15 +308,19 @@ impl AwsMachines {
                     requeue: Duration::from_secs(30),
                 });
             }
+            (None, None) if instances.launch_in_flight(&key) => return Ok(launching(machine)),
             (None, None) => match self.launch_spec(client, &aws, scope, &object).await? {
-                Next::Launch(spec) => instances.launch(key, Arc::new(spec)).await.map_err(|error| {
-                    let reason = if error.class() == ErrorClass::Invalid {
-                        reasons::INVALID_LAUNCH_SPEC
-                    } else {
-                        reasons::INSTANCE_LAUNCH_FAILED
-                    };
-                    MachineError::cloud(&object, reason, error.class(), error)
-                })?,
+                Next::Launch(spec) => match instances.request_launch(key, Arc::new(spec)) {
+                    LaunchStatus::InFlight => return Ok(launching(machine)),
+                    LaunchStatus::Done(result) => (*result).map_err(|error| {
+                        let reason = if error.class() == ErrorClass::Invalid {
+                            reasons::INVALID_LAUNCH_SPEC
+                        } else {
+                            reasons::INSTANCE_LAUNCH_FAILED
+                        };
+                        MachineError::cloud(&object, reason, error.class(), error)
+                    })?,
+                },
                 Next::Wait(observation) => return Ok(observation),
             },
         };
@@ -475,8 +487,17 @@ impl AwsMachines {
         };
         let tags = cluster_tags(&cluster, infra_spec);
         let instances: Arc<ClusterInstances> = self.launcher.cluster(&aws, &tags, &namespace);
+        let key = machine_key(machine);
+        if instances.launch_in_flight(&key) {
+            // Its instance may still appear: terminate it once the batch has ended.
+            return Ok(Release::Waiting(Observed::false_(
+                READY_CONDITION,
+                reasons::INSTANCE_TERMINATING,
+                "waiting for the machine's launch batch to end before terminating its instance",
+            )));
+        }
         let found = instances
-            .find(&machine_key(machine), known_id.as_deref())
+            .find(&key, known_id.as_deref())
             .await
             .map_err(|error| MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error))?;
         let Some(instance) = found else {
@@ -501,16 +522,33 @@ impl AwsMachines {
                     MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error)
                 })?;
         }
-        instances
-            .terminate(&instance.id)
-            .await
-            .map_err(|error| MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error))?;
-        tracing::info!(instance = %instance.id, "instance terminating");
+        if let Some(Err(error)) = instances.request_termination(key, &instance.id) {
+            return Err(MachineError::cloud(
+                &object,
+                reasons::DELETION_FAILED,
+                error.class(),
+                error,
+            ));
+        }
+        tracing::info!(instance = %instance.id, "instance termination requested");
         Ok(Release::Waiting(Observed::false_(
             READY_CONDITION,
             reasons::INSTANCE_TERMINATING,
             format!("instance {} is terminating", instance.id),
         )))
+    }
+}
+
+/// The observation while the machine's launch batch runs.
+fn launching(machine: &KubeZeroMachine) -> Observation {
+    Observation {
+        ready: Observed::false_(
+            READY_CONDITION,
+            reasons::INSTANCE_PROVISIONING,
+            "waiting for the machine's launch batch (one RunInstances for identical machines)",
+        ),
+        status: previous_status(machine),
+        requeue: LAUNCH_REQUEUE,
     }
 }
 
