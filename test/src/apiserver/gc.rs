@@ -12,18 +12,24 @@ use super::registry::ResKey;
 use super::store::meta_str;
 use super::{Inner, State};
 
-/// Runs until the server stops.
+/// Runs until the server stops: a pass after each write that started or finished a deletion (other
+/// writes cannot make a dependent collectable, so a flood of creates and updates costs no scan),
+/// and one every 500 ms (dependents created with owners that never existed).
 pub(crate) async fn run(inner: Arc<Inner>) {
+    let mut scanned_at_deletions = None;
     loop {
-        tokio::select! {
+        let periodic = tokio::select! {
             _ = inner.cancel.cancelled() => return,
-            _ = inner.gc.notified() => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
+            _ = inner.gc.notified() => false,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => true,
+        };
         // Let a burst of writes settle.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let changed = {
             let mut state = inner.lock();
+            if !periodic && scanned_at_deletions == Some(state.deletions) {
+                continue;
+            }
             let mut changed = false;
             for _ in 0..16 {
                 if !pass(&mut state) {
@@ -31,6 +37,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }
                 changed = true;
             }
+            scanned_at_deletions = Some(state.deletions);
             changed
         };
         if changed {

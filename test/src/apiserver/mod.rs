@@ -92,6 +92,8 @@ pub enum Error {
 pub(crate) struct State {
     pub registry: Registry,
     pub store: Store,
+    /// Deletions started or finished so far: the garbage collector scans again when it moved.
+    pub deletions: u64,
 }
 
 /// Shared between the HTTP handlers, watches and the garbage collector.
@@ -130,6 +132,7 @@ impl ApiServer {
         let mut state = State {
             registry: Registry::builtin(),
             store: Store::new(EVENT_LOG_CAPACITY),
+            deletions: 0,
         };
         for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = state

@@ -524,6 +524,7 @@ pub(crate) fn update(
 /// Removes an object from the store, with the CRD cleanup when it is a CRD.
 pub(crate) fn remove_object(state: &mut State, key: &ResKey, ns: &str, name: &str) -> Option<Value> {
     let removed = state.store.remove(key, ns, name)?;
+    state.deletions += 1;
     if key.0 == "apiextensions.k8s.io" && key.1 == "customresourcedefinitions" {
         let res = (
             removed["spec"]["group"].as_str().unwrap_or_default().to_owned(),
@@ -696,6 +697,7 @@ pub(crate) fn delete(
     name: &str,
     options: &Value,
 ) -> Result<(Value, bool), ApiError> {
+    state.deletions += 1;
     let rt = ctx.rt;
     let key = rt.key();
     let ns = if rt.namespaced { ctx.namespace } else { "" };

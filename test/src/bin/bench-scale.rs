@@ -353,6 +353,24 @@ async fn reconciles(metrics: SocketAddr) -> Option<u64> {
     )
 }
 
+/// The sum of the provider's `kubezero_aws_requests_total` series, or `None` while its metrics
+/// endpoint does not answer.
+async fn aws_requests(metrics: SocketAddr) -> Option<u64> {
+    let response =
+        tokio::task::spawn_blocking(move || emulator_http::get(metrics, "/metrics", Duration::from_secs(5)))
+            .await
+            .ok()?
+            .ok()?;
+    Some(
+        response
+            .text()
+            .lines()
+            .filter(|line| line.starts_with("kubezero_aws_requests_total{"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Phase 2: MachineDeployment 0 → N → 0, Cluster deleted.
 
@@ -384,6 +402,10 @@ struct ScaleReport {
     peak_rss_kib: u64,
     rss_at_scale_kib: u64,
     left_in_moto: Option<String>,
+    /// AWS requests of the whole phase: seen by the proxy, and by the provider's own
+    /// `kubezero_aws_requests_total`.
+    requests_at_proxy: u64,
+    requests_in_metric: Option<u64>,
 }
 
 impl ScaleReport {
@@ -462,6 +484,15 @@ impl ScaleReport {
             "left in moto",
             self.left_in_moto.clone().unwrap_or_else(|| "not counted".into()),
         );
+        row(
+            "AWS requests: at the proxy / in kubezero_aws_requests_total",
+            format!(
+                "{} / {}",
+                self.requests_at_proxy,
+                self.requests_in_metric
+                    .map_or_else(|| "not scraped".into(), |n| n.to_string())
+            ),
+        );
     }
 }
 
@@ -482,6 +513,8 @@ async fn scale_phase(options: &Options) -> BenchResult<ScaleReport> {
     let namespace = view.namespace().to_string();
     let mut report = ScaleReport::default();
     let outcome = scale_steps(options, &client, &namespace, &proxy, pid, &mut report).await;
+    report.requests_at_proxy = snapshot(&proxy).values().sum();
+    report.requests_in_metric = aws_requests(metrics_address(pid)?).await;
     report.peak_rss_kib = report.peak_rss_kib.max(proc_status(pid, "VmHWM").unwrap_or(0));
     if let Err(error) = &outcome {
         eprintln!("scale phase stopped: {error}");

@@ -28,7 +28,6 @@ use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::refs::resolve;
 use super::util::{
     ContractRef, at, bool_at, capi_owner, condition_status, delete_and_check, dynamic_api, ensure_finalizer,
     ensure_label, i64_at, is_deleting, mirror_ready, remove_finalizer, replace, replace_status, set_at,
@@ -63,7 +62,7 @@ pub(crate) async fn reconcile(cluster: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Res
 
     match ContractRef::at(&cluster.data, "spec.infrastructureRef") {
         Some(infra_ref) => {
-            let ar = resolve(&ctx.client, &infra_ref.api_group, &infra_ref.kind).await?;
+            let ar = ctx.resolve(&infra_ref.api_group, &infra_ref.kind).await?;
             let infra_api = dynamic_api(&ctx.client, &namespace, &ar);
             match infra_api.get_opt(&infra_ref.name).await? {
                 None => {
@@ -242,7 +241,7 @@ async fn reconcile_delete(ctx: &Ctx, cluster: DynamicObject) -> Result<Action, E
 
     for path in ["spec.controlPlaneRef", "spec.infrastructureRef"] {
         if let Some(reference) = ContractRef::at(&cluster.data, path) {
-            let ar = resolve(&ctx.client, &reference.api_group, &reference.kind).await?;
+            let ar = ctx.resolve(&reference.api_group, &reference.kind).await?;
             if delete_and_check(&dynamic_api(&ctx.client, &namespace, &ar), &reference.name).await? {
                 return Ok(ctx.wait());
             }

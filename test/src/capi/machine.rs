@@ -21,14 +21,14 @@
 //!   remove the finalizer. Drain, volume detach and hooks are not emulated.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use super::refs::resolve;
 use super::util::{
     ContractRef, at, bool_at, capi_owner, delete_and_check, dynamic_api, ensure_finalizer, ensure_label,
     has_paused_annotation, is_capi_owner, is_deleting, mirror_ready, remove_finalizer, replace,
@@ -63,7 +63,10 @@ pub(crate) async fn reconcile(machine: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Res
         json!({})
     };
     let generation = machine.metadata.generation;
-    let mut waiting = false;
+    // What the Machine waits for decides when to look again: a provider object's status (its
+    // watch wakes the Machine), a provider object or workload cluster not there yet (polled), its Node
+    // (polled, less often as the Machine ages).
+    let mut waiting = Waiting::Nothing;
 
     // Bootstrap config (§4).
     match ContractRef::at(&machine.data, "spec.bootstrap.configRef") {
@@ -87,10 +90,10 @@ pub(crate) async fn reconcile(machine: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Res
                         json!(true),
                     );
                 } else if !bool_at(&status, "initialization.bootstrapDataSecretCreated") {
-                    waiting = true;
+                    waiting.add(Waiting::Watched);
                 }
             }
-            None => waiting = true,
+            None => waiting.add(Waiting::Missing),
         },
         None => {
             if str_at(&machine.data, "spec.bootstrap.dataSecretName").is_some() {
@@ -128,25 +131,27 @@ pub(crate) async fn reconcile(machine: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Res
                         json!(true),
                     );
                 } else if !bool_at(&status, "initialization.infrastructureProvisioned") {
-                    waiting = true;
+                    waiting.add(Waiting::Watched);
                 }
             }
-            None => waiting = true,
+            None => waiting.add(Waiting::Missing),
         },
-        None => waiting = true,
+        None => waiting.add(Waiting::Missing),
     }
 
     // Node link (§3 step 3).
     if str_at(&status, "nodeRef.name").is_none() {
         match str_at(&machine.data, "spec.providerID") {
             Some(provider_id) => match workload(&ctx, &namespace, &cluster_name).await {
-                Some(client) => match node_by_provider_id(&client, provider_id).await? {
-                    Some(node) => status["nodeRef"] = json!({"name": node}),
-                    None => waiting = true,
-                },
-                None => waiting = true,
+                Some(client) => {
+                    match node_by_provider_id(&ctx, &namespace, &cluster_name, &client, provider_id).await? {
+                        Some(node) => status["nodeRef"] = json!({"name": node}),
+                        None => waiting.add(Waiting::Node),
+                    }
+                }
+                None => waiting.add(Waiting::Missing),
             },
-            None => waiting = true,
+            None => waiting.add(Waiting::Watched),
         }
     }
 
@@ -168,7 +173,45 @@ pub(crate) async fn reconcile(machine: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Res
         machine = replace(&api, &machine).await?;
     }
     replace_status(&api, &machine, &old_status, status).await?;
-    Ok(if waiting { ctx.wait() } else { ctx.resync() })
+    Ok(match waiting {
+        Waiting::Missing => ctx.wait(),
+        Waiting::Node => Action::requeue(node_poll(&ctx, &machine)),
+        Waiting::Watched | Waiting::Nothing => ctx.resync(),
+    })
+}
+
+/// What a Machine waits for, the most urgent last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Waiting {
+    Nothing,
+    /// A status change of a provider object it owns (watched: the change wakes it).
+    Watched,
+    /// Its Node in the workload cluster.
+    Node,
+    /// A provider object or the workload cluster that does not exist yet.
+    Missing,
+}
+
+impl Waiting {
+    fn add(&mut self, other: Waiting) {
+        *self = (*self).max(other);
+    }
+}
+
+/// How soon a Machine waiting for its Node looks again: the poll interval while it is young, then a
+/// tenth of its age, at most ten poll intervals.
+fn node_poll(ctx: &Ctx, machine: &DynamicObject) -> Duration {
+    let poll = ctx.options.poll_interval;
+    let age = machine
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|created| {
+            let age = jiff::Timestamp::now().duration_since(created.0);
+            Duration::try_from(age).ok()
+        })
+        .unwrap_or_default();
+    (age / 10).clamp(poll, poll * 10)
 }
 
 /// Fetches the provider object `reference` and makes the Machine its controller owner with the
@@ -180,7 +223,8 @@ async fn external(
     machine: &DynamicObject,
     cluster_name: &str,
 ) -> Result<Option<Value>, Error> {
-    let ar = resolve(&ctx.client, &reference.api_group, &reference.kind).await?;
+    let ar = ctx.resolve(&reference.api_group, &reference.kind).await?;
+    ctx.machine_externals.watch(&ar);
     let api = dynamic_api(&ctx.client, namespace, &ar);
     let Some(mut obj) = api.get_opt(&reference.name).await? else {
         return Ok(None);
@@ -212,21 +256,20 @@ async fn workload(ctx: &Ctx, namespace: &str, cluster: &str) -> Option<Client> {
     }
 }
 
-/// The Node whose `spec.providerID` equals `provider_id` (§3 step 3; >1 match is an error).
-async fn node_by_provider_id(client: &Client, provider_id: &str) -> Result<Option<String>, Error> {
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let matching: Vec<String> = nodes
-        .items
-        .iter()
-        .filter(|n| n.spec.as_ref().and_then(|s| s.provider_id.as_deref()) == Some(provider_id))
-        .map(|n| n.name_any())
-        .collect();
-    match matching.len() {
-        0 => Ok(None),
-        1 => Ok(matching.into_iter().next()),
-        _ => Err(Error::Invalid(format!(
+/// The Node whose `spec.providerID` equals `provider_id` (§3 step 3; >1 match is an error), read
+/// from the cluster's Node index ([`super::NodeIndex`]).
+async fn node_by_provider_id(
+    ctx: &Ctx,
+    namespace: &str,
+    cluster: &str,
+    client: &Client,
+    provider_id: &str,
+) -> Result<Option<String>, Error> {
+    let index = ctx.nodes.of(namespace, cluster, client).await?;
+    match index.get(provider_id).map(Vec::as_slice) {
+        None | Some([]) => Ok(None),
+        Some([node]) => Ok(Some(node.clone())),
+        Some(_) => Err(Error::Invalid(format!(
             "more than one Node has providerID {provider_id}"
         ))),
     }
@@ -255,7 +298,7 @@ async fn reconcile_delete(
 
     for path in ["spec.infrastructureRef", "spec.bootstrap.configRef"] {
         if let Some(reference) = ContractRef::at(&machine.data, path) {
-            let ar = resolve(&ctx.client, &reference.api_group, &reference.kind).await?;
+            let ar = ctx.resolve(&reference.api_group, &reference.kind).await?;
             let external = dynamic_api(&ctx.client, &namespace, &ar);
             if delete_and_check(&external, &reference.name).await? {
                 return Ok(ctx.wait());

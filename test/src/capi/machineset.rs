@@ -2,7 +2,8 @@
 //!
 //! - Owned Machines are the Machines whose controller ownerReference is this MachineSet (no adoption of
 //!   orphans matching the selector).
-//! - Scale up, per missing replica: clone the BootstrapConfigTemplate (if any), then the
+//! - Scale up, per missing replica (up to [`CREATE_PER_PASS`] per pass, [`CREATE_CONCURRENCY`] at a
+//!   time; the next pass follows at once, so a scale-down during a large scale-up is seen): clone the BootstrapConfigTemplate (if any), then the
 //!   InfraMachineTemplate, then create the Machine (controller ownerRef to the MachineSet). If the
 //!   InfraMachine clone fails the bootstrap clone is deleted; if the Machine fails both are (§4.1).
 //! - Scale down: victims by priority — already deleting (100), annotation
@@ -18,6 +19,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
 
 use kube::ResourceExt;
 use kube::api::{DynamicObject, ListParams};
@@ -33,6 +37,11 @@ use super::{
     CLUSTER_NAME_LABEL, CapiKind, Ctx, DELETE_MACHINE_ANNOTATION, DEPLOYMENT_NAME_LABEL, Error,
     SET_NAME_LABEL, cluster_paused,
 };
+
+/// Most Machines one pass creates; the rest are created by the next pass, which follows at once.
+pub(crate) const CREATE_PER_PASS: usize = 100;
+/// Machines (each with its clones) created at the same time.
+pub(crate) const CREATE_CONCURRENCY: usize = 16;
 
 /// Reconciles one MachineSet.
 pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -66,12 +75,19 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     let desired = i64_at(&ms.data, "spec.replicas").unwrap_or(1).max(0) as usize;
     let mut action = ctx.resync();
     if machines.len() < desired {
+        action = ctx.wait();
         if !cluster_deleting {
-            for _ in machines.len()..desired {
-                create_machine(&ctx, &ms, &cluster_name).await?;
+            let missing = desired - machines.len();
+            let now = missing.min(CREATE_PER_PASS);
+            futures::stream::iter(0..now)
+                .map(|_| create_machine(&ctx, &ms, &cluster_name))
+                .buffer_unordered(CREATE_CONCURRENCY)
+                .try_collect::<Vec<()>>()
+                .await?;
+            if missing > now {
+                action = Action::requeue(Duration::from_millis(10));
             }
         }
-        action = ctx.wait();
     } else if machines.len() > desired {
         let order = str_at(&ms.data, "spec.deletion.order").unwrap_or("Random");
         for victim in victims(&machines, machines.len() - desired, order) {

@@ -19,9 +19,11 @@
 //!
 //! Triggers: the controllers watch the CAPI kinds (Machines wake their Cluster and MachineSet,
 //! MachineSets their MachineDeployment, `<cluster>-ca`/`<cluster>-kubeconfig` Secrets their Cluster).
-//! Provider objects (InfraCluster, InfraMachine, BootstrapConfig) are of kinds only known at run time;
-//! instead of dynamic watches the reconcilers poll them every [`CapiCoreOptions::poll_interval`] while
-//! they wait on them (core re-checks on a timer too, e.g. 5 s for an empty providerID, §3).
+//! Provider objects are of kinds only known at run time: InfraMachine and BootstrapConfig kinds are
+//! watched from the first time the Machine reconciler meets them and wake their owner Machine
+//! (core's external tracker); the InfraCluster is polled every [`CapiCoreOptions::poll_interval`]
+//! while the Cluster waits on it. A Machine waiting for its Node polls the workload cluster's Node
+//! index, less often as the Machine ages (core watches Nodes through its cluster cache).
 
 mod cluster;
 mod crds;
@@ -31,6 +33,7 @@ mod machinedeployment;
 mod machineset;
 mod refs;
 mod templates;
+mod tracker;
 mod util;
 
 use std::fmt;
@@ -40,7 +43,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
@@ -199,11 +202,82 @@ impl CapiKind {
 pub(crate) struct Ctx {
     pub(crate) client: Client,
     pub(crate) options: CapiCoreOptions,
+    pub(crate) nodes: NodeIndex,
+    /// Watches of InfraMachine and BootstrapConfig kinds, waking their Machines.
+    pub(crate) machine_externals: tracker::ExternalTracker,
+    resolved: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ApiResource)>>,
+}
+
+/// Node names by `spec.providerID` of each workload cluster, listed at most once per poll interval:
+/// core reads Nodes from an informer cache indexed by providerID; polling one shared list keeps the
+/// stand-in's cost per Machine constant however many Machines wait for their Node.
+pub(crate) struct NodeIndex {
+    max_age: Duration,
+    clusters: tokio::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<ProviderIds>)>>,
+}
+
+/// Node names by `spec.providerID`.
+pub(crate) type ProviderIds = std::collections::HashMap<String, Vec<String>>;
+
+impl NodeIndex {
+    fn new(max_age: Duration) -> Self {
+        Self {
+            max_age,
+            clusters: Default::default(),
+        }
+    }
+
+    /// The index of cluster `namespace/cluster` (whose workload API `client` serves), at most
+    /// `max_age` old.
+    pub(crate) async fn of(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        client: &Client,
+    ) -> Result<Arc<ProviderIds>, Error> {
+        let mut clusters = self.clusters.lock().await;
+        let key = format!("{namespace}/{cluster}");
+        if let Some((at, index)) = clusters.get(&key)
+            && at.elapsed() < self.max_age
+        {
+            return Ok(index.clone());
+        }
+        let mut index = ProviderIds::new();
+        for node in Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+        {
+            if let Some(provider_id) = node.spec.as_ref().and_then(|s| s.provider_id.clone()) {
+                index.entry(provider_id).or_default().push(node.name_any());
+            }
+        }
+        let index = Arc::new(index);
+        clusters.insert(key, (std::time::Instant::now(), index.clone()));
+        Ok(index)
+    }
 }
 
 impl Ctx {
     pub(crate) fn api(&self, kind: CapiKind, namespace: &str) -> Api<DynamicObject> {
         kind.api(self.client.clone(), namespace)
+    }
+
+    /// [`refs::resolve`] through a cache kept for one poll interval (core reads CRDs from its
+    /// informer cache); failures are not cached.
+    pub(crate) async fn resolve(&self, api_group: &str, kind: &str) -> Result<ApiResource, Error> {
+        let key = format!("{kind}.{api_group}");
+        if let Some((at, resource)) = self.resolved.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && at.elapsed() < self.options.poll_interval
+        {
+            return Ok(resource.clone());
+        }
+        let resource = refs::resolve(&self.client, api_group, kind).await?;
+        self.resolved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (std::time::Instant::now(), resource.clone()));
+        Ok(resource)
     }
 
     /// The Cluster `name` in `namespace`, if it exists.
@@ -287,12 +361,17 @@ impl CapiCore {
 
     /// Starts the Cluster, Machine, MachineSet and MachineDeployment controllers as tokio tasks.
     pub fn start(client: Client, options: CapiCoreOptions) -> CapiCore {
-        let ctx = Arc::new(Ctx {
-            client: client.clone(),
-            options,
-        });
         let cluster_ar = CapiKind::Cluster.api_resource();
         let machine_ar = CapiKind::Machine.api_resource();
+        let (machine_externals, externals_changed) =
+            tracker::ExternalTracker::new(client.clone(), machine_ar.clone());
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            nodes: NodeIndex::new(options.poll_interval),
+            options,
+            machine_externals,
+            resolved: Default::default(),
+        });
         let ms_ar = CapiKind::MachineSet.api_resource();
         let md_ar = CapiKind::MachineDeployment.api_resource();
         let all = |ar: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), ar);
@@ -332,6 +411,7 @@ impl CapiCore {
             .for_each(|_| ready(()));
 
         let machines = Controller::new_with(all(&machine_ar), wc(), machine_ar.clone())
+            .reconcile_on(externals_changed)
             .run(machine::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));
 

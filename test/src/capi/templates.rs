@@ -9,7 +9,6 @@ use kube::api::{DynamicObject, PostParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
-use super::refs::resolve;
 use super::util::{ContractRef, at, dynamic_api};
 use super::{CLONED_FROM_GROUPKIND_ANNOTATION, CLONED_FROM_NAME_ANNOTATION, CLUSTER_NAME_LABEL, Ctx, Error};
 
@@ -44,7 +43,7 @@ pub(crate) async fn clone_template(
     labels: &BTreeMap<String, String>,
     owner: &OwnerReference,
 ) -> Result<ContractRef, Error> {
-    let template_ar = resolve(&ctx.client, &template_ref.api_group, &template_ref.kind).await?;
+    let template_ar = ctx.resolve(&template_ref.api_group, &template_ref.kind).await?;
     let template = dynamic_api(&ctx.client, namespace, &template_ar)
         .get_opt(&template_ref.name)
         .await?
@@ -115,7 +114,7 @@ pub(crate) async fn clone_template(
 
 /// Deletes a clone made by [`clone_template`] (cleanup after a failed Machine creation, §4.1).
 pub(crate) async fn delete_clone(ctx: &Ctx, namespace: &str, clone: &ContractRef) {
-    let Ok(ar) = resolve(&ctx.client, &clone.api_group, &clone.kind).await else {
+    let Ok(ar) = ctx.resolve(&clone.api_group, &clone.kind).await else {
         return;
     };
     let result = super::util::delete_and_check(&dynamic_api(&ctx.client, namespace, &ar), &clone.name).await;

@@ -13,10 +13,12 @@ use futures::future::join_all;
 use kubezero_provider::api::aws::{AmiArchitecture, AwsAmi, AwsAmiLookup, AwsImds, AwsVolume};
 use kubezero_provider::api::{NodeArchitecture, OperatingSystem};
 use kubezero_provider::aws::ami::{AmiError, AmiResolver};
-use kubezero_provider::aws::clients::{AwsClients, AwsIdentity, AwsSettings, ClientRegistry};
+use kubezero_provider::aws::clients::{
+    AWS_REQUESTS_METRIC, AwsClients, AwsIdentity, AwsSettings, ClientRegistry,
+};
 use kubezero_provider::aws::instance_types::InstanceTypeCache;
 use kubezero_provider::aws::instances::{Fill, LaunchSpec, MachineKey, run_instances};
-use kubezero_provider::aws::launcher::{ClusterInstances, LauncherSettings};
+use kubezero_provider::aws::launcher::{ClusterInstances, LaunchStatus, Launcher, LauncherSettings};
 use kubezero_provider::aws::tags::{ClusterTags, OWNED, ROLE_TAG};
 use kubezero_test::cloud::{Moto, alpine_ami, alpine_amis};
 use serde_json::Value;
@@ -353,6 +355,139 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
             .terminate(&launched[0].id)
             .await
             .expect("terminating a terminated instance is fine");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_aws_request_is_counted_in_the_managers_metrics() {
+    bounded(async {
+        let moto = start_moto();
+        let registry = ClientRegistry::new(AwsSettings {
+            endpoint_url: Some(moto.endpoint_url()),
+            ..AwsSettings::default()
+        });
+        let identity = AwsIdentity::Static {
+            access_key_id: moto.access_key_id().to_owned(),
+            secret_access_key: moto.secret_access_key().to_owned(),
+            session_token: None,
+        };
+        let aws = registry
+            .clients(&identity, moto.region())
+            .await
+            .expect("client set");
+        let metrics = kubezero_capi::runtime::Metrics::new();
+        let (name, help) = AWS_REQUESTS_METRIC;
+        metrics.register(name, help, registry.request_counter().clone());
+        let instances = batcher(&aws, settings());
+        instances.instances().await.expect("describe");
+        let spec = Arc::new(launch_spec(&default_subnet(&moto), "I2FscGluZS1jb25maWcK"));
+        instances.launch(machine(0), spec).await.expect("launched");
+
+        let text = metrics.encode();
+        let count = |operation: &str| {
+            let prefix = format!(r#"kubezero_aws_requests_total{{service="ec2",operation="{operation}"}} "#);
+            text.lines()
+                .find_map(|line| line.strip_prefix(prefix.as_str()))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+        };
+        let stats = aws.stats().snapshot();
+        assert_eq!(
+            count("DescribeInstances"),
+            stats.get("DescribeInstances").copied(),
+            "{text}"
+        );
+        assert_eq!(count("RunInstances"), Some(1), "{text}");
+        assert!(
+            text.contains("# HELP kubezero_aws_requests AWS API requests sent"),
+            "{text}"
+        );
+    })
+    .await;
+}
+
+/// Waits for `count` machines on the wake channel.
+async fn woken(
+    wakes: &mut tokio::sync::mpsc::UnboundedReceiver<MachineKey>,
+    count: usize,
+) -> Vec<MachineKey> {
+    let mut machines = Vec::new();
+    while machines.len() < count {
+        let machine = tokio::time::timeout(Duration::from_secs(30), wakes.recv())
+            .await
+            .expect("woken within 30 s")
+            .expect("the wake channel is open");
+        machines.push(machine);
+    }
+    machines.sort();
+    machines
+}
+
+#[tokio::test]
+async fn requested_launches_and_terminations_do_not_wait_and_wake_their_machines() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let (wake, mut wakes) = tokio::sync::mpsc::unbounded_channel();
+        let launcher = Launcher::with_wake(settings(), wake);
+        let instances = launcher.cluster(&aws, &ClusterTags::new(CLUSTER, BTreeMap::new()), "default");
+        let spec = Arc::new(launch_spec(&subnet, "I2FscGluZS1jb25maWcK"));
+        let machines = 25;
+        let keys: Vec<MachineKey> = (0..machines).map(machine).collect();
+        let before = aws.stats().snapshot();
+
+        // A reconcile asks and returns: every machine is in flight, asking again changes nothing.
+        for key in &keys {
+            assert!(matches!(
+                instances.request_launch(key.clone(), spec.clone()),
+                LaunchStatus::InFlight
+            ));
+        }
+        for key in &keys {
+            assert!(instances.launch_in_flight(key));
+            assert!(matches!(
+                instances.request_launch(key.clone(), spec.clone()),
+                LaunchStatus::InFlight
+            ));
+        }
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(
+            woken(&mut wakes, machines).await,
+            expected,
+            "each machine woken once"
+        );
+        let mut ids = Vec::new();
+        for key in &keys {
+            assert!(!instances.launch_in_flight(key));
+            let LaunchStatus::Done(result) = instances.request_launch(key.clone(), spec.clone()) else {
+                panic!("{key:?}: the batch has ended");
+            };
+            let instance = (*result).expect("launched");
+            assert_eq!(instance.machine, Some(key.tag_value()));
+            let found = instances.find(key, None).await.expect("view");
+            assert_eq!(found.map(|f| f.id), Some(instance.id.clone()));
+            ids.push(instance.id);
+        }
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), machines, "one instance per machine");
+        assert_eq!(live_instances(&moto), ids);
+        assert_eq!(delta(&before, &aws.stats().snapshot(), "RunInstances"), 1);
+
+        let before = aws.stats().snapshot();
+        for (key, id) in keys.iter().zip(&ids) {
+            assert!(instances.request_termination(key.clone(), id).is_none());
+            assert!(instances.request_termination(key.clone(), id).is_none());
+        }
+        assert_eq!(woken(&mut wakes, machines).await.len(), machines);
+        for (key, id) in keys.iter().zip(&ids) {
+            let ended = instances.request_termination(key.clone(), id);
+            assert!(matches!(ended, Some(Ok(()))), "{ended:?}");
+        }
+        assert_eq!(delta(&before, &aws.stats().snapshot(), "TerminateInstances"), 1);
+        assert!(live_instances(&moto).is_empty());
     })
     .await;
 }
