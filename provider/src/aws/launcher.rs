@@ -12,7 +12,9 @@
 //!   [`ClusterInstances::request_termination`] join one and return, and the batch's end is sent on
 //!   the wake channel ([`Launcher::with_wake`]) so the machine is reconciled again with its result;
 //! - untagged instances of a launch spec that nobody adopted within
-//!   [`LauncherSettings::orphan_grace`] are terminated, so a crash never leaks an instance.
+//!   [`LauncherSettings::orphan_grace`] (counted from the launch and from the start of the
+//!   process) are terminated, so a crash never leaks an instance; an instance a machine found by
+//!   its persisted id is tagged again instead.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -230,6 +232,12 @@ pub struct ClusterInstances {
     launch_lock: AsyncMutex<()>,
     terminations: Mutex<PendingTerminations>,
     requests: Mutex<Requests>,
+    /// Instances assigned to a machine whose CreateTags failed: tagged again at each refresh of
+    /// the view, and never taken for orphans meanwhile.
+    untagged: Mutex<HashMap<String, MachineKey>>,
+    /// When this view was made: orphans are only collected once every machine had
+    /// [`LauncherSettings::orphan_grace`] to claim its instance (after a restart too).
+    created: Instant,
     wake: Option<Wake>,
 }
 
@@ -255,6 +263,8 @@ impl ClusterInstances {
             launch_lock: AsyncMutex::new(()),
             terminations: Mutex::new(PendingTerminations::default()),
             requests: Mutex::new(Requests::default()),
+            untagged: Mutex::new(HashMap::new()),
+            created: Instant::now(),
             wake: None,
         }
     }
@@ -279,13 +289,51 @@ impl ClusterInstances {
             instances: merged.clone(),
         });
         drop(snapshot);
+        self.retag().await;
         self.collect_orphans(&merged);
         Ok(merged)
+    }
+
+    /// Records that `instance`, found by the id `machine` persisted, belongs to it: when the view
+    /// shows it without machine tags (their CreateTags failed, possibly before a restart), they are
+    /// set at the next refresh and the instance is never taken for an orphan.
+    pub fn keep_assigned(&self, instance: &Instance, machine: &MachineKey) {
+        if instance.machine.is_none() && !instance.state.is_ending() {
+            lock(&self.untagged).insert(instance.id.clone(), machine.clone());
+        }
+    }
+
+    /// Tags again the instances whose machine tags could not be set when they were assigned.
+    async fn retag(&self) {
+        let pending: Vec<(String, MachineKey)> = lock(&self.untagged)
+            .iter()
+            .map(|(id, machine)| (id.clone(), machine.clone()))
+            .collect();
+        for (id, machine) in pending {
+            match tag_instance(&self.aws, &id, &machine_tags(&machine)).await {
+                Ok(()) => {
+                    lock(&self.untagged).remove(&id);
+                    tracing::info!(instance = %id, machine = %machine.tag_value(), "machine tags set on the second try");
+                }
+                Err(error) if error.is_not_found() => {
+                    lock(&self.untagged).remove(&id);
+                }
+                Err(error) => {
+                    tracing::warn!(instance = %id, machine = %machine.tag_value(), %error, "tagging the instance failed again");
+                }
+            }
+        }
     }
 
     /// Applies what this process knows better than a possibly stale DescribeInstances: instances
     /// it launched that are not listed yet, machine tags not visible yet, terminations issued.
     fn merge_local(&self, mut described: Vec<Instance>) -> Vec<Instance> {
+        let untagged = lock(&self.untagged).clone();
+        for listed in described.iter_mut().filter(|i| i.machine.is_none()) {
+            if let Some(machine) = untagged.get(&listed.id) {
+                listed.machine = Some(machine.tag_value());
+            }
+        }
         let mut local = lock(&self.local);
         local.retain(|_, (at, _)| at.elapsed() < self.settings.local_memory);
         for (_, known) in local.values() {
@@ -640,12 +688,14 @@ impl ClusterInstances {
     }
 
     /// Tags `instance` for `member` and remembers the assignment. A failed CreateTags still leaves
-    /// the instance with the machine (the controller persists its id); it is retried on adoption.
+    /// the instance with the machine (the controller persists its id); the tags are set again at
+    /// each refresh of the view until they stick.
     async fn claim(&self, instance: &mut Instance, member: &MachineKey) -> Result<(), LaunchError> {
         instance.machine = Some(member.tag_value());
         self.record(instance).await;
         if let Err(error) = tag_instance(&self.aws, &instance.id, &machine_tags(member)).await {
-            tracing::warn!(instance = %instance.id, machine = %member.tag_value(), %error, "tagging the instance failed");
+            tracing::warn!(instance = %instance.id, machine = %member.tag_value(), %error, "tagging the instance failed; trying again at the next refresh");
+            lock(&self.untagged).insert(instance.id.clone(), member.clone());
         }
         Ok(())
     }
@@ -795,6 +845,9 @@ impl ClusterInstances {
 
     /// Terminates instances of a launch spec that no machine claimed within the grace period.
     fn collect_orphans(&self, instances: &[Instance]) {
+        if self.created.elapsed() < self.settings.orphan_grace {
+            return;
+        }
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);

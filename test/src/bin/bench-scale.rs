@@ -240,7 +240,7 @@ async fn watched_phase(options: &Options) -> BenchResult<WatchedReport> {
     let extra: Vec<(&str, &str)> = flags.iter().map(|flag| (PROVIDER, flag.as_str())).collect();
     world.start_managers_with(&extra)?;
     let pid = world.manager_pid(PROVIDER).ok_or("the provider did not start")?;
-    let metrics = metrics_address(pid)?;
+    let metrics = metrics_address(pid).await?;
     let view = world.view();
     let client = view.client();
     let namespace = view.namespace().to_string();
@@ -324,16 +324,27 @@ fn watched_machine(namespace: &str, index: usize) -> KubeZeroMachine {
     .expect("a valid KubeZeroMachine")
 }
 
-/// The provider's metrics address, from the `--metrics-bind-address` the world gave it.
-fn metrics_address(pid: u32) -> BenchResult<SocketAddr> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
-    cmdline
-        .split(|byte| *byte == 0)
-        .filter_map(|arg| std::str::from_utf8(arg).ok())
-        .find_map(|arg| arg.strip_prefix("--metrics-bind-address="))
-        .ok_or("the provider has no --metrics-bind-address")?
-        .parse()
-        .map_err(|error| format!("metrics address: {error}").into())
+/// The provider's metrics address, from the `--metrics-bind-address` the world gave it (read from
+/// its command line, which shows the manager's arguments once its exec has happened).
+async fn metrics_address(pid: u32) -> BenchResult<SocketAddr> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))?;
+        let address = cmdline
+            .split(|byte| *byte == 0)
+            .filter_map(|arg| std::str::from_utf8(arg).ok())
+            .find_map(|arg| arg.strip_prefix("--metrics-bind-address="))
+            .map(str::to_owned);
+        match address {
+            Some(address) => {
+                return address
+                    .parse()
+                    .map_err(|error| format!("metrics address: {error}").into());
+            }
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            None => return Err("the provider has no --metrics-bind-address".into()),
+        }
+    }
 }
 
 /// `kubezero_reconcile_total{controller="kubezeromachine"}` of the provider, or `None` while its
@@ -514,7 +525,7 @@ async fn scale_phase(options: &Options) -> BenchResult<ScaleReport> {
     let mut report = ScaleReport::default();
     let outcome = scale_steps(options, &client, &namespace, &proxy, pid, &mut report).await;
     report.requests_at_proxy = snapshot(&proxy).values().sum();
-    report.requests_in_metric = aws_requests(metrics_address(pid)?).await;
+    report.requests_in_metric = aws_requests(metrics_address(pid).await?).await;
     report.peak_rss_kib = report.peak_rss_kib.max(proc_status(pid, "VmHWM").unwrap_or(0));
     if let Err(error) = &outcome {
         eprintln!("scale phase stopped: {error}");

@@ -600,6 +600,63 @@ async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
 }
 
 #[tokio::test]
+async fn an_assigned_instance_whose_machine_tags_failed_is_tagged_again_and_kept() {
+    bounded(async {
+        let moto = start_moto();
+        let aws = clients_for(&moto).await;
+        let subnet = default_subnet(&moto);
+        let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+        // Launched for a machine that persisted its id, but the CreateTags of its machine tags
+        // failed (or the provider restarted before it): only the launch-spec tag is on it.
+        let launched = run_instances(
+            &aws,
+            &spec,
+            &subnet,
+            1,
+            Fill::All,
+            "kzb-untagged",
+            &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), spec.fingerprint())]),
+        )
+        .await
+        .expect("launched");
+        let id = launched[0].id.clone();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        // A restarted provider: its machines get the grace period to find their instances.
+        let instances = batcher(
+            &aws,
+            LauncherSettings {
+                orphan_grace: Duration::from_secs(1),
+                ..settings()
+            },
+        );
+        let found = instances
+            .find(&machine(0), Some(&id))
+            .await
+            .expect("describe")
+            .expect("found by its id");
+        assert_eq!(found.machine, None);
+        instances.keep_assigned(&found, &machine(0));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        instances.instances().await.expect("describe");
+        let tagged = format!(
+            "Action=DescribeInstances&Filter.1.Name=tag:{}&Filter.1.Value.1=default/demo-md-0",
+            kubezero_provider::aws::instances::MACHINE_TAG
+        );
+        crate::support::eventually("the machine tags set again", || async {
+            let answer = moto.ec2_query(&tagged).ok()?;
+            xml_values(&answer.text(), "instanceId")
+                .contains(&id.as_str())
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        instances.instances().await.expect("describe");
+        assert_eq!(live_instances(&moto), vec![id], "never taken for an orphan");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn alpine_lookup_picks_the_newest_matching_image_once() {
     bounded(async {
         let mut amis = alpine_amis();

@@ -293,7 +293,10 @@ impl AwsMachines {
             MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
         })?;
         let instance = match (found, &known_id) {
-            (Some(instance), _) => instance,
+            (Some(instance), _) => {
+                instances.keep_assigned(&instance, &key);
+                instance
+            }
             (None, Some(id)) => {
                 let mut status = previous_status(machine);
                 status.addresses.clear();
