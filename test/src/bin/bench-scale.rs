@@ -347,26 +347,9 @@ async fn metrics_address(pid: u32) -> BenchResult<SocketAddr> {
     }
 }
 
-/// `kubezero_reconcile_total{controller="kubezeromachine"}` of the provider, or `None` while its
+/// The sum of the provider's metric series whose line starts with `series`, or `None` while its
 /// metrics endpoint does not answer.
-async fn reconciles(metrics: SocketAddr) -> Option<u64> {
-    let response =
-        tokio::task::spawn_blocking(move || emulator_http::get(metrics, "/metrics", Duration::from_secs(5)))
-            .await
-            .ok()?
-            .ok()?;
-    let text = response.text();
-    Some(
-        text.lines()
-            .find_map(|line| line.strip_prefix(r#"kubezero_reconcile_total{controller="kubezeromachine"} "#))
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(0),
-    )
-}
-
-/// The sum of the provider's `kubezero_aws_requests_total` series, or `None` while its metrics
-/// endpoint does not answer.
-async fn aws_requests(metrics: SocketAddr) -> Option<u64> {
+async fn metric_sum(metrics: SocketAddr, series: &'static str) -> Option<u64> {
     let response =
         tokio::task::spawn_blocking(move || emulator_http::get(metrics, "/metrics", Duration::from_secs(5)))
             .await
@@ -376,10 +359,24 @@ async fn aws_requests(metrics: SocketAddr) -> Option<u64> {
         response
             .text()
             .lines()
-            .filter(|line| line.starts_with("kubezero_aws_requests_total{"))
+            .filter(|line| line.starts_with(series))
             .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
             .sum(),
     )
+}
+
+/// `kubezero_reconcile_total{controller="kubezeromachine"}` of the provider.
+async fn reconciles(metrics: SocketAddr) -> Option<u64> {
+    metric_sum(
+        metrics,
+        r#"kubezero_reconcile_total{controller="kubezeromachine"} "#,
+    )
+    .await
+}
+
+/// The sum of the provider's `kubezero_aws_requests_total` series.
+async fn aws_requests(metrics: SocketAddr) -> Option<u64> {
+    metric_sum(metrics, "kubezero_aws_requests_total{").await
 }
 
 // ---------------------------------------------------------------------------------------------

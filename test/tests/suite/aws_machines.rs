@@ -27,7 +27,8 @@ use crate::support::bounded;
 
 const CLUSTER: &str = "demo";
 
-async fn clients_for(moto: &Moto) -> AwsClients {
+/// A client registry for moto and the client set of moto's region from it.
+async fn registry_for(moto: &Moto) -> (ClientRegistry, AwsClients) {
     let registry = ClientRegistry::new(AwsSettings {
         endpoint_url: Some(moto.endpoint_url()),
         initial_backoff: Duration::from_millis(10),
@@ -38,10 +39,15 @@ async fn clients_for(moto: &Moto) -> AwsClients {
         secret_access_key: moto.secret_access_key().to_owned(),
         session_token: None,
     };
-    registry
+    let clients = registry
         .clients(&identity, moto.region())
         .await
-        .expect("client set")
+        .expect("client set");
+    (registry, clients)
+}
+
+async fn clients_for(moto: &Moto) -> AwsClients {
+    registry_for(moto).await.1
 }
 
 fn settings() -> LauncherSettings {
@@ -363,19 +369,7 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
 async fn every_aws_request_is_counted_in_the_managers_metrics() {
     bounded(async {
         let moto = start_moto();
-        let registry = ClientRegistry::new(AwsSettings {
-            endpoint_url: Some(moto.endpoint_url()),
-            ..AwsSettings::default()
-        });
-        let identity = AwsIdentity::Static {
-            access_key_id: moto.access_key_id().to_owned(),
-            secret_access_key: moto.secret_access_key().to_owned(),
-            session_token: None,
-        };
-        let aws = registry
-            .clients(&identity, moto.region())
-            .await
-            .expect("client set");
+        let (registry, aws) = registry_for(&moto).await;
         let metrics = kubezero_capi::runtime::Metrics::new();
         let (name, help) = AWS_REQUESTS_METRIC;
         metrics.register(name, help, registry.request_counter().clone());
@@ -551,6 +545,28 @@ async fn create_ready_and_delete_cost_about_one_aws_call_per_machine() {
     .await;
 }
 
+/// `count` instances of `spec` in its subnet as a launch batch leaves them before they are
+/// assigned: with the launch-spec tag and no machine tag.
+async fn launch_unclaimed(
+    moto: &Moto,
+    aws: &AwsClients,
+    spec: &LaunchSpec,
+    count: i32,
+    token: &str,
+) -> Vec<kubezero_provider::aws::instances::Instance> {
+    run_instances(
+        aws,
+        spec,
+        &default_subnet(moto),
+        count,
+        Fill::All,
+        token,
+        &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), spec.fingerprint())]),
+    )
+    .await
+    .expect("launched")
+}
+
 #[tokio::test]
 async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
     bounded(async {
@@ -558,17 +574,7 @@ async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
         let aws = clients_for(&moto).await;
         let subnet = default_subnet(&moto);
         let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
-        let leaked = run_instances(
-            &aws,
-            &spec,
-            &subnet,
-            2,
-            Fill::All,
-            "kzb-leaked",
-            &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), spec.fingerprint())]),
-        )
-        .await
-        .expect("launched");
+        let leaked = launch_unclaimed(&moto, &aws, &spec, 2, "kzb-leaked").await;
         assert_eq!(leaked.len(), 2);
         // Not the provider's: no launch-spec tag. Must survive.
         let foreign = run_instances(
@@ -608,18 +614,9 @@ async fn an_assigned_instance_whose_machine_tags_failed_is_tagged_again_and_kept
         let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
         // Launched for a machine that persisted its id, but the CreateTags of its machine tags
         // failed (or the provider restarted before it): only the launch-spec tag is on it.
-        let launched = run_instances(
-            &aws,
-            &spec,
-            &subnet,
-            1,
-            Fill::All,
-            "kzb-untagged",
-            &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), spec.fingerprint())]),
-        )
-        .await
-        .expect("launched");
-        let id = launched[0].id.clone();
+        let id = launch_unclaimed(&moto, &aws, &spec, 1, "kzb-untagged").await[0]
+            .id
+            .clone();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         // A restarted provider: its machines get the grace period to find their instances.
         let instances = batcher(
