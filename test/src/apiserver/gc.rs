@@ -14,20 +14,22 @@ use super::{Inner, State};
 
 /// Runs until the server stops: a pass after each write that started or finished a deletion (other
 /// writes cannot make a dependent collectable, so a flood of creates and updates costs no scan),
-/// and one every 500 ms (dependents created with owners that never existed).
+/// and at least every [`FULL_PASS_EVERY`] (dependents created with owners that never existed).
 pub(crate) async fn run(inner: Arc<Inner>) {
     let mut scanned_at_deletions = None;
+    let mut last_pass = tokio::time::Instant::now();
     loop {
-        let periodic = tokio::select! {
+        tokio::select! {
             _ = inner.cancel.cancelled() => return,
-            _ = inner.gc.notified() => false,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => true,
-        };
+            _ = inner.gc.notified() => {}
+            _ = tokio::time::sleep(FULL_PASS_EVERY) => {}
+        }
         // Let a burst of writes settle.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let changed = {
             let mut state = inner.lock();
-            if !periodic && scanned_at_deletions == Some(state.deletions) {
+            let due = last_pass.elapsed() >= FULL_PASS_EVERY;
+            if !due && scanned_at_deletions == Some(state.deletions) {
                 continue;
             }
             let mut changed = false;
@@ -38,6 +40,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 changed = true;
             }
             scanned_at_deletions = Some(state.deletions);
+            last_pass = tokio::time::Instant::now();
             changed
         };
         if changed {
@@ -45,6 +48,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         }
     }
 }
+
+/// Longest time between two collection passes.
+const FULL_PASS_EVERY: Duration = Duration::from_millis(500);
 
 fn is_foreground_deleting(object: &Value) -> bool {
     !object["metadata"]["deletionTimestamp"].is_null()
