@@ -819,6 +819,7 @@ impl ClusterInstances {
     }
 
     async fn mark_terminating(&self, instance_id: &str) {
+        lock(&self.untagged).remove(instance_id);
         let known = {
             let snapshot = self.snapshot.lock().await;
             snapshot
