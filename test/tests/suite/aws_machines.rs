@@ -268,18 +268,7 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicat
         let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
         // A batch of three went out, then the process died before tagging and persisting: the
         // instances carry the cluster and launch-spec tags but no machine tag.
-        let fingerprint = spec.fingerprint();
-        let crashed_batch = run_instances(
-            &aws,
-            &spec,
-            &subnet,
-            3,
-            Fill::All,
-            "kzb-crashed-batch",
-            &BTreeMap::from([("kubezero.io/launch-spec".to_owned(), fingerprint)]),
-        )
-        .await
-        .expect("the lost batch launched");
+        let crashed_batch = launch_unclaimed(&moto, &aws, &spec, 3, "kzb-crashed-batch").await;
         assert_eq!(crashed_batch.len(), 3);
         let mut original: Vec<String> = crashed_batch.iter().map(|i| i.id.clone()).collect();
         original.sort();
