@@ -114,7 +114,7 @@ pub fn context(client: Client) -> Context {
         instance: None,
     };
     Context {
-        recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
+        recorder: crate::runtime::events::EventPublisher::new(client.clone(), reporter),
         client,
         args,
         metrics: Arc::new(Metrics::new()),

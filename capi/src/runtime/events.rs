@@ -1,10 +1,38 @@
 //! Kubernetes Events for what users should see in `kubectl describe`: changes of the Ready condition.
 
-use kube::Resource;
-use kube::runtime::events::{Event, EventType, Recorder};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
 
 use crate::conditions::{Condition, find};
 use crate::contract::READY_CONDITION;
+
+/// Publishes Events as one manager, each as a new Event object.
+///
+/// kube's [`Recorder`] remembers every Event it published for six minutes (to turn repeats into an
+/// Event series) and scans that memory on every publish. The controllers publish only on changes
+/// (of a Ready condition, of a certificate), so repeats are rare while the memory grows with the
+/// machines: with 10,000 KubeZeroMachines waiting for their owners it held 10,000 Events. This
+/// publisher keeps no history.
+#[derive(Clone)]
+pub struct EventPublisher {
+    client: Client,
+    reporter: Reporter,
+}
+
+impl EventPublisher {
+    /// A publisher reporting as `reporter` (controller name and instance).
+    pub fn new(client: Client, reporter: Reporter) -> Self {
+        Self { client, reporter }
+    }
+
+    /// Creates an Event about `regarding`.
+    pub async fn publish(&self, event: &Event, regarding: &ObjectReference) -> Result<(), kube::Error> {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+            .publish(event, regarding)
+            .await
+    }
+}
 
 /// The event type for a Ready condition: Normal while it holds or is waiting/paused, Warning otherwise.
 pub fn event_type(ready: &Condition) -> EventType {
@@ -20,7 +48,7 @@ pub fn event_type(ready: &Condition) -> EventType {
 ///
 /// Failures to publish are logged: an Event is never worth failing a reconcile for.
 pub async fn report_ready_change<K>(
-    recorder: &Recorder,
+    recorder: &EventPublisher,
     object: &K,
     previous: &[Condition],
     current: &[Condition],

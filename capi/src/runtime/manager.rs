@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use tokio_util::sync::CancellationToken;
 
 use super::args::ManagerArgs;
 use super::crds::wait_for_crds;
+use super::events::EventPublisher;
 use super::http::{self, Readiness};
 use super::leader::{LeaderElector, LeadershipEnd, LeaseConfig};
 use super::metrics::Metrics;
@@ -27,8 +28,8 @@ pub struct Context {
     pub args: ManagerArgs,
     /// Process metrics.
     pub metrics: Arc<Metrics>,
-    /// Event recorder reporting as this manager.
-    pub recorder: Recorder,
+    /// Publishes Events as this manager.
+    pub recorder: EventPublisher,
     /// Cancelled on SIGTERM/SIGINT or lost leadership; controllers drain and return.
     pub shutdown: CancellationToken,
 }
@@ -172,7 +173,7 @@ where
         instance: Some(identity),
     };
     let context = Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: EventPublisher::new(client.clone(), reporter),
         client,
         args: args.clone(),
         metrics: metrics.clone(),

@@ -151,7 +151,7 @@ pub async fn write_conditions<K, S>(
     status_with: impl FnOnce(Vec<Condition>) -> S,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = ()> + HasConditions + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + HasConditions + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
     apply_conditions(
@@ -268,6 +268,21 @@ pub fn machine_fingerprint(machine: &crate::core::Machine) -> u64 {
     }))
 }
 
+/// What the controller of a provider object reacts to in the object itself: its identity, its
+/// metadata and its spec (through `generation`), not its status, which that controller writes.
+pub fn object_fingerprint<K: Resource>(object: &K) -> u64 {
+    let meta = object.meta();
+    fingerprint(&serde_json::json!({
+        "uid": meta.uid,
+        "generation": meta.generation,
+        "labels": meta.labels,
+        "annotations": meta.annotations,
+        "finalizers": meta.finalizers,
+        "ownerReferences": meta.owner_references,
+        "deletionTimestamp": meta.deletion_timestamp,
+    }))
+}
+
 fn fingerprint(relevant: &serde_json::Value) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -327,8 +342,11 @@ pub async fn drain_results<T, E: std::fmt::Display>(
 /// Runs the controller of a provider kind that belongs to one Machine (an InfraMachine or a
 /// BootstrapConfig) until the manager shuts down: it watches the kind, the Machines (mapped to the
 /// object they reference with `machine_to_object`) and the Clusters (mapped to the objects labelled
-/// with the Cluster's name), each only on a change the object reads ([`Changes`]), honouring `--namespace`, `--watch-filter` and `--concurrency`. Objects
-/// sent on `wake` are reconciled too (work the controller started in the background has ended).
+/// with the Cluster's name), each only on a change the object reads ([`Changes`]), honouring
+/// `--namespace`, `--watch-filter` and `--concurrency`. The object's own events count only when
+/// [`object_fingerprint`] changes, so the controller's status writes do not reconcile it again.
+/// Objects sent on `wake` are reconciled too (work the controller started in the background has
+/// ended).
 pub async fn run_machine_controller<K, R, Fut, E>(
     context: Context,
     controller: &'static str,
@@ -347,9 +365,11 @@ pub async fn run_machine_controller<K, R, Fut, E>(
     Fut: futures::TryFuture<Ok = Action, Error = E> + Send + 'static,
     E: ReconcileError,
 {
+    use futures::TryStreamExt as _;
     use kube::runtime::controller::{Config, Controller};
     use kube::runtime::{WatchStreamExt, reflector, watcher};
     let watcher_config = context.args.watcher_config();
+    let own_changes = Changes::default();
     // The cache holds every object of the kind (10,000 Machines' worth at scale): without their
     // managedFields, which no reconcile reads, it takes a fraction of the memory.
     let (reader, writer) = reflector::store();
@@ -357,7 +377,10 @@ pub async fn run_machine_controller<K, R, Fut, E>(
         .default_backoff()
         .modify(|object: &mut K| object.managed_fields_mut().clear())
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        .try_filter(move |object| {
+            std::future::ready(own_changes.changed(object, object_fingerprint(object)))
+        });
     let object_controller = Controller::for_stream(objects, reader);
     let store = object_controller.store();
     let cluster_changes = Changes::default();
@@ -494,5 +517,37 @@ mod tests {
             json!({"spec": {"bootstrap": {"dataSecretName": "m-data"}},
             "status": {"nodeRef": {"name": "node-1"}}})
         )));
+    }
+
+    #[test]
+    fn own_changes_ignore_status_writes_and_resource_versions() {
+        let object = |patch: serde_json::Value| {
+            let mut value = json!({
+                "apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+                "metadata": {"name": "m", "namespace": "default", "uid": "u-1", "generation": 1,
+                    "resourceVersion": "10"},
+                "spec": {"clusterName": "demo", "bootstrap": {}, "infrastructureRef":
+                    {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": "m"}}
+            });
+            merge(&mut value, patch);
+            serde_json::from_value::<crate::core::Machine>(value).expect("an object")
+        };
+        let changes = Changes::default();
+        let seen = |o: &crate::core::Machine| changes.changed(o, object_fingerprint(o));
+        assert!(seen(&object(json!({}))), "a new object");
+        assert!(
+            !seen(&object(json!({"metadata": {"resourceVersion": "11"},
+                "status": {"phase": "Provisioning"}}))),
+            "a status write"
+        );
+        for change in [
+            json!({"metadata": {"generation": 2}}),
+            json!({"metadata": {"generation": 2, "finalizers": ["kubezero"]}}),
+            json!({"metadata": {"generation": 2, "finalizers": ["kubezero"],
+                "annotations": {"cluster.x-k8s.io/paused": ""}}}),
+            json!({"metadata": {"uid": "u-2"}}),
+        ] {
+            assert!(seen(&object(change.clone())), "{change}");
+        }
     }
 }

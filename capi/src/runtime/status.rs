@@ -1,7 +1,6 @@
 //! Status writes: server-side apply of the whole status a controller owns, with a fixed field manager.
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::Recorder;
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,7 +36,9 @@ where
 }
 
 /// Writes the observed conditions of `object` as the status built by `status_with`, then publishes an
-/// Event if the Ready condition changed.
+/// Event if the Ready condition changed. When that status is exactly the object's status nothing is
+/// written (most reconciles observe what they observed before; each write would wake every watcher
+/// of the kind, this controller included).
 ///
 /// `status_with` receives the conditions this controller owns (timestamps carried over from the
 /// object's current status) and returns the complete status the controller owns. Conditions whose
@@ -47,13 +48,13 @@ pub async fn apply_conditions<K, S>(
     api: &Api<K>,
     object: &K,
     field_manager: &str,
-    recorder: &Recorder,
+    recorder: &super::events::EventPublisher,
     observed: &[Observed],
     carry_over: &[&str],
     status_with: impl FnOnce(Vec<conditions::Condition>) -> S,
 ) -> Result<K, kube::Error>
 where
-    K: Resource<DynamicType = ()> + HasConditions + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + HasConditions + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
     let previous = object.conditions();
@@ -71,8 +72,20 @@ where
             .cloned(),
     );
     owned.sort_by(|a, b| a.type_.cmp(&b.type_));
+    let status = status_with(owned.clone());
+    if unchanged(object, &status) {
+        return Ok(object.clone());
+    }
     let name = object.meta().name.clone().unwrap_or_default();
-    let updated = apply_status(api, &name, field_manager, &status_with(owned.clone())).await?;
+    let updated = apply_status(api, &name, field_manager, &status).await?;
     super::events::report_ready_change(recorder, object, previous, &owned).await;
     Ok(updated)
+}
+
+/// Whether `status`, serialized, is the object's `status` as it is. Pure.
+fn unchanged<K: Serialize, S: Serialize>(object: &K, status: &S) -> bool {
+    let (Ok(object), Ok(status)) = (serde_json::to_value(object), serde_json::to_value(status)) else {
+        return false;
+    };
+    object.get("status") == Some(&status)
 }
