@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use jiff::Timestamp;
@@ -24,6 +25,7 @@ use kubezero_capi::core::{Cluster, Machine};
 use kubezero_capi::runtime::reconcile::Error;
 
 use super::reasons;
+use super::workload::{self, ChosenToken, Workload};
 use crate::api::kubeadm::{
     JoinDiscovery, KUBEADM_PATCHES_DIR, KUBELET_PATCH_FILE, KubeadmInputs, KubeadmRole, render_kubeadm_config,
 };
@@ -466,9 +468,10 @@ async fn ca_pin(client: &Client, cluster: &Cluster) -> Step<Result<String, pki::
     }
 }
 
-/// A client of the workload cluster from `<cluster>-kubeconfig`; a `WaitingForWorkloadCluster` report when
-/// the Secret is missing or unusable.
-pub(super) async fn workload_client(client: &Client, cluster: &Cluster) -> Step<Client> {
+/// The workload cluster reached with `<cluster>-kubeconfig` (its client kept across reconciles while
+/// the kubeconfig stays the same); a `WaitingForWorkloadCluster` report when the Secret is missing or
+/// unusable.
+pub(super) async fn workload_client(client: &Client, cluster: &Cluster) -> Step<Arc<Workload>> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = format!("{}-kubeconfig", cluster.name_any());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -487,7 +490,7 @@ pub(super) async fn workload_client(client: &Client, cluster: &Cluster) -> Step<
             format!("waiting for the kubeconfig Secret {namespace}/{name}"),
         );
     };
-    let built = async {
+    let build = || async {
         let kubeconfig = kube::config::Kubeconfig::from_yaml(&yaml).map_err(|e| e.to_string())?;
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
@@ -495,7 +498,8 @@ pub(super) async fn workload_client(client: &Client, cluster: &Cluster) -> Step<
                 .map_err(|e| e.to_string())?;
         Client::try_from(config).map_err(|e| e.to_string())
     };
-    match built.await {
+    let key = format!("{namespace}/{}", cluster.name_any());
+    match workload::workload(&key, &yaml, build).await {
         Ok(workload) => Ok(workload),
         Err(error) => report(
             reasons::WAITING_FOR_WORKLOAD_CLUSTER,
@@ -526,38 +530,35 @@ async fn join_token(
         ))
     };
     let work = async {
-        let bindings: Api<ClusterRoleBinding> = Api::all(workload.clone());
-        for binding in tokens::bootstrap_rbac() {
-            match bindings.create(&PostParams::default(), &binding).await {
-                Ok(_) => {
-                    tracing::info!(binding = %binding.name_any(), "created bootstrap RBAC in the workload cluster")
-                }
-                Err(error) if is_conflict(&error) => {}
-                Err(error) => {
-                    return Err(format!(
-                        "creating ClusterRoleBinding {}: {error}",
-                        binding.name_any()
-                    ));
-                }
-            }
+        if workload.rbac_due() {
+            ensure_join_rbac(&workload.client).await?;
+            workload.rbac_ensured();
         }
-        let secrets: Api<Secret> = Api::namespaced(workload.clone(), TOKEN_NAMESPACE);
         // Machines of one MachineSet are configured concurrently: one at a time per group
-        // decides whether to reuse or create, so they share one token.
-        let group_lock = token_group_lock(&format!(
-            "{}/{cluster_name}/{}",
-            cluster.namespace().unwrap_or_default(),
-            group.label_selector()
-        ));
-        let _one_at_a_time = group_lock.lock().await;
+        // decides whether to reuse or create, so they share one token; the decision is kept for
+        // a while, so the rest of a scale-up reuses it without asking the workload cluster.
+        let selector = group.label_selector();
+        let state = workload.token_group(&selector);
+        let mut chosen = state.lock().await;
+        let now = Timestamp::now();
+        if let Some(known) = chosen.as_ref().filter(|known| known.reusable(now, ttl)) {
+            return Ok(known.token.clone());
+        }
+        let secrets: Api<Secret> = Api::namespaced(workload.client.clone(), TOKEN_NAMESPACE);
         let candidates = secrets
-            .list(&ListParams::default().labels(&group.label_selector()))
+            .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|error| format!("listing bootstrap tokens: {error}"))?
             .items;
-        let now = Timestamp::now();
-        match tokens::choose_group_token(&candidates, now, ttl) {
-            TokenChoice::Reuse(token) => Ok(token),
+        let (token, expires) = match tokens::choose_group_token(&candidates, now, ttl) {
+            TokenChoice::Reuse(token) => {
+                let expires = candidates
+                    .iter()
+                    .find(|secret| secret.metadata.name.as_deref() == Some(token.secret_name().as_str()))
+                    .and_then(|secret| tokens::expiration(secret).ok())
+                    .unwrap_or(now);
+                (token, expires)
+            }
             TokenChoice::Create(token) => {
                 let secret = tokens::group_token_secret(&token, &group, ttl, now);
                 secrets
@@ -568,9 +569,16 @@ async fn join_token(
                     token_id = token.id(),
                     "created a bootstrap token in the workload cluster"
                 );
-                Ok(token)
+                let expires = now + jiff::SignedDuration::try_from(ttl).unwrap_or(jiff::SignedDuration::ZERO);
+                (token, expires)
             }
-        }
+        };
+        *chosen = Some(ChosenToken {
+            token: token.clone(),
+            expires,
+            checked: Instant::now(),
+        });
+        Ok(token)
     };
     match tokio::time::timeout(WORKLOAD_TIMEOUT, work).await {
         Ok(Ok(token)) => Ok(token),
@@ -579,16 +587,25 @@ async fn join_token(
     }
 }
 
-/// The lock of one token group of one workload cluster (process-wide; locks nobody holds are
-/// dropped as new ones are made).
-fn token_group_lock(key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    use std::collections::HashMap;
-    use std::sync::{Arc, LazyLock, Mutex};
-    type Locks = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
-    static LOCKS: LazyLock<Locks> = LazyLock::new(Locks::default);
-    let mut locks = LOCKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-    locks.entry(key.to_owned()).or_default().clone()
+/// Creates the TLS-bootstrap ClusterRoleBindings in the workload cluster (those already there are
+/// left as they are).
+async fn ensure_join_rbac(workload: &Client) -> Result<(), String> {
+    let bindings: Api<ClusterRoleBinding> = Api::all(workload.clone());
+    for binding in tokens::bootstrap_rbac() {
+        match bindings.create(&PostParams::default(), &binding).await {
+            Ok(_) => {
+                tracing::info!(binding = %binding.name_any(), "created bootstrap RBAC in the workload cluster")
+            }
+            Err(error) if is_conflict(&error) => {}
+            Err(error) => {
+                return Err(format!(
+                    "creating ClusterRoleBinding {}: {error}",
+                    binding.name_any()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn kubeadm_inputs(

@@ -10,6 +10,7 @@
 pub mod generate;
 pub mod kubeconfig;
 pub mod refresh;
+pub mod workload;
 
 use std::sync::Arc;
 use std::time::Duration;

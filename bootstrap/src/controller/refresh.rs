@@ -68,7 +68,7 @@ pub async fn refresh_join_token(
         &machine.name_any(),
         machine.metadata.labels.as_ref(),
     );
-    let work = refresh_in_workload(workload, &token, &group, ttl);
+    let work = refresh_in_workload(workload.client.clone(), &token, &group, ttl);
     Ok(match tokio::time::timeout(WORKLOAD_TIMEOUT, work).await {
         Ok(result) => result,
         Err(_) => Err(format!(
