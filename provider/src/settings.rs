@@ -24,10 +24,10 @@ pub struct ProviderArgs {
     pub aws_call_timeout: Duration,
 
     /// Longest a batch of identical launches stays open while machines keep joining it (a lone
-    /// launch goes out after half a second of no joins). Longer means fewer RunInstances calls
-    /// when a MachineDeployment scales by hundreds, at the cost of that much delay for its first
-    /// machines.
-    #[arg(long, default_value = "10s", value_parser = parse_launch_wait)]
+    /// launch goes out after 2 s of no joins). Longer means fewer RunInstances calls when a
+    /// MachineDeployment scales by hundreds (EC2 refills RunInstances tokens at 2 per second), at
+    /// the cost of that much delay for its first machines.
+    #[arg(long, default_value = "30s", value_parser = parse_launch_wait)]
     pub aws_launch_max_wait: Duration,
 }
 
@@ -100,7 +100,7 @@ mod tests {
         assert_eq!(settings.max_attempts, 3);
         assert_eq!(settings.attempt_timeout, Duration::from_secs(30));
         assert!(Cli::try_parse_from(["k", "--aws-max-attempts", "0"]).is_err());
-        assert_eq!(args.launcher_settings().max_launch_wait, Duration::from_secs(10));
+        assert_eq!(args.launcher_settings().max_launch_wait, Duration::from_secs(30));
         let quick = Cli::try_parse_from(["k", "--aws-launch-max-wait", "2s"])
             .unwrap()
             .args;

@@ -4,7 +4,8 @@
 //!   whatever the number of machines asking;
 //! - launches of identical [`LaunchSpec`]s pending within [`LauncherSettings::launch_window`] go out
 //!   as one RunInstances (`MinCount=1, MaxCount=N`, a ClientToken derived from the members) and the
-//!   instances are assigned to their machines and tagged with them;
+//!   instances are assigned to their machines at once; their machine tags are set in the background
+//!   (CreateTags has its own rate bucket, 10 per second: a machine does not wait for its turn);
 //! - before launching, instances already tagged for a member, and untagged instances of the same
 //!   spec (a batch launched before a crash), are adopted instead;
 //! - terminations pending within the window go out as one TerminateInstances;
@@ -55,8 +56,8 @@ impl Default for LauncherSettings {
     fn default() -> Self {
         Self {
             describe_interval: Duration::from_secs(2),
-            launch_window: Duration::from_millis(500),
-            max_launch_wait: Duration::from_secs(10),
+            launch_window: Duration::from_secs(2),
+            max_launch_wait: Duration::from_secs(30),
             max_batch: 500,
             orphan_grace: Duration::from_secs(120),
             local_memory: Duration::from_secs(120),
@@ -232,9 +233,8 @@ pub struct ClusterInstances {
     launch_lock: AsyncMutex<()>,
     terminations: Mutex<PendingTerminations>,
     requests: Mutex<Requests>,
-    /// Instances assigned to a machine whose CreateTags failed: tagged again at each refresh of
-    /// the view, and never taken for orphans meanwhile.
-    untagged: Mutex<HashMap<String, MachineKey>>,
+    /// Sets the machine tags of assigned instances; they are never taken for orphans meanwhile.
+    tagger: Arc<Tagger>,
     /// When this view was made: orphans are only collected once every machine had
     /// [`LauncherSettings::orphan_grace`] to claim its instance (after a restart too).
     created: Instant,
@@ -254,6 +254,7 @@ impl ClusterInstances {
     /// A batcher for the cluster `tags` names.
     pub fn new(aws: AwsClients, tags: ClusterTags, settings: LauncherSettings) -> Self {
         Self {
+            tagger: Arc::new(Tagger::new(aws.clone())),
             aws,
             tags,
             settings,
@@ -263,7 +264,6 @@ impl ClusterInstances {
             launch_lock: AsyncMutex::new(()),
             terminations: Mutex::new(PendingTerminations::default()),
             requests: Mutex::new(Requests::default()),
-            untagged: Mutex::new(HashMap::new()),
             created: Instant::now(),
             wake: None,
         }
@@ -289,46 +289,24 @@ impl ClusterInstances {
             instances: merged.clone(),
         });
         drop(snapshot);
-        self.retag().await;
         self.collect_orphans(&merged);
         Ok(merged)
     }
 
     /// Records that `instance`, found by the id `machine` persisted, belongs to it: when the view
-    /// shows it without machine tags (their CreateTags failed, possibly before a restart), they are
-    /// set at the next refresh and the instance is never taken for an orphan.
+    /// shows it without machine tags (their CreateTags failed, or the process restarted before it),
+    /// they are set in the background and the instance is never taken for an orphan.
     pub fn keep_assigned(&self, instance: &Instance, machine: &MachineKey) {
         if instance.machine.is_none() && !instance.state.is_ending() {
-            lock(&self.untagged).insert(instance.id.clone(), machine.clone());
-        }
-    }
-
-    /// Tags again the instances whose machine tags could not be set when they were assigned.
-    async fn retag(&self) {
-        let pending: Vec<(String, MachineKey)> = lock(&self.untagged)
-            .iter()
-            .map(|(id, machine)| (id.clone(), machine.clone()))
-            .collect();
-        for (id, machine) in pending {
-            match tag_instance(&self.aws, &id, &machine_tags(&machine)).await {
-                Ok(()) => {
-                    lock(&self.untagged).remove(&id);
-                    tracing::info!(instance = %id, machine = %machine.tag_value(), "machine tags set on the second try");
-                }
-                Err(error) if error.is_not_found() => {
-                    lock(&self.untagged).remove(&id);
-                }
-                Err(error) => {
-                    tracing::warn!(instance = %id, machine = %machine.tag_value(), %error, "tagging the instance failed again");
-                }
-            }
+            self.tagger.assign(&instance.id, machine);
+            self.tagger.start();
         }
     }
 
     /// Applies what this process knows better than a possibly stale DescribeInstances: instances
     /// it launched that are not listed yet, machine tags not visible yet, terminations issued.
     fn merge_local(&self, mut described: Vec<Instance>) -> Vec<Instance> {
-        let untagged = lock(&self.untagged).clone();
+        let untagged = self.tagger.pending();
         for listed in described.iter_mut().filter(|i| i.machine.is_none()) {
             if let Some(machine) = untagged.get(&listed.id) {
                 listed.machine = Some(machine.tag_value());
@@ -515,6 +493,7 @@ impl ClusterInstances {
         let results =
             tracing::Instrument::instrument(self.launch_group(&group.spec, &group.fingerprint, &keys), span)
                 .await;
+        self.tagger.start();
         for ((key, reply), result) in members.into_iter().zip(results) {
             match reply {
                 Some(reply) => {
@@ -568,7 +547,8 @@ impl ClusterInstances {
             }
             let Some(orphan) = orphans.next() else { break };
             let mut adopted = orphan.clone();
-            *slot = Some(self.claim(&mut adopted, member).await.map(|()| adopted));
+            self.claim(&mut adopted, member).await;
+            *slot = Some(Ok(adopted));
         }
         let rest: Vec<usize> = (0..members.len()).filter(|i| results[*i].is_none()).collect();
         if !rest.is_empty() && !spec.subnet_ids.is_empty() {
@@ -646,7 +626,8 @@ impl ClusterInstances {
                         self.record(&instance).await;
                         Ok(instance)
                     } else {
-                        self.claim(&mut instance, member).await.map(|()| instance)
+                        self.claim(&mut instance, member).await;
+                        Ok(instance)
                     }
                 }
                 None => Err(LaunchError::Short {
@@ -687,17 +668,12 @@ impl ClusterInstances {
         }
     }
 
-    /// Tags `instance` for `member` and remembers the assignment. A failed CreateTags still leaves
-    /// the instance with the machine (the controller persists its id); the tags are set again at
-    /// each refresh of the view until they stick.
-    async fn claim(&self, instance: &mut Instance, member: &MachineKey) -> Result<(), LaunchError> {
+    /// Assigns `instance` to `member`: remembered at once, machine tags set in the background once
+    /// the batch is done.
+    async fn claim(&self, instance: &mut Instance, member: &MachineKey) {
         instance.machine = Some(member.tag_value());
         self.record(instance).await;
-        if let Err(error) = tag_instance(&self.aws, &instance.id, &machine_tags(member)).await {
-            tracing::warn!(instance = %instance.id, machine = %member.tag_value(), %error, "tagging the instance failed; trying again at the next refresh");
-            lock(&self.untagged).insert(instance.id.clone(), member.clone());
-        }
-        Ok(())
+        self.tagger.assign(&instance.id, member);
     }
 
     /// Terminates `machine`'s instance `instance_id` with the other terminations pending in the
@@ -819,7 +795,7 @@ impl ClusterInstances {
     }
 
     async fn mark_terminating(&self, instance_id: &str) {
-        lock(&self.untagged).remove(instance_id);
+        self.tagger.forget(instance_id);
         let known = {
             let snapshot = self.snapshot.lock().await;
             snapshot
@@ -875,6 +851,113 @@ impl ClusterInstances {
                 }
             }
         });
+    }
+}
+
+/// CreateTags calls in flight at once (the limiter paces them).
+const TAG_CONCURRENCY: usize = 8;
+/// Pause after a tagging pass that set no tag at all, doubled up to [`TAG_RETRY_MAX`].
+const TAG_RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Longest pause between tagging passes that fail.
+const TAG_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The machine tags of instances assigned to a machine but not tagged yet, set in the background
+/// by one task that runs passes (each over what is pending when it starts) until nothing is
+/// pending; what fails stays pending for the next pass.
+struct Tagger {
+    aws: AwsClients,
+    /// Instance id → the machine it is assigned to.
+    pending: Mutex<HashMap<String, MachineKey>>,
+    /// Whether the tagging task runs.
+    running: Mutex<bool>,
+}
+
+impl Tagger {
+    fn new(aws: AwsClients) -> Self {
+        Self {
+            aws,
+            pending: Mutex::new(HashMap::new()),
+            running: Mutex::new(false),
+        }
+    }
+
+    /// Instance `id` belongs to `machine` and needs its machine tags ([`Tagger::start`] sets them).
+    fn assign(&self, id: &str, machine: &MachineKey) {
+        lock(&self.pending).insert(id.to_owned(), machine.clone());
+    }
+
+    /// Instance `id` is being terminated: its tags no longer matter.
+    fn forget(&self, id: &str) {
+        lock(&self.pending).remove(id);
+    }
+
+    /// The instances waiting for their machine tags.
+    fn pending(&self) -> HashMap<String, MachineKey> {
+        lock(&self.pending).clone()
+    }
+
+    /// Starts the tagging task unless it runs (it takes up what was assigned meanwhile).
+    fn start(self: &Arc<Self>) {
+        {
+            let mut running = lock(&self.running);
+            if *running || lock(&self.pending).is_empty() {
+                return;
+            }
+            *running = true;
+        }
+        let this = self.clone();
+        tokio::spawn(async move { this.tag_until_done().await });
+    }
+
+    async fn tag_until_done(&self) {
+        let mut pause = TAG_RETRY_FIRST;
+        loop {
+            let progressed = self.pass().await;
+            {
+                let mut running = lock(&self.running);
+                if lock(&self.pending).is_empty() {
+                    *running = false;
+                    return;
+                }
+            }
+            if progressed {
+                pause = TAG_RETRY_FIRST;
+            } else {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(TAG_RETRY_MAX);
+            }
+        }
+    }
+
+    /// Tags what is pending; whether any instance left the pending set.
+    async fn pass(&self) -> bool {
+        use futures::StreamExt as _;
+        let pending = self.pending();
+        let done = futures::stream::iter(pending)
+            .map(|(id, machine)| async move {
+                match tag_instance(&self.aws, &id, &machine_tags(&machine)).await {
+                    Ok(()) => self.tagged(&id, &machine),
+                    Err(error) if error.is_not_found() => self.tagged(&id, &machine),
+                    Err(error) => {
+                        tracing::warn!(instance = %id, machine = %machine.tag_value(), %error, "tagging the instance failed; trying again");
+                        false
+                    }
+                }
+            })
+            .buffer_unordered(TAG_CONCURRENCY)
+            .filter(|done| std::future::ready(*done))
+            .count()
+            .await;
+        done > 0
+    }
+
+    /// Drops `id` from the pending tags unless it was assigned to another machine meanwhile.
+    fn tagged(&self, id: &str, machine: &MachineKey) -> bool {
+        let mut pending = lock(&self.pending);
+        if pending.get(id) == Some(machine) {
+            pending.remove(id);
+        }
+        true
     }
 }
 

@@ -170,7 +170,7 @@ pub(crate) async fn write_conditions<K, S>(
     status_with: impl FnOnce(Vec<Condition>) -> S,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = ()> + HasConditions + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + HasConditions + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
     kubezero_capi::runtime::reconcile::write_conditions(
