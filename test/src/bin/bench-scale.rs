@@ -639,9 +639,10 @@ async fn scale_steps(
         if last_print.elapsed() >= Duration::from_secs(10) {
             let calls = diff(&snapshot(proxy), &base);
             println!(
-                "[{:>5.0?}] workers {} created, {} with provider ID, {} Running; {} AWS calls ({} RunInstances); provider VmRSS {}",
+                "[{:>5.0?}] workers {} created, {} with bootstrap data, {} with provider ID, {} Running; {} AWS calls ({} RunInstances); provider VmRSS {}",
                 scaled.elapsed(),
                 counts.workers,
+                counts.with_bootstrap_data,
                 counts.with_provider_id,
                 counts.running,
                 calls.values().sum::<u64>(),
@@ -736,6 +737,7 @@ async fn scale_steps(
 #[derive(Default, Debug)]
 struct WorkerCounts {
     workers: usize,
+    with_bootstrap_data: usize,
     with_provider_id: usize,
     running: usize,
     control_plane_running: usize,
@@ -750,6 +752,14 @@ async fn count_machines(api: &Api<Machine>) -> BenchResult<WorkerCounts> {
             continue;
         }
         counts.workers += 1;
+        counts.with_bootstrap_data += usize::from(
+            machine
+                .spec
+                .bootstrap
+                .data_secret_name
+                .as_deref()
+                .is_some_and(|name| !name.is_empty()),
+        );
         if machine
             .spec
             .provider_id

@@ -19,13 +19,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 
 use kube::ResourceExt;
-use kube::api::{DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
 use super::templates::{clone_template, delete_clone, string_map};
@@ -64,12 +65,24 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     }
     let uid = ms.metadata.uid.clone().unwrap_or_default();
     let machine_api = ctx.api(CapiKind::Machine, &namespace);
-    let machines: Vec<DynamicObject> = machine_api
-        .list(&ListParams::default())
-        .await?
-        .items
+    // Owned Machines from the cache, once it shows every Machine this MachineSet created.
+    if ctx.machines.wait_until_ready().await.is_err() {
+        return Ok(ctx.wait());
+    }
+    let machine_ar = CapiKind::Machine.api_resource();
+    let cached = |name: &str| {
+        ctx.machines
+            .get(&ObjectRef::new_with(name, machine_ar.clone()).within(&namespace))
+            .is_some()
+    };
+    if !ctx.expectations.met(&uid, cached) {
+        return Ok(Action::requeue(EXPECTATION_POLL));
+    }
+    let machines: Vec<Arc<DynamicObject>> = ctx
+        .machines
+        .state()
         .into_iter()
-        .filter(|m| controlled_by(m, &uid))
+        .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()) && controlled_by(m, &uid))
         .collect();
 
     let desired = i64_at(&ms.data, "spec.replicas").unwrap_or(1).max(0) as usize;
@@ -79,11 +92,12 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         if !cluster_deleting {
             let missing = desired - machines.len();
             let now = missing.min(CREATE_PER_PASS);
-            futures::stream::iter(0..now)
+            let created = futures::stream::iter(0..now)
                 .map(|_| create_machine(&ctx, &ms, &cluster_name))
                 .buffer_unordered(CREATE_CONCURRENCY)
-                .try_collect::<Vec<()>>()
+                .try_collect::<Vec<String>>()
                 .await?;
+            ctx.expectations.expect(&uid, created);
             if missing > now {
                 action = Action::requeue(Duration::from_millis(10));
             }
@@ -91,7 +105,7 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
     } else if machines.len() > desired {
         let order = str_at(&ms.data, "spec.deletion.order").unwrap_or("Random");
         for victim in victims(&machines, machines.len() - desired, order) {
-            if !is_deleting(victim) {
+            if !is_deleting(&victim) {
                 super::util::delete_and_check(&machine_api, &victim.name_any()).await?;
             }
         }
@@ -129,7 +143,7 @@ pub(crate) fn selector_string(obj: &Value) -> String {
 }
 
 /// The `count` Machines to delete, in core's priority order (§5).
-fn victims<'a>(machines: &'a [DynamicObject], count: usize, order: &str) -> Vec<&'a DynamicObject> {
+fn victims(machines: &[Arc<DynamicObject>], count: usize, order: &str) -> Vec<Arc<DynamicObject>> {
     let priority = |m: &DynamicObject| -> u8 {
         if is_deleting(m) {
             100
@@ -139,7 +153,7 @@ fn victims<'a>(machines: &'a [DynamicObject], count: usize, order: &str) -> Vec<
             0
         }
     };
-    let mut sorted: Vec<&DynamicObject> = machines.iter().collect();
+    let mut sorted: Vec<Arc<DynamicObject>> = machines.to_vec();
     sorted.sort_by(|a, b| {
         let by_priority = priority(b).cmp(&priority(a));
         let by_order = match order {
@@ -158,8 +172,8 @@ fn victims<'a>(machines: &'a [DynamicObject], count: usize, order: &str) -> Vec<
     sorted
 }
 
-/// Creates one Machine with its clones (§4.1).
-async fn create_machine(ctx: &Ctx, ms: &DynamicObject, cluster_name: &str) -> Result<(), Error> {
+/// Creates one Machine with its clones (§4.1); its name.
+async fn create_machine(ctx: &Ctx, ms: &DynamicObject, cluster_name: &str) -> Result<String, Error> {
     let namespace = ms.namespace().unwrap_or_default();
     let ms_name = ms.name_any();
     let name = format!("{ms_name}-{}", random_suffix(5));
@@ -233,5 +247,50 @@ async fn create_machine(ctx: &Ctx, ms: &DynamicObject, cluster_name: &str) -> Re
         }
         return Err(e.into());
     }
-    Ok(())
+    Ok(name)
+}
+
+/// How often a MachineSet looks again while its cache lags behind the Machines it created.
+const EXPECTATION_POLL: Duration = Duration::from_millis(50);
+/// How long a created Machine is waited for in the cache (one deleted at once never shows).
+const EXPECTATION_TTL: Duration = Duration::from_secs(10);
+
+/// The Machines each MachineSet (by uid) created that the cache has not shown yet: counting owned
+/// Machines before the cache shows them would create them again.
+#[derive(Default)]
+pub(crate) struct Expectations {
+    created: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, Instant)>>>,
+}
+
+impl Expectations {
+    /// MachineSet `owner` created the Machines `names`.
+    pub(crate) fn expect(&self, owner: &str, names: Vec<String>) {
+        let now = Instant::now();
+        self.lock()
+            .entry(owner.to_owned())
+            .or_default()
+            .extend(names.into_iter().map(|name| (name, now)));
+    }
+
+    /// Whether the cache (`cached`) shows every Machine `owner` created, forgetting those it shows
+    /// and those waited for longer than [`EXPECTATION_TTL`].
+    pub(crate) fn met(&self, owner: &str, cached: impl Fn(&str) -> bool) -> bool {
+        let mut created = self.lock();
+        let Some(names) = created.get_mut(owner) else {
+            return true;
+        };
+        names.retain(|(name, at)| !cached(name) && at.elapsed() < EXPECTATION_TTL);
+        if names.is_empty() {
+            created.remove(owner);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<(String, Instant)>>> {
+        self.created
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }

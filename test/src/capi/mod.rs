@@ -48,7 +48,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
@@ -202,6 +202,10 @@ impl CapiKind {
 pub(crate) struct Ctx {
     pub(crate) client: Client,
     pub(crate) options: CapiCoreOptions,
+    /// Every Machine, as the Machine controller's watch last saw it (core's cached client).
+    pub(crate) machines: Store<DynamicObject>,
+    /// Machines MachineSets created that [`Ctx::machines`] does not show yet.
+    pub(crate) expectations: machineset::Expectations,
     pub(crate) nodes: NodeIndex,
     /// Watches of InfraMachine and BootstrapConfig kinds, waking their Machines.
     pub(crate) machine_externals: tracker::ExternalTracker,
@@ -365,17 +369,20 @@ impl CapiCore {
         let machine_ar = CapiKind::Machine.api_resource();
         let (machine_externals, externals_changed) =
             tracker::ExternalTracker::new(client.clone(), machine_ar.clone());
-        let ctx = Arc::new(Ctx {
-            client: client.clone(),
-            nodes: NodeIndex::new(options.poll_interval),
-            options,
-            machine_externals,
-            resolved: Default::default(),
-        });
         let ms_ar = CapiKind::MachineSet.api_resource();
         let md_ar = CapiKind::MachineDeployment.api_resource();
         let all = |ar: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), ar);
         let wc = watcher::Config::default;
+        let machine_controller = Controller::new_with(all(&machine_ar), wc(), machine_ar.clone());
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            nodes: NodeIndex::new(options.poll_interval),
+            options,
+            machines: machine_controller.store(),
+            expectations: Default::default(),
+            machine_externals,
+            resolved: Default::default(),
+        });
 
         // Any Machine/MachineSet/MachineDeployment wakes its Cluster (ControlPlaneInitialized §6,
         // deletion waits §2); Secrets `<cluster>-ca`/`<cluster>-kubeconfig` wake theirs (§6).
@@ -410,7 +417,7 @@ impl CapiCore {
             .run(cluster::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));
 
-        let machines = Controller::new_with(all(&machine_ar), wc(), machine_ar.clone())
+        let machines = machine_controller
             .reconcile_on(externals_changed)
             .run(machine::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));

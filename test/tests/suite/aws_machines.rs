@@ -162,7 +162,12 @@ async fn identical_pending_launches_go_out_as_one_run_instances() {
         let odd_one = instances.launch(machine(100), other.clone());
         let (launched, odd) = futures::join!(join_all(launches), odd_one);
         let elapsed = started.elapsed();
-        let after = aws.stats().snapshot();
+        // The machine tags are set in the background once the batch is done.
+        let after = crate::support::eventually("the 8 machine tags of the batch set", || async {
+            let after = aws.stats().snapshot();
+            (delta(&before, &after, "CreateTags") == 8).then_some(after)
+        })
+        .await;
 
         let launched: Vec<_> = launched.into_iter().map(|r| r.expect("launched")).collect();
         let odd = odd.expect("the different spec launched too");
@@ -187,10 +192,15 @@ async fn identical_pending_launches_go_out_as_one_run_instances() {
             2,
             "one call for the 8 identical launches, one for the different one"
         );
+        let tagged = format!(
+            "Action=DescribeInstances&Filter.1.Name=tag:{}&Filter.1.Value.1=default/demo-md-0",
+            kubezero_provider::aws::instances::MACHINE_TAG
+        );
+        let answer = moto.ec2_query(&tagged).expect("describe by machine tag");
         assert_eq!(
-            delta(&before, &after, "CreateTags"),
-            8,
-            "machine tags of the batch"
+            xml_values(&answer.text(), "instanceId"),
+            vec![launched[0].id.as_str()],
+            "the machine tag is on the machine's instance"
         );
         assert_eq!(
             delta(&before, &after, "DescribeInstances"),
@@ -292,7 +302,21 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicat
         );
         assert_eq!(live_instances(&moto), original, "no duplicate in moto");
 
-        // Another restart finds each machine's instance by its tag.
+        // Their machine tags are set in the background; then another restart finds each
+        // machine's instance by its tag.
+        let tagged = format!(
+            "Action=DescribeInstances&Filter.1.Name=tag-key&Filter.1.Value.1={}",
+            kubezero_provider::aws::instances::MACHINE_TAG
+        );
+        crate::support::eventually("the adopted instances carry their machine tags", || async {
+            let answer = moto.ec2_query(&tagged).ok()?;
+            let text = answer.text();
+            let mut ids: Vec<&str> = xml_values(&text, "instanceId");
+            ids.sort_unstable();
+            ids.dedup();
+            (ids == original.iter().map(String::as_str).collect::<Vec<_>>()).then_some(())
+        })
+        .await;
         let third = batcher(&aws, settings());
         for i in 0..3 {
             let found = third.find(&machine(i), None).await.expect("describe");

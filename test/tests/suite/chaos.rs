@@ -25,8 +25,8 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::faults::{
-    check_infrastructure, check_instances, cluster_provisioned, create_control_plane, delete_cluster,
-    leftovers, machines_converged, moto_inventory, scale, wait_for,
+    TAGS_SET, check_infrastructure, check_instances, cluster_provisioned, create_control_plane,
+    delete_cluster, leftovers, machines_converged, moto_inventory, scale, tagged_inventory, wait_for,
 };
 use crate::support::{create, create_cluster, create_worker_pool, dynamic};
 
@@ -360,7 +360,7 @@ async fn converged(
     })
     .await;
     assert_eq!(machines.len(), workers + 1, "{machines:?}");
-    let left = moto_inventory(moto).await;
+    let left = tagged_inventory(moto, TAGS_SET).await;
     let instance_problems = check_instances(&left, &machines);
     let count = check_infrastructure(&left, CLUSTER, infra);
     assert!(

@@ -31,6 +31,8 @@ pub(crate) const REGION: &str = "eu-central-1";
 
 /// The instance tag naming the machine an instance belongs to.
 const MACHINE_TAG: &str = kubezero_provider::aws::instances::MACHINE_TAG;
+/// How long a check waits for the machine tags of converged machines.
+pub(crate) const TAGS_SET: Duration = Duration::from_secs(60);
 
 /// A client set for `endpoint` (moto or the proxy) with `max_attempts` and short back-offs.
 async fn clients_via(moto: &Moto, endpoint: String, max_attempts: u32) -> AwsClients {
@@ -408,6 +410,24 @@ pub(crate) async fn moto_inventory(moto: &Moto) -> Inventory {
         .expect("moto inventory")
 }
 
+/// The moto inventory once every live instance carries its machine tag (the provider sets them in
+/// the background after a launch and retries until they stick), or as it is after `timeout`
+/// ([`check_instances`] then reports the untagged ones).
+pub(crate) async fn tagged_inventory(moto: &Moto, timeout: Duration) -> Inventory {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = moto_inventory(moto).await;
+        let untagged = left
+            .kinds
+            .get("instance")
+            .is_some_and(|live| live.iter().any(|i| !i.tags.contains_key(MACHINE_TAG)));
+        if !untagged || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// What moto holds of a cluster, and what is wrong with it.
 #[derive(Debug, Default)]
 pub(crate) struct ResourceCount {
@@ -648,7 +668,7 @@ async fn throttled_flow(world: &WorldView, moto: &Moto, proxy: &FaultProxy) {
     .await;
     assert_eq!(machines.len(), 6);
     eprintln!("6 machines converged after {:?}", started.elapsed());
-    let left = moto_inventory(moto).await;
+    let left = tagged_inventory(moto, TAGS_SET).await;
     let mut problems = check_instances(&left, &machines);
     let infra_count = check_infrastructure(&left, THROTTLED_CLUSTER, &infra);
     eprintln!("owned in moto: {:?}", infra_count.owned);
