@@ -24,7 +24,7 @@ pub struct ProviderArgs {
     pub aws_call_timeout: Duration,
 
     /// Longest a batch of identical launches stays open while machines keep joining it (a lone
-    /// launch goes out after 2 s of no joins). Longer means fewer RunInstances calls when a
+    /// launch goes out after 5 s without joins). Longer means fewer RunInstances calls when a
     /// MachineDeployment scales by hundreds (EC2 refills RunInstances tokens at 2 per second), at
     /// the cost of that much delay for its first machines.
     #[arg(long, default_value = "30s", value_parser = parse_launch_wait)]

@@ -317,25 +317,45 @@ pub enum Fill {
     Partial,
 }
 
-/// Assigns `members` new instances to `subnets` (indices), each to the subnet with the fewest
-/// instances so far (`existing` counts per subnet id, ties to the first), so batches spread evenly
-/// over zones. Pure.
+/// Share of a launch spec's instances (in percent) by which zones may differ after a batch, so
+/// that a batch small against the pool goes to one zone (one RunInstances) instead of one call per
+/// zone; the next batches go to the other zones.
+pub const ZONE_SLACK_PERCENT: usize = 10;
+
+/// Assigns `members` new instances to `subnets` (indices; `existing` counts instances per subnet
+/// id). Each member goes to the least loaded of the fewest, least loaded subnets that keep the
+/// zones as even as spreading over all of them would, or within [`ZONE_SLACK_PERCENT`] of all the
+/// instances: a new MachineDeployment spreads over every zone, a small batch into a large pool
+/// makes one call. Ties go to the first subnet. Pure.
 pub fn spread(members: usize, subnets: &[String], existing: &BTreeMap<String, usize>) -> Vec<usize> {
-    let mut load: Vec<usize> = subnets
+    let load: Vec<usize> = subnets
         .iter()
         .map(|s| existing.get(s).copied().unwrap_or(0))
         .collect();
-    (0..members)
-        .map(|_| {
-            let (index, _) = load
-                .iter()
-                .enumerate()
-                .min_by_key(|(index, count)| (**count, *index))
-                .expect("at least one subnet");
-            load[index] += 1;
-            index
-        })
-        .collect()
+    let mut emptiest: Vec<usize> = (0..load.len()).collect();
+    emptiest.sort_by_key(|index| (load[*index], *index));
+    let fill = |allowed: &[usize]| -> (Vec<usize>, usize) {
+        let mut after = load.clone();
+        let assignment = (0..members)
+            .map(|_| {
+                let index = *allowed
+                    .iter()
+                    .min_by_key(|index| (after[**index], **index))
+                    .expect("at least one subnet");
+                after[index] += 1;
+                index
+            })
+            .collect();
+        let spread = after.iter().max().unwrap_or(&0) - after.iter().min().unwrap_or(&0);
+        (assignment, spread)
+    };
+    let (even, even_spread) = fill(&emptiest);
+    let total = load.iter().sum::<usize>() + members;
+    let tolerated = even_spread.max(total * ZONE_SLACK_PERCENT / 100);
+    (1..emptiest.len())
+        .map(|zones| fill(&emptiest[..zones]))
+        .find(|(_, spread)| *spread <= tolerated)
+        .map_or(even, |(assignment, _)| assignment)
 }
 
 /// Fills a RunInstances request for `count` instances of `spec` in `subnet_id` with `token` and
@@ -647,8 +667,33 @@ mod tests {
         let subnets: Vec<String> = ["subnet-a", "subnet-b", "subnet-c"].map(String::from).to_vec();
         assert_eq!(spread(5, &subnets, &BTreeMap::new()), [0, 1, 2, 0, 1]);
         let existing = BTreeMap::from([("subnet-a".to_owned(), 2), ("subnet-b".to_owned(), 1)]);
-        assert_eq!(spread(4, &subnets, &existing), [2, 1, 2, 0]);
+        assert_eq!(
+            spread(4, &subnets, &existing),
+            [2, 1, 2, 1],
+            "two zones end as even as three would"
+        );
         assert_eq!(spread(2, &subnets[..1], &existing), [0, 0]);
+        let pool = BTreeMap::from([
+            ("subnet-a".to_owned(), 167),
+            ("subnet-b".to_owned(), 167),
+            ("subnet-c".to_owned(), 166),
+        ]);
+        assert_eq!(
+            spread(40, &subnets, &pool),
+            [2; 40],
+            "a batch within 10 % of a pool of 500 goes to the emptiest zone alone"
+        );
+        let mut after = pool.clone();
+        *after.get_mut("subnet-c").unwrap() += 40;
+        assert_eq!(spread(40, &subnets, &after), [0; 40], "then to the next");
+        assert_eq!(
+            spread(90, &subnets, &pool)
+                .iter()
+                .filter(|zone| **zone == 2)
+                .count(),
+            45,
+            "a batch too large for one zone uses two"
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Default for LauncherSettings {
     fn default() -> Self {
         Self {
             describe_interval: Duration::from_secs(2),
-            launch_window: Duration::from_secs(2),
+            launch_window: Duration::from_secs(5),
             max_launch_wait: Duration::from_secs(30),
             max_batch: 500,
             orphan_grace: Duration::from_secs(120),
