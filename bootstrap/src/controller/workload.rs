@@ -73,12 +73,19 @@ impl Workload {
         *guard(&self.rbac_ensured) = Some(Instant::now());
     }
 
-    /// The state of token group `selector`: lock it to decide whether to reuse or create.
+    /// The state of token group `selector`: lock it to decide whether to reuse or create. Groups
+    /// nobody holds whose token is no longer reused are forgotten (MachineSets come and go).
     pub fn token_group(&self, selector: &str) -> Arc<TokenGroupState> {
-        guard(&self.groups)
-            .entry(selector.to_owned())
-            .or_default()
-            .clone()
+        let mut groups = guard(&self.groups);
+        groups.retain(|_, state| {
+            Arc::strong_count(state) > 1
+                || state.try_lock().is_ok_and(|chosen| {
+                    chosen
+                        .as_ref()
+                        .is_some_and(|chosen| chosen.checked.elapsed() < TOKEN_RECHECK)
+                })
+        });
+        groups.entry(selector.to_owned()).or_default().clone()
     }
 }
 

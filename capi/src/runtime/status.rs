@@ -73,19 +73,168 @@ where
     );
     owned.sort_by(|a, b| a.type_.cmp(&b.type_));
     let status = status_with(owned.clone());
-    if unchanged(object, &status) {
+    let wanted = serde_json::to_value(&status).ok().map(|wanted| {
+        let shown = serde_json::to_value(object)
+            .ok()
+            .and_then(|mut object| object.get_mut("status").map(std::mem::take));
+        (shown.as_ref() == Some(&wanted), hash(&wanted))
+    });
+    let key = object
+        .meta()
+        .uid
+        .clone()
+        .map(|uid| (K::kind(&()).into_owned(), uid));
+    if let (Some((true, wanted)), Some(key)) = (wanted, key.as_ref())
+        && last_written(key).is_none_or(|last| last == wanted)
+    {
         return Ok(object.clone());
     }
     let name = object.meta().name.clone().unwrap_or_default();
     let updated = apply_status(api, &name, field_manager, &status).await?;
+    if let (Some((_, wanted)), Some(key)) = (wanted, key) {
+        remember_written(key, wanted);
+    }
     super::events::report_ready_change(recorder, object, previous, &owned).await;
     Ok(updated)
 }
 
-/// Whether `status`, serialized, is the object's `status` as it is. Pure.
-fn unchanged<K: Serialize, S: Serialize>(object: &K, status: &S) -> bool {
-    let (Ok(object), Ok(status)) = (serde_json::to_value(object), serde_json::to_value(status)) else {
-        return false;
-    };
-    object.get("status") == Some(&status)
+/// Objects whose last written status is remembered; past this the memory starts over (forgetting
+/// only means trusting the cache).
+const REMEMBERED_STATUSES: usize = 100_000;
+
+/// The status this process last wrote to each object (a hash, by kind and uid). A write is
+/// skipped only when the object shows the wanted status and that is also the last status written:
+/// a cached object that lags behind a write must not hide the write that reverts it.
+type WrittenStatuses = std::sync::Mutex<std::collections::HashMap<(String, String), u64>>;
+
+fn written_statuses() -> std::sync::MutexGuard<'static, std::collections::HashMap<(String, String), u64>> {
+    static WRITTEN: std::sync::LazyLock<WrittenStatuses> = std::sync::LazyLock::new(WrittenStatuses::default);
+    WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn last_written(key: &(String, String)) -> Option<u64> {
+    written_statuses().get(key).copied()
+}
+
+fn remember_written(key: (String, String), status: u64) {
+    let mut written = written_statuses();
+    if written.len() >= REMEMBERED_STATUSES && !written.contains_key(&key) {
+        written.clear();
+    }
+    written.insert(key, status);
+}
+
+fn hash(value: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conditions::Condition;
+    use crate::runtime::events::EventPublisher;
+    use crate::testing::{ScriptedApi, not_found};
+    use kube::runtime::events::Reporter;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    /// A minimal kind with a conditions-only status.
+    #[derive(kube::CustomResource, Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+    #[kube(
+        group = "test.kubezero.io",
+        version = "v1",
+        kind = "Probe",
+        namespaced,
+        status = "ProbeStatus"
+    )]
+    struct ProbeSpec {}
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
+    struct ProbeStatus {
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        conditions: Vec<Condition>,
+    }
+
+    impl HasConditions for Probe {
+        fn conditions(&self) -> &[Condition] {
+            self.status.as_ref().map_or(&[], |status| &status.conditions)
+        }
+    }
+
+    fn probe(conditions: Vec<Condition>) -> Probe {
+        let mut probe: Probe = serde_json::from_value(json!({
+            "apiVersion": "test.kubezero.io/v1", "kind": "Probe",
+            "metadata": {"name": "p", "namespace": "default", "uid": "probe-uid-1", "generation": 1},
+            "spec": {}
+        }))
+        .expect("a Probe");
+        probe.status = Some(ProbeStatus { conditions });
+        probe
+    }
+
+    #[tokio::test]
+    async fn a_status_shown_and_last_written_is_not_written_again() {
+        let (client, api) = ScriptedApi::start(|request| match request.method.as_str() {
+            "PATCH" => {
+                let mut live = serde_json::to_value(probe(Vec::new())).expect("json");
+                live["status"] = request.body["status"].clone();
+                (200, live)
+            }
+            "POST" => (201, request.body.clone()),
+            _ => not_found(&request.path),
+        });
+        let probes: Api<Probe> = Api::namespaced(client.clone(), "default");
+        let recorder = EventPublisher::new(
+            client,
+            Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        );
+        let write = |object: Probe, reason: &'static str| {
+            let probes = probes.clone();
+            let recorder = recorder.clone();
+            async move {
+                apply_conditions(
+                    &probes,
+                    &object,
+                    "test",
+                    &recorder,
+                    &[Observed::false_("Ready", reason, "")],
+                    &[],
+                    |conditions| ProbeStatus { conditions },
+                )
+                .await
+                .expect("written")
+            }
+        };
+        let patches = || {
+            api.requests()
+                .into_iter()
+                .filter(|request| request.method == "PATCH")
+                .count()
+        };
+        let first = write(probe(Vec::new()), "Waiting").await;
+        assert_eq!(patches(), 1, "a new status is written");
+        let shown = first.status.clone().expect("a status").conditions;
+        write(probe(shown.clone()), "Waiting").await;
+        assert_eq!(
+            patches(),
+            1,
+            "the object shows what was written: nothing to write"
+        );
+        let second = write(probe(shown.clone()), "Provisioning").await;
+        assert_eq!(patches(), 2);
+        write(probe(shown), "Waiting").await;
+        assert_eq!(
+            patches(),
+            3,
+            "a cached object lagging behind the last write does not hide the write reverting it"
+        );
+        write(second, "Provisioning").await;
+        assert_eq!(patches(), 4, "the last write was Waiting");
+    }
 }
