@@ -139,8 +139,8 @@ fn machine_key(machine: &KubeZeroMachine) -> MachineKey {
 
 /// The subnets a machine may launch into: the spec's subnet, else the subnet of the Machine's
 /// failure domain (private, public when the zone has none), else one such subnet per zone (private
-/// zones, or all when there are none), over which the launcher spreads batches evenly. Empty when
-/// nothing matches. Pure.
+/// zones, or all when there are none), over which the launcher spreads batches
+/// ([`crate::aws::instances::spread`]). Empty when nothing matches. Pure.
 pub fn choose_subnets(
     subnets: &[AwsSubnetStatus],
     spec_subnet: Option<&str>,
