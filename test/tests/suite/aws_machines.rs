@@ -17,7 +17,7 @@ use kubezero_provider::aws::clients::{
     AWS_REQUESTS_METRIC, AwsClients, AwsIdentity, AwsSettings, ClientRegistry,
 };
 use kubezero_provider::aws::instance_types::InstanceTypeCache;
-use kubezero_provider::aws::instances::{Fill, LaunchSpec, MachineKey, run_instances};
+use kubezero_provider::aws::instances::{Fill, LaunchSpec, MACHINE_TAG, MachineKey, run_instances};
 use kubezero_provider::aws::launcher::{ClusterInstances, LaunchStatus, Launcher, LauncherSettings};
 use kubezero_provider::aws::tags::{ClusterTags, OWNED, ROLE_TAG};
 use kubezero_test::cloud::{Moto, alpine_ami, alpine_amis};
@@ -64,6 +64,25 @@ fn batcher(aws: &AwsClients, settings: LauncherSettings) -> Arc<ClusterInstances
         ClusterTags::new(CLUSTER, BTreeMap::new()),
         settings,
     ))
+}
+
+/// The ids of the instances moto lists with the machine tag: for `machine` (`<namespace>/<name>`),
+/// or with any value when `None`. Sorted, without repeats; empty when moto does not answer.
+fn machine_tagged(moto: &Moto, machine: Option<&str>) -> Vec<String> {
+    let filter = match machine {
+        Some(value) => format!("Filter.1.Name=tag:{MACHINE_TAG}&Filter.1.Value.1={value}"),
+        None => format!("Filter.1.Name=tag-key&Filter.1.Value.1={MACHINE_TAG}"),
+    };
+    let Ok(answer) = moto.ec2_query(&format!("Action=DescribeInstances&{filter}")) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = xml_values(&answer.text(), "instanceId")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 /// The text of every `<element>` in an XML answer.
@@ -192,14 +211,9 @@ async fn identical_pending_launches_go_out_as_one_run_instances() {
             2,
             "one call for the 8 identical launches, one for the different one"
         );
-        let tagged = format!(
-            "Action=DescribeInstances&Filter.1.Name=tag:{}&Filter.1.Value.1=default/demo-md-0",
-            kubezero_provider::aws::instances::MACHINE_TAG
-        );
-        let answer = moto.ec2_query(&tagged).expect("describe by machine tag");
         assert_eq!(
-            xml_values(&answer.text(), "instanceId"),
-            vec![launched[0].id.as_str()],
+            machine_tagged(&moto, Some("default/demo-md-0")),
+            vec![launched[0].id.clone()],
             "the machine tag is on the machine's instance"
         );
         assert_eq!(
@@ -304,17 +318,8 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicat
 
         // Their machine tags are set in the background; then another restart finds each
         // machine's instance by its tag.
-        let tagged = format!(
-            "Action=DescribeInstances&Filter.1.Name=tag-key&Filter.1.Value.1={}",
-            kubezero_provider::aws::instances::MACHINE_TAG
-        );
         crate::support::eventually("the adopted instances carry their machine tags", || async {
-            let answer = moto.ec2_query(&tagged).ok()?;
-            let text = answer.text();
-            let mut ids: Vec<&str> = xml_values(&text, "instanceId");
-            ids.sort_unstable();
-            ids.dedup();
-            (ids == original.iter().map(String::as_str).collect::<Vec<_>>()).then_some(())
+            (machine_tagged(&moto, None) == original).then_some(())
         })
         .await;
         let third = batcher(&aws, settings());
@@ -648,14 +653,9 @@ async fn an_assigned_instance_whose_machine_tags_failed_is_tagged_again_and_kept
         instances.keep_assigned(&found, &machine(0));
         tokio::time::sleep(Duration::from_millis(1100)).await;
         instances.instances().await.expect("describe");
-        let tagged = format!(
-            "Action=DescribeInstances&Filter.1.Name=tag:{}&Filter.1.Value.1=default/demo-md-0",
-            kubezero_provider::aws::instances::MACHINE_TAG
-        );
         crate::support::eventually("the machine tags set again", || async {
-            let answer = moto.ec2_query(&tagged).ok()?;
-            xml_values(&answer.text(), "instanceId")
-                .contains(&id.as_str())
+            machine_tagged(&moto, Some("default/demo-md-0"))
+                .contains(&id)
                 .then_some(())
         })
         .await;
