@@ -860,14 +860,18 @@ const TAG_CONCURRENCY: usize = 8;
 const TAG_RETRY_FIRST: Duration = Duration::from_secs(2);
 /// Longest pause between tagging passes that fail.
 const TAG_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long after its assignment an instance EC2 does not know yet is still tagged again (EC2
+/// reads are eventually consistent: a new instance can be "not found" for a while); after that it
+/// is taken as gone.
+const TAG_NOT_FOUND_FOR: Duration = Duration::from_secs(5 * 60);
 
 /// The machine tags of instances assigned to a machine but not tagged yet, set in the background
 /// by one task that runs passes (each over what is pending when it starts) until nothing is
 /// pending; what fails stays pending for the next pass.
 struct Tagger {
     aws: AwsClients,
-    /// Instance id → the machine it is assigned to.
-    pending: Mutex<HashMap<String, MachineKey>>,
+    /// Instance id → the machine it is assigned to, and when.
+    pending: Mutex<HashMap<String, (MachineKey, Instant)>>,
     /// Whether the tagging task runs.
     running: Mutex<bool>,
 }
@@ -883,7 +887,7 @@ impl Tagger {
 
     /// Instance `id` belongs to `machine` and needs its machine tags ([`Tagger::start`] sets them).
     fn assign(&self, id: &str, machine: &MachineKey) {
-        lock(&self.pending).insert(id.to_owned(), machine.clone());
+        lock(&self.pending).insert(id.to_owned(), (machine.clone(), Instant::now()));
     }
 
     /// Instance `id` is being terminated: its tags no longer matter.
@@ -893,7 +897,10 @@ impl Tagger {
 
     /// The instances waiting for their machine tags.
     fn pending(&self) -> HashMap<String, MachineKey> {
-        lock(&self.pending).clone()
+        lock(&self.pending)
+            .iter()
+            .map(|(id, (machine, _))| (id.clone(), machine.clone()))
+            .collect()
     }
 
     /// Starts the tagging task unless it runs (it takes up what was assigned meanwhile).
@@ -932,12 +939,14 @@ impl Tagger {
     /// Tags what is pending; whether any instance left the pending set.
     async fn pass(&self) -> bool {
         use futures::StreamExt as _;
-        let pending = self.pending();
+        let pending = lock(&self.pending).clone();
         let done = futures::stream::iter(pending)
-            .map(|(id, machine)| async move {
+            .map(|(id, (machine, assigned))| async move {
                 match tag_instance(&self.aws, &id, &machine_tags(&machine)).await {
                     Ok(()) => self.tagged(&id, &machine),
-                    Err(error) if error.is_not_found() => self.tagged(&id, &machine),
+                    Err(error) if error.is_not_found() && assigned.elapsed() >= TAG_NOT_FOUND_FOR => {
+                        self.tagged(&id, &machine)
+                    }
                     Err(error) => {
                         tracing::warn!(instance = %id, machine = %machine.tag_value(), %error, "tagging the instance failed; trying again");
                         false
@@ -954,7 +963,7 @@ impl Tagger {
     /// Drops `id` from the pending tags unless it was assigned to another machine meanwhile.
     fn tagged(&self, id: &str, machine: &MachineKey) -> bool {
         let mut pending = lock(&self.pending);
-        if pending.get(id) == Some(machine) {
+        if pending.get(id).is_some_and(|(assigned, _)| assigned == machine) {
             pending.remove(id);
         }
         true
