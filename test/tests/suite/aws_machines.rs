@@ -85,6 +85,15 @@ fn machine_tagged(moto: &Moto, machine: Option<&str>) -> Vec<String> {
     ids
 }
 
+/// A started moto, its clients, a subnet of its default VPC and a launch spec into it.
+async fn launch_world() -> (Moto, AwsClients, String, LaunchSpec) {
+    let moto = start_moto();
+    let aws = clients_for(&moto).await;
+    let subnet = default_subnet(&moto);
+    let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+    (moto, aws, subnet, spec)
+}
+
 /// The text of every `<element>` in an XML answer.
 fn xml_values<'a>(xml: &'a str, element: &str) -> Vec<&'a str> {
     let open = format!("<{element}>");
@@ -286,10 +295,7 @@ async fn launches_without_a_failure_domain_spread_evenly_with_one_call_per_zone(
 #[tokio::test]
 async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicates() {
     bounded(async {
-        let moto = start_moto();
-        let aws = clients_for(&moto).await;
-        let subnet = default_subnet(&moto);
-        let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+        let (moto, aws, _, spec) = launch_world().await;
         // A batch of three went out, then the process died before tagging and persisting: the
         // instances carry the cluster and launch-spec tags but no machine tag.
         let crashed_batch = launch_unclaimed(&moto, &aws, &spec, 3, "kzb-crashed-batch").await;
@@ -588,10 +594,7 @@ async fn launch_unclaimed(
 #[tokio::test]
 async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
     bounded(async {
-        let moto = start_moto();
-        let aws = clients_for(&moto).await;
-        let subnet = default_subnet(&moto);
-        let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+        let (moto, aws, subnet, spec) = launch_world().await;
         let leaked = launch_unclaimed(&moto, &aws, &spec, 2, "kzb-leaked").await;
         assert_eq!(leaked.len(), 2);
         // Not the provider's: no launch-spec tag. Must survive.
@@ -626,10 +629,7 @@ async fn instances_no_machine_claims_are_terminated_after_the_grace_period() {
 #[tokio::test]
 async fn an_assigned_instance_whose_machine_tags_failed_is_tagged_again_and_kept() {
     bounded(async {
-        let moto = start_moto();
-        let aws = clients_for(&moto).await;
-        let subnet = default_subnet(&moto);
-        let spec = launch_spec(&subnet, "I2FscGluZS1jb25maWcK");
+        let (moto, aws, _, spec) = launch_world().await;
         // Launched for a machine that persisted its id, but the CreateTags of its machine tags
         // failed (or the provider restarted before it): only the launch-spec tag is on it.
         let id = launch_unclaimed(&moto, &aws, &spec, 1, "kzb-untagged").await[0]
