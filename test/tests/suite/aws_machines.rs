@@ -76,13 +76,7 @@ fn machine_tagged(moto: &Moto, machine: Option<&str>) -> Vec<String> {
     let Ok(answer) = moto.ec2_query(&format!("Action=DescribeInstances&{filter}")) else {
         return Vec::new();
     };
-    let mut ids: Vec<String> = xml_values(&answer.text(), "instanceId")
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
+    instance_ids(&answer.text())
 }
 
 /// A started moto, its clients, a subnet of its default VPC and a launch spec into it.
@@ -119,8 +113,12 @@ fn live_instances(moto: &Moto) -> Vec<String> {
     let form = "Action=DescribeInstances&Filter.1.Name=instance-state-name&Filter.1.Value.1=pending\
                 &Filter.1.Value.2=running&Filter.1.Value.3=shutting-down";
     let answer = moto.ec2_query(form).expect("moto answers");
-    let text = answer.text();
-    let mut ids: Vec<String> = xml_values(&text, "instanceId")
+    instance_ids(&answer.text())
+}
+
+/// The instance ids of a DescribeInstances answer, sorted, without repeats.
+fn instance_ids(xml: &str) -> Vec<String> {
+    let mut ids: Vec<String> = xml_values(xml, "instanceId")
         .into_iter()
         .map(str::to_owned)
         .collect();
