@@ -33,7 +33,8 @@
 //!
 //! What it refuses: protobuf and CBOR bodies (415), lists at an older exact resourceVersion (501),
 //! field selectors other than `metadata.name` / `metadata.namespace` (400), subresources other
-//! than `status` (404). `/openapi/v3` publishes per group-version documents listing each resource's
+//! than `status` and `serviceaccounts/token` (404; `kubectl create token` sends protobuf, so mint
+//! tokens with kube-rs). `/openapi/v3` publishes per group-version documents listing each resource's
 //! write operations and their `fieldValidation` parameter (what `kubectl` checks before relying on
 //! server-side field validation) but no schemas; `/openapi/v2` answers 404.
 //! - authentication ([`authn`]): requests without credentials are the superuser `system:unsecured`
