@@ -40,6 +40,8 @@
 //! assert!(errors.iter().any(|e| e.field == "spec.bmc" && e.message == "spec.bmc: Required value"));
 //! ```
 
+pub mod cost;
+
 use std::{collections::HashMap, fmt};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
