@@ -17,7 +17,9 @@ use kubezero_provider::api::{
     KubeZeroCluster, KubeZeroClusterTemplate, KubeZeroHost, KubeZeroMachine, KubeZeroMachineTemplate,
 };
 use kubezero_test::validation::{
-    CrdValidator, FieldError, cel_rule_problems, cel_rules, kubezero_crds, schema_of,
+    CrdValidator, FieldError, cel_rules,
+    cost::{CRD_COST_LIMIT, RULE_COST_LIMIT, crd_cost},
+    kubezero_crds, schema_of,
 };
 use serde_json::Value;
 
@@ -263,14 +265,35 @@ fn every_cel_rule_has_an_invalid_fixture_that_trips_it() {
     );
 }
 
+/// Every rule compiles, and the API server's static cost check (per rule and per schema, see
+/// `kubezero_test::validation::cost`) accepts every kubezero CRD; prints each CRD's largest rule
+/// and total (`-- --nocapture`).
 #[test]
 fn cel_rules_compile_and_fit_the_cost_budget() {
     let mut rules = 0;
     for crd in kubezero_crds() {
-        let schema = schema_of(&crd, &crd.spec.versions[0].name).expect("schema");
+        let kind = &crd.spec.names.kind;
+        let version = &crd.spec.versions[0].name;
+        let schema = schema_of(&crd, version).expect("schema");
         rules += cel_rules(&schema).len();
-        let problems = cel_rule_problems(&schema);
-        assert!(problems.is_empty(), "{}: {problems:#?}", crd.spec.names.kind);
+        CrdValidator::new(&crd, version).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let json = serde_json::to_value(&crd).expect("CRD as JSON");
+        for (field, report) in crd_cost(&json, None) {
+            let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+            assert!(errors.is_empty(), "{kind} ({field}): {errors:#?}");
+            let Some(largest) = report.most_expensive() else {
+                println!("{kind}: no CEL rules");
+                continue;
+            };
+            println!(
+                "{kind}: largest rule {} ({:.1}% of {RULE_COST_LIMIT}) at {}; total {} ({:.1}% of {CRD_COST_LIMIT})",
+                largest.cost,
+                100.0 * largest.cost as f64 / RULE_COST_LIMIT as f64,
+                largest.field,
+                report.total,
+                100.0 * report.total as f64 / CRD_COST_LIMIT as f64,
+            );
+        }
     }
     assert!(rules >= 35, "only {rules} CEL rules found");
 }
