@@ -356,7 +356,7 @@ impl Walk {
         self.report.total = self.report.total.saturating_add(cost);
         if cost >= CRD_COST_LIMIT / 100 {
             self.most_expensive.push((field.clone(), cost));
-            self.most_expensive.sort_by(|a, b| b.1.cmp(&a.1));
+            self.most_expensive.sort_by_key(|e| std::cmp::Reverse(e.1));
             self.most_expensive.truncate(4);
         }
         self.report.expressions.push(ExpressionCost {
