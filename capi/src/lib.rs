@@ -1,5 +1,6 @@
 //! Cluster API v1beta2 shims and the controller runtime shared by the kubezero managers.
 //!
+//! - [`alpine`]: the Alpine release → Kubernetes / cri-o minor matrix.
 //! - [`contract`]: label, annotation and field shapes of the CAPI v1beta2 provider contract.
 //! - [`core`]: hand-written `cluster.x-k8s.io/v1beta2` Cluster, Machine and MachineSet shims (only the
 //!   fields kubezero reads or writes).
@@ -9,6 +10,7 @@
 //! - [`runtime`]: manager process plumbing (flags, leader election, metrics, health, shutdown).
 #![forbid(unsafe_code)]
 
+pub mod alpine;
 pub mod conditions;
 pub mod contract;
 pub mod core;

@@ -16,8 +16,6 @@ use super::kubeadm::{
     NODE_LABELS_NAMESPACE_RULE, NODE_LABELS_SYNTAX_RULE,
 };
 
-/// Default Alpine release installed packages come from.
-pub const DEFAULT_ALPINE_RELEASE: &str = "3.22";
 /// Default mode of a written file.
 pub const DEFAULT_FILE_PERMISSIONS: &str = "0644";
 /// Default owner of a written file.
@@ -80,7 +78,7 @@ pub struct KubeZeroConfigSpec {
     /// `kubelet.kubernetes.io/` (NodeRestriction); Cluster API itself syncs the Machine's
     /// `node.cluster.x-k8s.io/` labels to the node.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 63>")]
+    #[schemars(schema_with = "kubezero_capi::schema::string_map::<64, 63>")]
     #[x_kube(validation = Rule::new(NODE_LABELS_SYNTAX_RULE)
         .message("node labels must be valid label keys and values"))]
     #[x_kube(validation = Rule::new(NODE_LABELS_NAMESPACE_RULE)
@@ -113,7 +111,7 @@ pub struct KubeZeroConfigSpec {
 
     /// Kernel parameters set at boot, e.g. `net.ipv4.ip_forward: "1"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 256>")]
+    #[schemars(schema_with = "kubezero_capi::schema::string_map::<64, 256>")]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9_./-]+$'))")
         .message("sysctl keys are dotted kernel parameter names"))]
     pub sysctls: BTreeMap<String, String>,
@@ -309,20 +307,25 @@ fn default_true() -> bool {
 }
 
 /// Alpine release and package sources.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Alpine {
-    /// Alpine release the package repositories point at, e.g. `3.22` or `edge`.
-    #[serde(default = "default_release")]
-    #[schemars(length(max = 8), regex(pattern = r"^(3\.[0-9]{1,2}|edge)$"))]
-    pub release: String,
+    /// Alpine release the package repositories point at, e.g. `3.23` or `edge`. When unset or empty,
+    /// the release whose community repository carries the Machine's Kubernetes minor
+    /// (`kubezero_capi::alpine`); a release that does not carry it is refused unless `repositories`
+    /// names one that does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8), regex(pattern = r"^(3\.[0-9]{1,2}|edge)?$"))]
+    pub release: Option<String>,
 
     /// Base URL of an Alpine package mirror (for air-gapped sites); the image's mirror when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024), regex(pattern = r"^https?://.+"))]
     pub mirror: Option<String>,
 
-    /// Extra apk repository URLs, appended after main and community.
+    /// Extra apk repository URLs, appended after main and community, e.g. KubeZero's
+    /// `https://cdn.zero-downtime.net/alpine/v3.23/kubezero` for Kubernetes minors the release does
+    /// not carry. With one, the Machine's minor is installed from wherever apk finds it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 8),
@@ -330,20 +333,42 @@ pub struct Alpine {
         inner(regex(pattern = r"^https?://.+"))
     )]
     pub repositories: Vec<String>,
+
+    /// Public keys apk trusts for the extra repositories, written to `/etc/apk/keys/<name>` before
+    /// any package is installed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "repository_keys")]
+    pub repository_keys: Vec<RepositoryKey>,
 }
 
-impl Default for Alpine {
-    fn default() -> Self {
-        Alpine {
-            release: default_release(),
-            mirror: None,
-            repositories: Vec::new(),
-        }
-    }
+/// Schema of `alpine.repositoryKeys`: at most 4 keys, a list-map keyed by `name` (unique names).
+fn repository_keys(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let item = generator.subschema_for::<RepositoryKey>();
+    schemars::json_schema!({
+        "type": "array",
+        "description": "Public keys apk trusts for the extra repositories, written to /etc/apk/keys/<name> before any package is installed.",
+        "maxItems": 4,
+        "items": item,
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["name"],
+    })
 }
 
-fn default_release() -> String {
-    DEFAULT_ALPINE_RELEASE.to_owned()
+/// One apk signing key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryKey {
+    /// File name under `/etc/apk/keys`, as the repository's packages name their signer, e.g.
+    /// `stefan@zero-downtime.net-61bb6bfb.rsa.pub`.
+    #[schemars(
+        length(min = 1, max = 128),
+        regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9@._+-]*\.pub$")
+    )]
+    pub name: String,
+
+    /// The PEM public key.
+    #[schemars(length(min = 1, max = 4096), regex(pattern = r"^-----BEGIN PUBLIC KEY-----"))]
+    pub key: String,
 }
 
 /// Observed state of a `KubeZeroConfig` (contract: bootstrap config status).
@@ -397,7 +422,7 @@ pub struct KubeZeroConfigTemplateSpec {
 pub struct KubeZeroConfigTemplateResource {
     /// Labels and annotations copied to the cloned configs.
     #[serde(default, skip_serializing_if = "is_empty_meta")]
-    #[schemars(schema_with = "crate::api::bounds::template_metadata")]
+    #[schemars(schema_with = "kubezero_capi::schema::template_metadata")]
     pub metadata: ObjectMeta,
 
     /// Spec of the cloned configs.

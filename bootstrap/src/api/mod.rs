@@ -1,6 +1,5 @@
 //! API types of the bootstrap provider (`bootstrap.cluster.x-k8s.io/v1alpha1`) and their CRDs.
 
-mod bounds;
 mod config;
 pub mod kubeadm;
 
@@ -8,10 +7,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use config::{
-    Alpine, DEFAULT_ALPINE_RELEASE, DEFAULT_FILE_OWNER, DEFAULT_FILE_PERMISSIONS, Encoding, File, FileSource,
-    Format, KubeZeroConfig, KubeZeroConfigSpec, KubeZeroConfigStatus, KubeZeroConfigTemplate,
-    KubeZeroConfigTemplateResource, KubeZeroConfigTemplateSpec, KubeZeroConfigTemplateStatus, Ntp,
-    SecretKeyRef, User,
+    Alpine, DEFAULT_FILE_OWNER, DEFAULT_FILE_PERMISSIONS, Encoding, File, FileSource, Format, KubeZeroConfig,
+    KubeZeroConfigSpec, KubeZeroConfigStatus, KubeZeroConfigTemplate, KubeZeroConfigTemplateResource,
+    KubeZeroConfigTemplateSpec, KubeZeroConfigTemplateStatus, Ntp, RepositoryKey, SecretKeyRef, User,
 };
 
 /// API group of the bootstrap provider's kinds.
@@ -244,13 +242,17 @@ mod tests {
             true
         );
         assert_eq!(spec["properties"]["ntp"]["properties"]["servers"]["maxItems"], 8);
+        let alpine = &spec["properties"]["alpine"];
         assert_eq!(
-            spec["properties"]["alpine"]["default"],
-            json!({"release": "3.22"})
+            alpine["default"],
+            json!({}),
+            "the release is derived from the Machine's version"
         );
+        assert!(alpine["properties"]["release"].get("default").is_none());
+        assert_eq!(alpine["properties"]["repositoryKeys"]["maxItems"], 4);
         assert_eq!(
-            spec["properties"]["alpine"]["properties"]["release"]["default"],
-            "3.22"
+            alpine["properties"]["repositoryKeys"]["x-kubernetes-list-map-keys"],
+            json!(["name"])
         );
         let status = &schema["properties"]["status"]["properties"];
         assert_eq!(status["dataSecretName"]["minLength"], 1);
@@ -356,7 +358,7 @@ mod tests {
         let value = serde_json::to_value(&cfg).unwrap();
         assert_eq!(value["spec"]["format"], "alpine-config");
         assert_eq!(value["spec"]["files"][0]["encoding"], "plain");
-        assert_eq!(value["spec"]["alpine"], json!({"release": "3.22"}));
+        assert_eq!(value["spec"]["alpine"], json!({}));
         assert!(value["spec"]["files"][0].get("contentFrom").is_none());
         assert!(value.get("status").is_none());
         let back: KubeZeroConfig = serde_json::from_value(value).unwrap();
@@ -374,7 +376,7 @@ mod tests {
         let spec: KubeZeroConfigSpec =
             serde_json::from_value(json!({"files": [{"path": "/a", "content": "x"}], "ntp": {}})).unwrap();
         assert_eq!(spec.format, Format::AlpineConfig);
-        assert_eq!(spec.alpine.release, DEFAULT_ALPINE_RELEASE);
+        assert_eq!(spec.alpine.release, None);
         let file = &spec.files[0];
         assert_eq!(
             (

@@ -29,7 +29,7 @@ use super::workload::{self, ChosenToken, Workload};
 use crate::api::kubeadm::{
     JoinDiscovery, KUBEADM_PATCHES_DIR, KUBELET_PATCH_FILE, KubeadmInputs, KubeadmRole, render_kubeadm_config,
 };
-use crate::api::{Encoding, File, Format, KubeZeroConfig, KubeZeroConfigSpec};
+use crate::api::{Alpine, Encoding, File, Format, KubeZeroConfig, KubeZeroConfigSpec};
 use crate::lock::{self, LockDecision};
 use crate::pki::{self, CLUSTER_SECRET_TYPE, CertKeyPair, CertificateKind, ClusterCertificates, TLS_CRT};
 use crate::render::{self, RenderError};
@@ -160,6 +160,12 @@ async fn generate_steps(
             return Err(Halt::Report(Outcome {
                 requeue: None,
                 ..Outcome::not_ready(reasons::BOOTSTRAP_DATA_TOO_LARGE, message)
+            }));
+        }
+        Err(RenderFailure::UnsupportedVersion(message)) => {
+            return Err(Halt::Report(Outcome {
+                requeue: None,
+                ..Outcome::not_ready(reasons::UNSUPPORTED_KUBERNETES_VERSION, message)
             }));
         }
         Err(RenderFailure::Invalid(message)) => {
@@ -693,8 +699,22 @@ pub const KUBE_PROXY_REPLACEMENT_LABEL: &str = "kubezero.io/kube-proxy-replaceme
 pub enum RenderFailure {
     /// Above the user-data size limit.
     TooLarge(String),
+    /// No Alpine release installs the Machine's Kubernetes minor as configured.
+    UnsupportedVersion(String),
     /// Any other invalid input; the message names it.
     Invalid(String),
+}
+
+/// What a node of `kubernetes_version` installs with `alpine` (release defaulted from the version).
+pub fn alpine_selection(
+    alpine: &Alpine,
+    kubernetes_version: &str,
+) -> Result<kubezero_capi::alpine::Selection, kubezero_capi::alpine::VersionError> {
+    kubezero_capi::alpine::select(
+        alpine.release.as_deref().unwrap_or_default(),
+        kubernetes_version,
+        !alpine.repositories.is_empty(),
+    )
 }
 
 /// Renders the user data (pure): kubeadm documents, then the Alpine document with the user's files, the
@@ -709,6 +729,8 @@ pub fn render_data(
 ) -> Result<render::Rendered, RenderFailure> {
     let kubeadm = render_kubeadm_config(spec, role, inputs)
         .map_err(|e| RenderFailure::Invalid(format!("kubeadm: {e}")))?;
+    let selection = alpine_selection(&spec.alpine, &inputs.kubernetes_version)
+        .map_err(|e| RenderFailure::UnsupportedVersion(e.to_string()))?;
     let mut files = user_files;
     if let Some(certificates) = certificates {
         files.extend(
@@ -747,9 +769,16 @@ pub fn render_data(
         },
         kubernetes_version: inputs.kubernetes_version.clone(),
         alpine: render::AlpineSettings {
-            release: spec.alpine.release.clone(),
+            release: selection.release,
+            cri_o_minor: selection.cri_o_minor,
             mirror: spec.alpine.mirror.clone(),
             extra_repositories: spec.alpine.repositories.clone(),
+            repository_keys: spec
+                .alpine
+                .repository_keys
+                .iter()
+                .map(|key| (key.name.clone(), key.key.clone()))
+                .collect(),
         },
         kubeadm_config: kubeadm.config,
         files,

@@ -2,7 +2,7 @@
 //!
 //! Flow (contract §4): find the owner Machine and its Cluster → honour pause → restore status from
 //! the Machine after `clusterctl move` → wait for the Cluster's infrastructure and control-plane
-//! endpoint → role (init lock), cluster PKI, join token, render, data Secret ([`generate`]); then, until
+//! endpoint (an impossible Alpine / Kubernetes pair is refused first) → role (init lock), cluster PKI, join token, render, data Secret ([`generate`]); then, until
 //! the Machine has a `nodeRef`, keep its join token alive ([`refresh`]). The data Secret is owned by the
 //! config (garbage collected with it), so no finalizer is needed. [`kubeconfig`] renews the clusters'
 //! admin kubeconfigs.
@@ -29,7 +29,7 @@ use kubezero_capi::runtime::reconcile::{
 };
 use tracing::Instrument;
 
-use crate::api::{GROUP, KubeZeroConfig, KubeZeroConfigStatus};
+use crate::api::{GROUP, KubeZeroConfig, KubeZeroConfigSpec, KubeZeroConfigStatus};
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezeroconfig";
@@ -63,6 +63,9 @@ pub mod reasons {
     pub const BOOTSTRAP_DATA_TOO_LARGE: &str = "BootstrapDataTooLarge";
     /// The configuration cannot be rendered (message names the field).
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// No Alpine release installs the Machine's Kubernetes minor as configured (message says what to
+    /// change); reported before the Cluster's infrastructure is waited for.
+    pub const UNSUPPORTED_KUBERNETES_VERSION: &str = "UnsupportedKubernetesVersion";
 }
 
 impl HasConditions for KubeZeroConfig {
@@ -152,14 +155,33 @@ pub fn data_secret(config: &KubeZeroConfig, owner: Option<&Machine>) -> Option<S
 }
 
 /// The Ready condition of a config whose Machine and Cluster exist, when no data is to be generated
-/// now: `None` means "generate".
-pub fn readiness(data_secret_name: Option<&str>, cluster: &Cluster) -> Option<Observed> {
+/// now: `None` means "generate". An impossible Alpine / Kubernetes pair is refused first, so no
+/// machine waits for infrastructure it could never join.
+pub fn readiness(
+    data_secret_name: Option<&str>,
+    spec: &KubeZeroConfigSpec,
+    machine: &Machine,
+    cluster: &Cluster,
+) -> Option<Observed> {
     if let Some(name) = data_secret_name {
         return Some(Observed::true_(
             READY_CONDITION,
             reasons::DATA_SECRET_AVAILABLE,
             format!("bootstrap data in Secret {name}"),
         ));
+    }
+    if let Some(version) = machine.spec.version.as_deref() {
+        match generate::alpine_selection(&spec.alpine, version) {
+            // A malformed version is the kubeadm renderer's to report (InvalidConfiguration).
+            Ok(_) | Err(kubezero_capi::alpine::VersionError::InvalidVersion(_)) => {}
+            Err(unsupported) => {
+                return Some(Observed::false_(
+                    READY_CONDITION,
+                    reasons::UNSUPPORTED_KUBERNETES_VERSION,
+                    unsupported.to_string(),
+                ));
+            }
+        }
     }
     if !cluster.infrastructure_provisioned() {
         return Some(Observed::false_(
@@ -244,16 +266,18 @@ async fn reconcile(
                 reasons::WAITING_FOR_CLUSTER,
                 "waiting for the Machine's Cluster to exist",
             ),
-            (Some(machine), Some(cluster)) => match readiness(data_secret_name.as_deref(), cluster) {
-                Some(ready) => ready,
-                None => {
-                    let outcome =
-                        generate::generate(&context.client, &config, machine, cluster, token_ttl).await?;
-                    data_secret_name = outcome.data_secret_name;
-                    requeue = outcome.requeue;
-                    outcome.ready
+            (Some(machine), Some(cluster)) => {
+                match readiness(data_secret_name.as_deref(), &config.spec, machine, cluster) {
+                    Some(ready) => ready,
+                    None => {
+                        let outcome =
+                            generate::generate(&context.client, &config, machine, cluster, token_ttl).await?;
+                        data_secret_name = outcome.data_secret_name;
+                        requeue = outcome.requeue;
+                        outcome.ready
+                    }
                 }
-            },
+            }
         };
         if let (Some(machine), Some(cluster), Some(name)) = (&owner, &cluster, &data_secret_name)
             && !machine.has_node_ref()
@@ -388,6 +412,47 @@ mod tests {
         assert!(
             status.get("dataSecretName").is_none(),
             "no Secret name without a Secret"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_impossible_alpine_kubernetes_pair_is_refused_before_the_infrastructure() {
+        let mut pinned = config(None);
+        pinned["spec"]["alpine"] = json!({"release": "3.22"});
+        let mut v134 = machine(None);
+        v134["spec"]["version"] = json!("v1.34.1");
+        let status = status_after(pinned.clone(), v134.clone(), cluster(false, false, false)).await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::UNSUPPORTED_KUBERNETES_VERSION.into())
+        );
+        let message = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            message.contains("Alpine 3.22 carries Kubernetes 1.33"),
+            "{message}"
+        );
+        assert!(message.contains("use Alpine 3.23"), "{message}");
+
+        // Derived from the version, or built by an extra repository: the flow goes on.
+        let status = status_after(config(None), v134.clone(), cluster(false, false, false)).await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE.into())
+        );
+        pinned["spec"]["alpine"]["repositories"] =
+            json!(["https://cdn.zero-downtime.net/alpine/v3.22/kubezero"]);
+        let status = status_after(pinned, v134, cluster(false, false, false)).await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE.into())
         );
     }
 

@@ -5,11 +5,12 @@
 //! bytes of the bootstrap data Secret. Both formats produce the same node:
 //!
 //! - `write_files`: `/etc/apk/repositories` (the whole file: `main` and `community` of the mirror, then the
-//!   extra repositories, so air-gapped sites never reach the public CDN), kernel modules in
+//!   extra repositories, so air-gapped sites never reach the public CDN) and their signing keys in
+//!   `/etc/apk/keys/`, kernel modules in
 //!   `/etc/modules-load.d/kubezero.conf`, sysctls in `/etc/sysctl.d/90-kubezero.conf`, chrony servers, the
 //!   kubeadm config in `/etc/kubernetes/kubeadm.yaml` (0600), the user's files and the boot script;
 //! - `package_update` + `packages`: `kubelet`, `kubeadm`, `kubectl`, `cri-o` pinned with apk's fuzzy
-//!   `~<major>.<minor>` to the Kubernetes minor (cri-o follows the Kubernetes minor), plus `curl` (AWS
+//!   `~<major>.<minor>` to the Kubernetes minor (cri-o to the minor the release carries), plus `curl` (AWS
 //!   provider-ID discovery) and `sudo` (when a user has a sudo rule);
 //! - users and SSH keys natively (tiny-cloud: its single `user` and `ssh_authorized_keys`; cloud-init:
 //!   `users`) for early SSH access, then completed idempotently by the boot script (every user, groups,
@@ -68,6 +69,8 @@ const MODULES_FILE: &str = "/etc/modules-load.d/kubezero.conf";
 const SYSCTL_FILE: &str = "/etc/sysctl.d/90-kubezero.conf";
 const CHRONY_FILE: &str = "/etc/chrony/chrony.conf";
 const REPOSITORIES_FILE: &str = "/etc/apk/repositories";
+/// Directory of the public keys apk trusts.
+pub const APK_KEYS_DIR: &str = "/etc/apk/keys";
 
 /// The role of the machine in its cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,10 +114,14 @@ impl Format {
 pub struct AlpineSettings {
     /// Alpine release: `<major>.<minor>` (e.g. `3.22`) or `edge`.
     pub release: String,
+    /// Minor cri-o is pinned to (`kubezero_capi::alpine` knows which one a release carries).
+    pub cri_o_minor: String,
     /// Base URL of the package mirror (the release directory is appended); default [`DEFAULT_MIRROR`].
     pub mirror: Option<String>,
     /// Further repositories, full URLs, appended to `/etc/apk/repositories` in order.
     pub extra_repositories: Vec<String>,
+    /// Signing keys of the further repositories: (file name under [`APK_KEYS_DIR`], PEM).
+    pub repository_keys: Vec<(String, String)>,
 }
 
 /// The resolved content of a file.
@@ -243,6 +250,9 @@ pub enum RenderError {
     /// A repository URL is empty or contains whitespace.
     #[error("invalid package repository {0:?}: expected a URL without whitespace")]
     InvalidRepository(String),
+    /// A repository key's file name would leave the keys directory.
+    #[error("invalid repository key name {0:?}: expected a file name such as <signer>.rsa.pub")]
+    InvalidRepositoryKey(String),
     /// The kubeadm config is empty.
     #[error("the kubeadm config is empty")]
     EmptyKubeadmConfig,
@@ -309,6 +319,10 @@ pub fn render_document(input: &RenderInput) -> Result<String, RenderError> {
         &repositories(&input.alpine)?,
         "0644",
     ));
+    for (name, key) in &input.alpine.repository_keys {
+        let path = format!("{APK_KEYS_DIR}/{}", repository_key_name(name)?);
+        files.push(text_file(&path, &with_newline(key), "0644"));
+    }
     files.push(text_file(
         MODULES_FILE,
         &lines(KERNEL_MODULES.iter().copied()),
@@ -403,10 +417,11 @@ fn kubernetes_minor(version: &str) -> Result<String, RenderError> {
 }
 
 fn packages(input: &RenderInput, minor: &str) -> Vec<String> {
-    let mut p: Vec<String> = ["kubelet", "kubeadm", "kubectl", "cri-o"]
+    let mut p: Vec<String> = ["kubelet", "kubeadm", "kubectl"]
         .iter()
         .map(|n| format!("{n}~{minor}"))
         .collect();
+    p.push(format!("cri-o~{}", input.alpine.cri_o_minor));
     if input.provider_id == ProviderIdSource::Aws {
         p.push("curl".into());
     }
@@ -450,6 +465,28 @@ fn repositories(alpine: &AlpineSettings) -> Result<String, RenderError> {
         repos.push(extra.clone());
     }
     Ok(lines(repos.iter().map(String::as_str)))
+}
+
+/// A key file name that stays inside [`APK_KEYS_DIR`].
+fn repository_key_name(name: &str) -> Result<&str, RenderError> {
+    let valid = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@._+-".contains(&b));
+    if valid {
+        Ok(name)
+    } else {
+        Err(RenderError::InvalidRepositoryKey(name.to_string()))
+    }
+}
+
+fn with_newline(text: &str) -> String {
+    if text.ends_with('\n') {
+        text.to_string()
+    } else {
+        format!("{text}\n")
+    }
 }
 
 fn sysctls(input: &RenderInput) -> String {

@@ -112,9 +112,11 @@ fn fixture(role: Role, format: Format) -> RenderInput {
         format,
         kubernetes_version: "v1.34.2".into(),
         alpine: AlpineSettings {
-            release: "3.22".into(),
+            release: "3.23".into(),
+            cri_o_minor: "1.34".into(),
             mirror: None,
             extra_repositories: vec![],
+            repository_keys: vec![],
         },
         kubeadm_config: INIT_KUBEADM.into(),
         files: vec![],
@@ -153,8 +155,14 @@ fn fixture(role: Role, format: Format) -> RenderInput {
             input.provider_id = ProviderIdSource::NoCloud;
             input.alpine = AlpineSettings {
                 release: "3.22".into(),
+                cri_o_minor: "1.34".into(),
                 mirror: Some("https://mirror.example.internal/alpine/".into()),
                 extra_repositories: vec!["https://cdn.example.internal/alpine/v3.22/kubezero".into()],
+                repository_keys: vec![(
+                    "builder@example.internal-0123abcd.rsa.pub".into(),
+                    "-----BEGIN PUBLIC KEY-----\nRmFrZSBmaXh0dXJlLCBub3QgYSBrZXk=\n-----END PUBLIC KEY-----"
+                        .into(),
+                )],
             };
             input.kubeadm_config =
                 format!("{JOIN_KUBEADM}controlPlane:\n  localAPIEndpoint:\n    bindPort: 6443\n");
@@ -407,6 +415,14 @@ fn written_files_round_trip() {
             repos.lines().count() >= 2 && repos.contains("/community\n"),
             "{name}: {repos}"
         );
+        for (key, pem) in &input.alpine.repository_keys {
+            let written = &files[&format!("/etc/apk/keys/{key}")];
+            assert_eq!(
+                String::from_utf8_lossy(written).trim_end(),
+                pem.as_str(),
+                "{name}: the repository key is written before packages install"
+            );
+        }
     }
 }
 
@@ -418,7 +434,11 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
 
 #[test]
 fn packages_are_pinned_to_the_kubernetes_minor() {
-    let doc = render_document(&fixture(Role::WorkerJoin, Format::AlpineConfig)).unwrap();
+    let mut input = fixture(Role::WorkerJoin, Format::AlpineConfig);
+    input.alpine.release = "3.22".into();
+    input.alpine.cri_o_minor = "1.32".into();
+    input.kubernetes_version = "v1.33.6".into();
+    let doc = render_document(&input).unwrap();
     let m = parse(&doc);
     let pkgs: Vec<&str> = m["packages"]
         .as_array()
@@ -429,10 +449,10 @@ fn packages_are_pinned_to_the_kubernetes_minor() {
     assert_eq!(
         pkgs,
         [
-            "kubelet~1.34",
-            "kubeadm~1.34",
-            "kubectl~1.34",
-            "cri-o~1.34",
+            "kubelet~1.33",
+            "kubeadm~1.33",
+            "kubectl~1.33",
+            "cri-o~1.32",
             "curl"
         ]
     );
@@ -547,6 +567,15 @@ fn bad_input_is_rejected_with_the_offending_value() {
     let mut i = base.clone();
     i.alpine.extra_repositories = vec!["https://x/ y".into()];
     assert!(matches!(render(&i), Err(RenderError::InvalidRepository(_))));
+    for name in ["../../shadow", ".hidden.pub", "a/b.pub", ""] {
+        let mut i = base.clone();
+        i.alpine.repository_keys = vec![(name.into(), "-----BEGIN PUBLIC KEY-----".into())];
+        assert_eq!(
+            render(&i),
+            Err(RenderError::InvalidRepositoryKey(name.into())),
+            "{name}"
+        );
+    }
     let mut i = base.clone();
     i.kubeadm_config = " \n".into();
     assert_eq!(render(&i), Err(RenderError::EmptyKubeadmConfig));

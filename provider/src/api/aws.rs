@@ -34,7 +34,7 @@ pub struct AwsClusterSpec {
 
     /// Extra tags put on every AWS resource of the cluster.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 256>")]
+    #[schemars(schema_with = "kubezero_capi::schema::string_map::<64, 256>")]
     #[x_kube(validation = Rule::new(
         "self.all(k, !k.startsWith('kubernetes.io/cluster/') && !k.startsWith('kubezero.io/'))"
     ).message("additionalTags must not use the reserved prefixes kubernetes.io/cluster/ or kubezero.io/"))]
@@ -137,12 +137,33 @@ pub enum NatGateways {
 }
 
 /// Load balancer in front of the control plane.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+///
+/// The management cluster (Cluster API core and the bootstrap manager) must reach the API through it:
+/// an `internal` one only answers inside the VPC (and from networks listed in `allowedCidrBlocks`,
+/// e.g. a peered management VPC); an `internet-facing` one answers only the listed source CIDRs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.scheme != 'internet-facing' || (has(self.allowedCidrBlocks) && size(self.allowedCidrBlocks) > 0)"
+).message("an internet-facing load balancer needs allowedCidrBlocks: the source CIDRs allowed to reach the API (at least the management cluster's egress addresses)").field_path(".allowedCidrBlocks"))]
 pub struct AwsLoadBalancer {
     /// `internal` (reachable inside the VPC only) or `internet-facing`.
     #[serde(default)]
     pub scheme: LoadBalancerScheme,
+
+    /// IPv4 source CIDRs allowed to reach the API on port 6443, besides the VPC itself for an
+    /// `internal` load balancer. Required for `internet-facing`; removing one revokes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(max = 18),
+            regex(
+                pattern = r"^(25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})(\.(25[0-5]|2[0-4][0-9]|1?[0-9]{1,2})){3}/([0-9]|[12][0-9]|3[0-2])$"
+            )
+        )
+    )]
+    pub allowed_cidr_blocks: Vec<String>,
 
     /// Extra security groups attached to the load balancer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -210,7 +231,7 @@ pub struct AwsMachineSpec {
 
     /// Extra tags put on the instance and its volumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 256>")]
+    #[schemars(schema_with = "kubezero_capi::schema::string_map::<64, 256>")]
     #[x_kube(validation = Rule::new(
         "self.all(k, !k.startsWith('kubernetes.io/cluster/') && !k.startsWith('kubezero.io/'))"
     ).message("additionalTags must not use the reserved prefixes kubernetes.io/cluster/ or kubezero.io/"))]
@@ -251,14 +272,29 @@ impl Default for AwsAmi {
     }
 }
 
+impl AwsAmi {
+    /// This image choice with a lookup's release settled for a Machine of `kubernetes_version`
+    /// ([`AwsAmiLookup::for_version`]).
+    pub fn for_version(&self, kubernetes_version: Option<&str>) -> AwsAmi {
+        AwsAmi {
+            id: self.id.clone(),
+            lookup: self
+                .lookup
+                .as_ref()
+                .map(|lookup| lookup.for_version(kubernetes_version)),
+        }
+    }
+}
+
 /// Lookup of an official Alpine Linux cloud image.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AwsAmiLookup {
-    /// Alpine release, e.g. `3.22`.
-    #[serde(default = "default_alpine_release")]
-    #[schemars(length(max = 5), regex(pattern = r"^3\.[0-9]{1,2}$"))]
-    pub alpine_release: String,
+    /// Alpine release, e.g. `3.23`. When unset or empty, the release whose community repository
+    /// carries the Machine's Kubernetes minor (the bootstrap provider installs the same one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 5), regex(pattern = r"^(3\.[0-9]{1,2})?$"))]
+    pub alpine_release: Option<String>,
 
     /// CPU architecture of the image; must match the instance type.
     #[serde(default)]
@@ -277,7 +313,7 @@ pub struct AwsAmiLookup {
 impl Default for AwsAmiLookup {
     fn default() -> Self {
         Self {
-            alpine_release: default_alpine_release(),
+            alpine_release: None,
             architecture: AmiArchitecture::default(),
             variant: AmiVariant::default(),
             owner: default_ami_owner(),
@@ -285,8 +321,31 @@ impl Default for AwsAmiLookup {
     }
 }
 
-fn default_alpine_release() -> String {
-    "3.22".to_owned()
+impl AwsAmiLookup {
+    /// This lookup with its release settled for a Machine of `kubernetes_version`: the release set,
+    /// else the one carrying the version's minor, else the newest supported
+    /// (`kubezero_capi::alpine::default_release`).
+    pub fn for_version(&self, kubernetes_version: Option<&str>) -> AwsAmiLookup {
+        let derived = || {
+            kubernetes_version
+                .and_then(|version| kubezero_capi::alpine::default_release(version).ok())
+                .unwrap_or_else(kubezero_capi::alpine::newest_release)
+                .to_owned()
+        };
+        let set = self.alpine_release.clone().filter(|release| !release.is_empty());
+        AwsAmiLookup {
+            alpine_release: Some(set.unwrap_or_else(derived)),
+            ..self.clone()
+        }
+    }
+
+    /// The release the lookup searches (the newest supported when unset).
+    pub fn release(&self) -> &str {
+        match self.alpine_release.as_deref() {
+            Some(release) if !release.is_empty() => release,
+            _ => kubezero_capi::alpine::newest_release(),
+        }
+    }
 }
 
 fn default_ami_owner() -> String {
@@ -565,7 +624,22 @@ mod tests {
         let spec: AwsMachineSpec = serde_json::from_value(json!({"instanceType": "t3.medium"})).unwrap();
         assert_eq!(spec.ami.id, None);
         let lookup = spec.ami.lookup.expect("default AMI lookup");
-        assert_eq!(lookup.alpine_release, "3.22");
+        assert_eq!(lookup.alpine_release, None, "derived from the Machine's version");
+        assert_eq!(lookup.for_version(Some("v1.33.2")).release(), "3.22");
+        assert_eq!(lookup.for_version(Some("v1.34.1")).release(), "3.23");
+        assert_eq!(
+            lookup.for_version(None).release(),
+            kubezero_capi::alpine::newest_release()
+        );
+        let pinned = AwsAmiLookup {
+            alpine_release: Some("3.22".into()),
+            ..lookup.clone()
+        };
+        assert_eq!(
+            pinned.for_version(Some("v1.34.1")).release(),
+            "3.22",
+            "a set release stays"
+        );
         assert_eq!(lookup.architecture, AmiArchitecture::X86_64);
         assert_eq!(lookup.variant, AmiVariant::Tiny);
         assert_eq!(lookup.owner, "538276064493");

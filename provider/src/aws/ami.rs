@@ -118,7 +118,7 @@ fn variant_name(variant: AmiVariant) -> &'static str {
 pub fn name_pattern(lookup: &AwsAmiLookup) -> String {
     format!(
         "alpine-{}.*-{}-*-{}-r*",
-        lookup.alpine_release,
+        lookup.release(),
         alpine_arch(lookup.architecture),
         variant_name(lookup.variant)
     )
@@ -128,7 +128,7 @@ pub fn name_pattern(lookup: &AwsAmiLookup) -> String {
 /// name is not exactly of that shape for this lookup (the pattern is a prefilter only).
 fn parse_name(name: &str, lookup: &AwsAmiLookup) -> Option<(u32, u32)> {
     let rest = name.strip_prefix("alpine-")?;
-    let rest = rest.strip_prefix(lookup.alpine_release.as_str())?;
+    let rest = rest.strip_prefix(lookup.release())?;
     let rest = rest.strip_prefix('.')?;
     let (patch, rest) = rest.split_once('-')?;
     let patch: u32 = patch.parse().ok()?;
@@ -211,7 +211,7 @@ impl AmiResolver {
             (None, Some(lookup)) => CacheKey::Lookup {
                 region,
                 lookup: (
-                    lookup.alpine_release.clone(),
+                    lookup.release().to_owned(),
                     alpine_arch(lookup.architecture),
                     variant_name(lookup.variant),
                     lookup.owner.clone(),
@@ -276,7 +276,7 @@ pub async fn describe_image(aws: &AwsClients, id: &str) -> Result<ResolvedImage,
 
 /// Asks EC2 for the images of `lookup` (owner, name pattern, architecture, available) and picks
 /// the newest.
-#[tracing::instrument(skip_all, fields(release = %lookup.alpine_release, owner = %lookup.owner))]
+#[tracing::instrument(skip_all, fields(release = %lookup.release(), owner = %lookup.owner))]
 pub async fn lookup_image(aws: &AwsClients, lookup: &AwsAmiLookup) -> Result<ResolvedImage, AmiError> {
     let pattern = name_pattern(lookup);
     let filters = vec![
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn pattern_names_release_architecture_and_variant() {
-        let mut lookup = AwsAmiLookup::default();
+        let mut lookup = AwsAmiLookup::default().for_version(Some("v1.33.5"));
         assert_eq!(name_pattern(&lookup), "alpine-3.22.*-x86_64-*-tiny-r*");
         lookup.architecture = AmiArchitecture::Aarch64;
         lookup.variant = AmiVariant::Cloudinit;
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn newest_prefers_creation_date_then_version_and_ignores_other_shapes() {
-        let lookup = AwsAmiLookup::default();
+        let lookup = AwsAmiLookup::default().for_version(Some("v1.33.5"));
         let same_day = "2025-10-01T00:00:00.000Z";
         let images = vec![
             image("ami-1", "alpine-3.22.1-x86_64-uefi-tiny-r0", same_day),

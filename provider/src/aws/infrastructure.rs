@@ -99,7 +99,7 @@ pub async fn ensure_cluster_infrastructure(
         &spec.load_balancer.additional_security_groups,
     )
     .await?;
-    let security_groups = ensure_security_groups(aws, tags, &network, spec.load_balancer.scheme).await?;
+    let security_groups = ensure_security_groups(aws, tags, &network, &spec.load_balancer).await?;
     let load_balancer =
         ensure_load_balancer(aws, tags, &spec.load_balancer, &network, &security_groups).await?;
     let iam = ensure_iam(aws, tags).await?;

@@ -13,7 +13,7 @@ use super::errors::{AwsError, ok_if_not_found};
 use super::limiter::Service::Ec2;
 use super::network::{NetworkState, owned_in_vpc};
 use super::tags::{ClusterTags, ROLE_TAG, Role, ec2_tag, ec2_tag_spec};
-use crate::api::aws::LoadBalancerScheme;
+use crate::api::aws::{AwsLoadBalancer, LoadBalancerScheme};
 
 /// The cluster's security group ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl SecurityGroupError {
 }
 
 /// Where a rule lets traffic in from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Peer {
     /// The control-plane security group.
     ControlPlane,
@@ -80,12 +80,12 @@ pub enum Peer {
     LoadBalancer,
     /// The VPC's CIDR block.
     Vpc,
-    /// Anywhere (`0.0.0.0/0`).
-    Anywhere,
+    /// A source CIDR the user allowed (`spec.aws.loadBalancer.allowedCidrBlocks`).
+    Cidr(String),
 }
 
 /// One ingress rule, before group ids are known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuleSpec {
     /// `tcp`, `udp` or `icmp`.
     pub protocol: &'static str,
@@ -118,17 +118,18 @@ const fn rule(
 /// Cilium's ports between all cluster members (VXLAN, Geneve, health, Hubble, WireGuard, ping).
 fn cilium_rules(peer: Peer) -> [RuleSpec; 6] {
     [
-        rule("udp", 8472, 8472, peer, "Cilium VXLAN"),
-        rule("udp", 6081, 6081, peer, "Cilium Geneve"),
-        rule("tcp", 4240, 4240, peer, "Cilium health"),
-        rule("tcp", 4244, 4244, peer, "Hubble server"),
-        rule("udp", 51871, 51871, peer, "Cilium WireGuard"),
+        rule("udp", 8472, 8472, peer.clone(), "Cilium VXLAN"),
+        rule("udp", 6081, 6081, peer.clone(), "Cilium Geneve"),
+        rule("tcp", 4240, 4240, peer.clone(), "Cilium health"),
+        rule("tcp", 4244, 4244, peer.clone(), "Hubble server"),
+        rule("udp", 51871, 51871, peer.clone(), "Cilium WireGuard"),
         rule("icmp", 8, -1, peer, "Cilium health ping"),
     ]
 }
 
-/// The ingress rules of a group with `role`. Pure.
-pub fn ingress_rules(role: Role, scheme: LoadBalancerScheme) -> Vec<RuleSpec> {
+/// The ingress rules of a group with `role`: the load balancer's from the VPC (internal only) and
+/// from the allowed CIDRs, never from anywhere. Pure.
+pub fn ingress_rules(role: Role, load_balancer: &AwsLoadBalancer) -> Vec<RuleSpec> {
     use Peer::*;
     let mut rules = Vec::new();
     match role {
@@ -180,11 +181,18 @@ pub fn ingress_rules(role: Role, scheme: LoadBalancerScheme) -> Vec<RuleSpec> {
             rules.extend(cilium_rules(Node));
         }
         Role::ApiServerLb => {
-            let peer = match scheme {
-                LoadBalancerScheme::Internal => Vpc,
-                LoadBalancerScheme::InternetFacing => Anywhere,
-            };
-            rules.push(rule("tcp", 6443, 6443, peer, "Kubernetes API"));
+            if load_balancer.scheme == LoadBalancerScheme::Internal {
+                rules.push(rule("tcp", 6443, 6443, Vpc, "Kubernetes API"));
+            }
+            for cidr in &load_balancer.allowed_cidr_blocks {
+                rules.push(rule(
+                    "tcp",
+                    6443,
+                    6443,
+                    Cidr(cidr.clone()),
+                    "Kubernetes API from an allowed CIDR",
+                ));
+            }
         }
         _ => {}
     }
@@ -192,7 +200,7 @@ pub fn ingress_rules(role: Role, scheme: LoadBalancerScheme) -> Vec<RuleSpec> {
 }
 
 /// Normalised identity of a rule: (protocol, from, to, source group id or CIDR).
-type RuleKey = (String, i32, i32, String);
+pub type RuleKey = (String, i32, i32, String);
 
 fn existing_rule_keys(group: &SecurityGroup) -> BTreeSet<RuleKey> {
     let mut keys = BTreeSet::new();
@@ -224,14 +232,21 @@ fn group_suffix(role: Role) -> &'static str {
     }
 }
 
-/// Finds or creates the three security groups of the cluster in its VPC and adds the rules they
-/// lack. Idempotent: a second run makes one Describe call.
+/// The rules of the load balancer group that are no longer wanted (an allowed CIDR removed, the
+/// scheme's default rule of an older spec): that group's rules are all the provider's. Pure.
+pub fn stale_load_balancer_rules(existing: &BTreeSet<RuleKey>, wanted: &BTreeSet<RuleKey>) -> Vec<RuleKey> {
+    existing.difference(wanted).cloned().collect()
+}
+
+/// Finds or creates the three security groups of the cluster in its VPC, adds the rules they lack
+/// and revokes the load balancer group's stale ones. Idempotent: a second run makes one Describe
+/// call.
 #[tracing::instrument(skip_all, fields(cluster = tags.cluster(), vpc_id = %network.vpc_id))]
 pub async fn ensure_security_groups(
     aws: &AwsClients,
     tags: &ClusterTags,
     network: &NetworkState,
-    scheme: LoadBalancerScheme,
+    load_balancer: &AwsLoadBalancer,
 ) -> Result<SecurityGroups, SecurityGroupError> {
     let cluster = tags.cluster().to_owned();
     let groups_err = |source| SecurityGroupError::Groups {
@@ -292,36 +307,45 @@ pub async fn ensure_security_groups(
         node: id_of(Role::Node),
         load_balancer: id_of(Role::ApiServerLb),
     };
-    let source_of = |peer: Peer| match peer {
+    let source_of = |peer: &Peer| match peer {
         Peer::ControlPlane => groups.control_plane.clone(),
         Peer::Node => groups.node.clone(),
         Peer::LoadBalancer => groups.load_balancer.clone(),
         Peer::Vpc => network.vpc_cidr.clone(),
-        Peer::Anywhere => "0.0.0.0/0".to_owned(),
+        Peer::Cidr(cidr) => cidr.clone(),
     };
+    let key_of = |r: &RuleSpec| (r.protocol.to_owned(), r.from_port, r.to_port, source_of(&r.peer));
     for role in GROUP_ROLES {
         let (group_id, existing) = &by_role[role.as_str()];
-        let missing: Vec<IpPermission> = ingress_rules(role, scheme)
+        let wanted = ingress_rules(role, load_balancer);
+        if role == Role::ApiServerLb {
+            let wanted_keys: BTreeSet<RuleKey> = wanted.iter().map(key_of).collect();
+            revoke(
+                aws,
+                &cluster,
+                group_id,
+                &stale_load_balancer_rules(existing, &wanted_keys),
+            )
+            .await?;
+        }
+        let missing: Vec<IpPermission> = wanted
             .into_iter()
-            .filter(|r| {
-                let key = (r.protocol.to_owned(), r.from_port, r.to_port, source_of(r.peer));
-                !existing.contains(&key)
-            })
+            .filter(|r| !existing.contains(&key_of(r)))
             .map(|r| {
                 let builder = IpPermission::builder()
                     .ip_protocol(r.protocol)
                     .from_port(r.from_port)
                     .to_port(r.to_port);
                 match r.peer {
-                    Peer::Vpc | Peer::Anywhere => builder.ip_ranges(
+                    Peer::Vpc | Peer::Cidr(_) => builder.ip_ranges(
                         IpRange::builder()
-                            .cidr_ip(source_of(r.peer))
+                            .cidr_ip(source_of(&r.peer))
                             .description(r.description)
                             .build(),
                     ),
                     _ => builder.user_id_group_pairs(
                         UserIdGroupPair::builder()
-                            .group_id(source_of(r.peer))
+                            .group_id(source_of(&r.peer))
                             .description(r.description)
                             .build(),
                     ),
@@ -355,6 +379,54 @@ pub async fn ensure_security_groups(
         }
     }
     Ok(groups)
+}
+
+/// Revokes the CIDR `rules` of the load balancer group `group_id` (no call when there are none).
+async fn revoke(
+    aws: &AwsClients,
+    cluster: &str,
+    group_id: &str,
+    rules: &[RuleKey],
+) -> Result<(), SecurityGroupError> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let permissions: Vec<IpPermission> = rules
+        .iter()
+        .map(|(protocol, from, to, source)| {
+            let builder = IpPermission::builder()
+                .ip_protocol(protocol)
+                .from_port(*from)
+                .to_port(*to);
+            if source.starts_with("sg-") {
+                builder.user_id_group_pairs(UserIdGroupPair::builder().group_id(source).build())
+            } else {
+                builder.ip_ranges(IpRange::builder().cidr_ip(source).build())
+            }
+            .build()
+        })
+        .collect();
+    match aws
+        .call(Ec2, "RevokeSecurityGroupIngress", || {
+            aws.ec2
+                .revoke_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(permissions.clone()))
+                .send()
+        })
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(%group_id, rules = rules.len(), "revoked stale load balancer ingress rules");
+            Ok(())
+        }
+        Err(error) if error.is_not_found() => Ok(()),
+        Err(source) => Err(SecurityGroupError::Rules {
+            cluster: cluster.to_owned(),
+            group_id: group_id.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Checks that the user's additional security groups exist and are in the cluster's VPC.
@@ -494,9 +566,17 @@ mod tests {
         })
     }
 
+    fn load_balancer(scheme: LoadBalancerScheme, allowed: &[&str]) -> AwsLoadBalancer {
+        AwsLoadBalancer {
+            scheme,
+            allowed_cidr_blocks: allowed.iter().map(|c| c.to_string()).collect(),
+            ..AwsLoadBalancer::default()
+        }
+    }
+
     #[test]
     fn control_plane_rules_cover_kubeadm_and_cilium() {
-        let rules = ingress_rules(Role::ControlPlane, LoadBalancerScheme::Internal);
+        let rules = ingress_rules(Role::ControlPlane, &AwsLoadBalancer::default());
         for port in [6443, 2379, 2380, 10250, 10257, 10259] {
             assert!(has(&rules, "tcp", port, Peer::ControlPlane), "{port}");
         }
@@ -504,30 +584,64 @@ mod tests {
         assert!(has(&rules, "tcp", 6443, Peer::Node));
         assert!(!has(&rules, "tcp", 2379, Peer::Node), "etcd is not open to nodes");
         for peer in [Peer::ControlPlane, Peer::Node] {
-            assert!(has(&rules, "udp", 8472, peer));
-            assert!(has(&rules, "udp", 6081, peer));
-            assert!(has(&rules, "tcp", 4240, peer));
+            assert!(has(&rules, "udp", 8472, peer.clone()));
+            assert!(has(&rules, "udp", 6081, peer.clone()));
+            assert!(has(&rules, "tcp", 4240, peer.clone()));
             assert!(has(&rules, "icmp", 8, peer));
         }
     }
 
     #[test]
     fn node_rules_open_kubelet_and_nodeports_but_not_etcd() {
-        let rules = ingress_rules(Role::Node, LoadBalancerScheme::Internal);
+        let rules = ingress_rules(Role::Node, &AwsLoadBalancer::default());
         assert!(has(&rules, "tcp", 10250, Peer::ControlPlane));
         assert!(has(&rules, "tcp", 30000, Peer::Vpc));
         assert!(has(&rules, "udp", 32767, Peer::Vpc));
         assert!(!has(&rules, "tcp", 2379, Peer::ControlPlane));
-        assert!(!has(&rules, "tcp", 6443, Peer::Anywhere));
+        assert!(!has(&rules, "tcp", 6443, Peer::Vpc));
     }
 
     #[test]
-    fn only_an_internet_facing_load_balancer_is_open_to_the_world() {
-        let internal = ingress_rules(Role::ApiServerLb, LoadBalancerScheme::Internal);
+    fn the_load_balancer_answers_the_vpc_and_the_allowed_cidrs_never_the_world() {
+        let internal = ingress_rules(Role::ApiServerLb, &AwsLoadBalancer::default());
         assert_eq!(internal.len(), 1);
         assert_eq!(internal[0].peer, Peer::Vpc);
-        let public = ingress_rules(Role::ApiServerLb, LoadBalancerScheme::InternetFacing);
-        assert_eq!(public[0].peer, Peer::Anywhere);
-        assert_eq!((public[0].from_port, public[0].to_port), (6443, 6443));
+        let peered = ingress_rules(
+            Role::ApiServerLb,
+            &load_balancer(LoadBalancerScheme::Internal, &["10.100.0.0/16"]),
+        );
+        assert_eq!(
+            peered.iter().map(|r| r.peer.clone()).collect::<Vec<_>>(),
+            [Peer::Vpc, Peer::Cidr("10.100.0.0/16".into())],
+            "a peered management VPC"
+        );
+        let public = ingress_rules(
+            Role::ApiServerLb,
+            &load_balancer(
+                LoadBalancerScheme::InternetFacing,
+                &["203.0.113.0/24", "198.51.100.7/32"],
+            ),
+        );
+        assert_eq!(
+            public.iter().map(|r| r.peer.clone()).collect::<Vec<_>>(),
+            [
+                Peer::Cidr("203.0.113.0/24".into()),
+                Peer::Cidr("198.51.100.7/32".into())
+            ],
+            "only the allowed sources, not the VPC nor 0.0.0.0/0"
+        );
+        assert!(public.iter().all(|r| (r.from_port, r.to_port) == (6443, 6443)));
+    }
+
+    #[test]
+    fn a_removed_cidr_is_revoked_and_kept_ones_are_not() {
+        let key = |cidr: &str| ("tcp".to_owned(), 6443, 6443, cidr.to_owned());
+        let existing = BTreeSet::from([key("0.0.0.0/0"), key("203.0.113.0/24")]);
+        let wanted = BTreeSet::from([key("203.0.113.0/24"), key("198.51.100.7/32")]);
+        assert_eq!(
+            stale_load_balancer_rules(&existing, &wanted),
+            vec![key("0.0.0.0/0")]
+        );
+        assert!(stale_load_balancer_rules(&wanted, &wanted).is_empty());
     }
 }

@@ -96,9 +96,10 @@ fn hint(scheme: Option<LoadBalancerScheme>) -> &'static str {
     match scheme {
         Some(LoadBalancerScheme::Internal) => {
             "An internal load balancer (spec.aws.loadBalancer.scheme: internal) answers only inside the \
-             cluster's VPC or a network connected to it (peering, transit gateway, VPN): run the \
-             management cluster there, or use scheme internet-facing with \
-             spec.aws.loadBalancer.allowedCidrBlocks naming the management cluster's egress addresses."
+             cluster's VPC and networks connected to it (peering, transit gateway, VPN) whose CIDRs \
+             spec.aws.loadBalancer.allowedCidrBlocks lists: run the management cluster there, or use \
+             scheme internet-facing with allowedCidrBlocks naming the management cluster's egress \
+             addresses."
         }
         Some(LoadBalancerScheme::InternetFacing) => {
             "The load balancer is internet-facing: check that spec.aws.loadBalancer.allowedCidrBlocks \

@@ -16,7 +16,7 @@ pub const ALPINE_OWNER_ID: &str = "538276064493";
 /// How long moto gets to answer after start (it usually takes under a second).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Per-request timeout of the fixture's own calls.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One Alpine-named AMI entry in the shape of moto's `amis.json` (what `MOTO_AMIS_PATH` expects),
 /// e.g. `alpine_ami("ami-0a1b2c3d4e5f60001", "3.22.2", "aarch64")` is named
@@ -44,15 +44,31 @@ pub fn alpine_ami(ami_id: &str, version: &str, arch: &str) -> Value {
     })
 }
 
-/// A small default seed: Alpine 3.22.2 and 3.22.1 for `x86_64` and `aarch64` (four images with
-/// fixed ids `ami-0a19e0000000022..`), enough to exercise "newest matching name for this architecture".
+/// A small default seed: Alpine 3.22.2 and 3.22.1 for `x86_64` and `aarch64` (fixed ids
+/// `ami-0a19e0000000022..`), enough to exercise "newest matching name for this architecture", and one
+/// image per architecture of every other supported release (`ami-0a19e0000000<release>0a|b`), so a
+/// lookup defaulted from any supported Kubernetes minor finds one.
 pub fn alpine_amis() -> Value {
-    Value::Array(vec![
+    let mut images = vec![
         alpine_ami("ami-0a19e00000000221a", "3.22.1", "x86_64"),
         alpine_ami("ami-0a19e00000000221b", "3.22.1", "aarch64"),
         alpine_ami("ami-0a19e00000000222a", "3.22.2", "x86_64"),
         alpine_ami("ami-0a19e00000000222b", "3.22.2", "aarch64"),
-    ])
+    ];
+    for release in kubezero_capi::alpine::RELEASES.iter().map(|r| r.release) {
+        if release == "3.22" {
+            continue;
+        }
+        let digits = release.replace('.', "");
+        for (arch, suffix) in [("x86_64", 'a'), ("aarch64", 'b')] {
+            images.push(alpine_ami(
+                &format!("ami-0a19e0000000{digits}0{suffix}"),
+                &format!("{release}.0"),
+                arch,
+            ));
+        }
+    }
+    Value::Array(images)
 }
 
 /// Options for a [`Moto`] server; start it with [`MotoBuilder::start`].

@@ -681,6 +681,7 @@ async fn alpine_lookup_picks_the_newest_matching_image_once() {
         let lookup = |architecture| AwsAmi {
             id: None,
             lookup: Some(AwsAmiLookup {
+                alpine_release: Some("3.22".into()),
                 architecture,
                 ..AwsAmiLookup::default()
             }),
@@ -710,7 +711,7 @@ async fn alpine_lookup_picks_the_newest_matching_image_once() {
         let missing = AwsAmi {
             id: None,
             lookup: Some(AwsAmiLookup {
-                alpine_release: "3.19".into(),
+                alpine_release: Some("3.19".into()),
                 ..AwsAmiLookup::default()
             }),
         };

@@ -317,18 +317,22 @@ async fn bad_input(world: &WorldView, apis: &Apis) {
     )
     .await;
 
-    // 24,000 base64 characters of pseudo-random bytes: gzip cannot bring them under 16 KiB.
+    // Two files of 12,000 base64 characters of pseudo-random bytes each: every file is within the
+    // schema's 16 KiB bound, but gzip cannot bring the whole document under EC2's 16 KiB.
     let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: Vec<u8> = (0..18_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    use base64::Engine as _;
-    let noise = base64::engine::general_purpose::STANDARD.encode(noise);
+    let mut noise = || {
+        let bytes: Vec<u8> = (0..9_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let (first, second) = (noise(), noise());
     let cases = [
         (
             "demo-bad-file",
@@ -340,9 +344,16 @@ async fn bad_input(world: &WorldView, apis: &Apis) {
         (
             "demo-bad-size",
             "v1.34.1",
-            json!({"files": [{"path": "/etc/big", "content": noise}]}),
+            json!({"files": [{"path": "/etc/big-1", "content": first}, {"path": "/etc/big-2", "content": second}]}),
             "BootstrapDataTooLarge",
             "16384",
+        ),
+        (
+            "demo-bad-alpine",
+            "v1.34.1",
+            json!({"alpine": {"release": "3.22"}}),
+            "UnsupportedKubernetesVersion",
+            "Alpine 3.22 carries Kubernetes 1.33",
         ),
         (
             "demo-bad-version",

@@ -32,6 +32,7 @@ mod gitops;
 mod manager;
 mod manifests;
 mod moves;
+mod reachability;
 mod support;
 mod templates;
 mod workload;

@@ -428,7 +428,8 @@ impl AwsMachines {
                 requeue: BOOTSTRAP_REQUEUE,
             }));
         };
-        let image = self.amis.resolve(aws, &scope.spec.ami).await.map_err(|error| {
+        let ami = scope.spec.ami.for_version(scope.owner.spec.version.as_deref());
+        let image = self.amis.resolve(aws, &ami).await.map_err(|error| {
             let reason = match &error {
                 AmiError::Describe { .. } | AmiError::DescribeId { .. }
                     if error.class() != ErrorClass::Invalid =>
