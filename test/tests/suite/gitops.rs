@@ -130,6 +130,12 @@ async fn flow(world: &WorldView, moto: &Moto, flavor: &str) {
     let namespace = world.namespace();
     install_caaph_crds(&client).await;
     let documents = manifests(flavor, namespace);
+    // Before the first apply, as for every Cluster of the suites: its workload cluster and the
+    // kubeconfig Secret core will find.
+    world
+        .prepare_cluster(CLUSTER)
+        .await
+        .expect("prepare the workload cluster");
     apply_all(&client, namespace, &documents).await;
 
     wait_until_reconciled(world, flavor).await;

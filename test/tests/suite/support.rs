@@ -66,12 +66,18 @@ pub(crate) async fn create(
 }
 
 /// Creates Cluster `name` (machine-based control plane, no controlPlaneRef) and its AWS
-/// KubeZeroCluster, as `templates/cluster-template.yaml` does; returns the KubeZeroCluster API.
+/// KubeZeroCluster, as `templates/cluster-template.yaml` does, after preparing its workload cluster
+/// (`WorldView::prepare_cluster`: core finds the kubeconfig Secret in either mode); returns the
+/// KubeZeroCluster API.
 pub(crate) async fn create_cluster(
     world: &kubezero_test::world::WorldView,
     name: &str,
 ) -> kube::Api<kube::api::DynamicObject> {
     use serde_json::json;
+    world
+        .prepare_cluster(name)
+        .await
+        .unwrap_or_else(|e| panic!("prepare the workload cluster of {name}: {e}"));
     let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
     create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
         "metadata": {"name": name},
