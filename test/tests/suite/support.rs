@@ -10,19 +10,28 @@ pub(crate) const WAIT: Duration = Duration::from_secs(60);
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Polls `check` every 100 ms until it returns `Some`, failing after [`WAIT`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    eventually_within(what, WAIT, check).await
+}
+
+/// [`eventually`], failing after `wait`: for a wait that spans several controllers' steps.
+pub(crate) async fn eventually_within<T, F, Fut>(what: &str, wait: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
+            "timed out after {wait:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
