@@ -28,10 +28,15 @@
 //!   `https://<spec.controlPlaneEndpoint.host>:<port>`: the endpoint the provider reports is not
 //!   routable here. It is plain HTTP without a CA or client certificate (user entry `{}`); the names
 //!   (cluster `<cluster>`, user `<cluster>-admin`, context `<cluster>-admin@<cluster>`) are core's.
-//!   The Secret is written at the moment core would write it (the Cluster reports
-//!   `status.initialization.infrastructureProvisioned` and has a valid `spec.controlPlaneEndpoint`),
-//!   without waiting for `<cluster>-ca`: no CA signs anything here. The stand-in must then run with
-//!   `CapiCoreOptions::kubeconfig = false`.
+//!   With [`Publication::WhenProvisioned`] the Secret is written at the moment core would write it
+//!   (the Cluster reports `status.initialization.infrastructureProvisioned` and has a valid
+//!   `spec.controlPlaneEndpoint`), without waiting for `<cluster>-ca`: no CA signs anything here.
+//!   The stand-in must then run with `CapiCoreOptions::kubeconfig = false`. With
+//!   [`Publication::Prepared`] ([`ClusterPreparer::prepare`]) it is written before the Cluster
+//!   exists, which wins against any core: core creates the Secret only when it is missing, and
+//!   leaves an existing one alone (no owner reference added, no rotation).
+//! - The emulators listen on [`WorkloadOptions::address`] (default 127.0.0.1) and their kubeconfigs
+//!   name it: a core running elsewhere (a kind node) needs an address it can reach.
 //! - Only machine-based control planes are emulated (no `spec.controlPlaneRef`: with one, the
 //!   control-plane provider owns the Secret). Paused Clusters are left alone, like core does.
 //! - A workload emulator lives as long as its Cluster object (it keeps serving while the Cluster is
