@@ -11,12 +11,13 @@
 //! manager a token with the TokenRequest API and starts it with a kubeconfig holding that token,
 //! so a rule the shipped roles lack fails the e2e as it would fail on a real cluster.
 //!
-//! The emulated world also runs [`WorkloadEmulators`]: one more emulator per workload Cluster, published
-//! as `<cluster>-kubeconfig` once the Cluster's infrastructure is provisioned (the stand-in then mints
-//! no kubeconfig of its own and links `nodeRef`s through that Secret), and, with
-//! [`World::start_with_cloud`], a [`NodeSimulator`] registering a Node for every running moto
-//! instance of a cluster. Against a real cluster, core writes the kubeconfig and real kubelets
-//! register Nodes: neither runs.
+//! Both modes run [`WorkloadEmulators`]: one more emulator per workload Cluster, prepared by
+//! [`World::prepare_cluster`] before the Cluster is created and published as `<cluster>-kubeconfig`
+//! (core, the stand-in or a real one, finds the Secret, mints none of its own and connects through
+//! it, like core's ClusterCache), and, with [`World::start_with_cloud`], a [`NodeSimulator`]
+//! registering a Node there for every running moto instance of a cluster, so Machines get their
+//! `nodeRef`s from core in both modes. The emulators listen on [`E2E_WORKLOAD_ADDRESS`]
+//! (default `127.0.0.1`), which must be reachable from wherever core runs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,7 +30,9 @@ use kube::{Api, Client};
 use crate::apiserver::ApiServer;
 use crate::capi::{CapiCore, CapiCoreOptions, KubeconfigSecretClusters};
 use crate::cloud::Moto;
-use crate::workload::{MotoInstances, NodeSimulator, WorkloadEmulators};
+use crate::workload::{
+    ClusterPreparer, MotoInstances, NodeSimulator, Publication, WorkloadEmulators, WorkloadOptions,
+};
 
 pub mod rbac;
 
@@ -37,6 +40,10 @@ pub use rbac::ManagerRbac;
 
 /// Environment variable naming a real management cluster's kubeconfig.
 pub const E2E_KUBECONFIG: &str = "KUBEZERO_E2E_KUBECONFIG";
+
+/// Environment variable with the IP address the workload emulators listen on and that their
+/// kubeconfigs name (default `127.0.0.1`): it must be reachable from wherever core runs.
+pub const E2E_WORKLOAD_ADDRESS: &str = "KUBEZERO_E2E_WORKLOAD_ADDRESS";
 
 /// Errors while building a world.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +58,20 @@ pub enum WorldError {
         path: String,
         /// What went wrong.
         message: String,
+    },
+    /// A workload cluster could not be prepared.
+    #[error("failed to prepare the workload cluster of {cluster}: {source}")]
+    Workload {
+        /// `namespace/name` of the Cluster.
+        cluster: String,
+        /// What went wrong.
+        source: crate::workload::Error,
+    },
+    /// [`E2E_WORKLOAD_ADDRESS`] is not an IP address.
+    #[error("{E2E_WORKLOAD_ADDRESS}={value} is not an IP address")]
+    WorkloadAddress {
+        /// The value given.
+        value: String,
     },
     /// A Kubernetes call failed.
     #[error("unable to {action}: {source}")]
@@ -88,16 +109,17 @@ pub enum WorldError {
 
 /// How the world is backed.
 enum Backend {
-    /// The emulator, the CAPI stand-in, the workload-cluster emulators and (with a cloud) the node
-    /// simulator, owned by this world (dropped in declaration order: the simulator first).
-    Emulated {
-        _nodes: Option<NodeSimulator>,
-        _capi: CapiCore,
-        _workloads: WorkloadEmulators,
-        _apiserver: ApiServer,
-    },
+    /// The emulator and the CAPI stand-in, owned by this world (dropped in declaration order).
+    Emulated { _capi: CapiCore, _apiserver: ApiServer },
     /// A real management cluster.
     Real,
+}
+
+/// The workload side, in both modes: the workload-cluster emulators and (with a cloud) the node
+/// simulator (dropped in declaration order: the simulator first).
+struct Workloads {
+    _nodes: Option<NodeSimulator>,
+    _emulators: WorkloadEmulators,
 }
 
 /// One running manager process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -139,6 +161,7 @@ fn stop_child(child: &mut Child) {
 pub struct WorldView {
     client: Client,
     namespace: String,
+    preparer: ClusterPreparer,
 }
 
 impl WorldView {
@@ -150,6 +173,29 @@ impl WorldView {
     /// The test's namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// See [`World::prepare_cluster`].
+    pub async fn prepare_cluster(&self, name: &str) -> Result<String, WorldError> {
+        prepare(&self.preparer, &self.namespace, name).await
+    }
+}
+
+async fn prepare(preparer: &ClusterPreparer, namespace: &str, name: &str) -> Result<String, WorldError> {
+    preparer
+        .prepare(namespace, name)
+        .await
+        .map_err(|source| WorldError::Workload {
+            cluster: format!("{namespace}/{name}"),
+            source,
+        })
+}
+
+/// The address of the workload emulators: [`E2E_WORKLOAD_ADDRESS`], else `127.0.0.1`.
+fn workload_address() -> Result<std::net::IpAddr, WorldError> {
+    match std::env::var(E2E_WORKLOAD_ADDRESS) {
+        Ok(value) if !value.is_empty() => value.parse().map_err(|_| WorldError::WorkloadAddress { value }),
+        _ => Ok(std::net::Ipv4Addr::LOCALHOST.into()),
     }
 }
 
@@ -165,6 +211,8 @@ pub struct World {
     /// Cluster-scoped objects created for this world alone (its ClusterRoleBindings).
     owned: Vec<rbac::Owned>,
     managers: Vec<ManagerProcess>,
+    preparer: ClusterPreparer,
+    _workloads: Workloads,
     backend: Backend,
     /// Environment of the provider manager for AWS: moto's endpoint and dummy credentials.
     cloud_env: Vec<(&'static str, String)>,
@@ -233,6 +281,7 @@ impl World {
             source,
         })?;
         let kubeconfig = directory.join("kubeconfig");
+        let address = workload_address()?;
         let (client, backend, kubeconfig) = match std::env::var(E2E_KUBECONFIG) {
             Ok(path) if !path.is_empty() => (real_client(&path).await?, Backend::Real, PathBuf::from(path)),
             _ => {
@@ -249,8 +298,11 @@ impl World {
                     .await
                     .map_err(|e| WorldError::Emulator(e.to_string()))?;
                 rbac::install_core_aggregation(&client).await?;
-                // The workload emulators write `<cluster>-kubeconfig`; the stand-in reads it (§3, §6).
-                let workloads = WorkloadEmulators::start(client.clone());
+                // The stand-in connects to workload clusters through `<cluster>-kubeconfig`, like
+                // core's ClusterCache (§3, §6). It mints none: the Secret of a Cluster that was not
+                // prepared (the demo, benchmarks) is written by the workload emulators once the
+                // infrastructure is provisioned. The `mgmt-cluster` binary runs it minting, as
+                // core does, which the prepared Secrets must win against.
                 let options = CapiCoreOptions {
                     workload_clusters: Some(std::sync::Arc::new(KubeconfigSecretClusters::new(
                         client.clone(),
@@ -259,21 +311,33 @@ impl World {
                     ..CapiCoreOptions::default()
                 };
                 let capi = CapiCore::start(client.clone(), options);
-                let nodes = cloud.map(|moto| {
-                    let source = MotoInstances::in_cluster_regions(moto, client.clone());
-                    NodeSimulator::start(&workloads, std::sync::Arc::new(source))
-                });
                 (
                     client,
                     Backend::Emulated {
-                        _nodes: nodes,
                         _capi: capi,
-                        _workloads: workloads,
                         _apiserver: apiserver,
                     },
                     kubeconfig,
                 )
             }
+        };
+        // Both modes: the workload clusters are emulators here, published through the kubeconfig
+        // Secrets written before their Clusters exist, and moto instances become their Nodes.
+        let publication = match backend {
+            Backend::Emulated { .. } => Publication::PreparedOrWhenProvisioned,
+            // A real core writes the Secret of a Cluster that was not prepared.
+            Backend::Real => Publication::Prepared,
+        };
+        let options = WorkloadOptions { address, publication };
+        let emulators = WorkloadEmulators::start_with(client.clone(), options);
+        let nodes = cloud.map(|moto| {
+            let source = MotoInstances::in_cluster_regions(moto, client.clone());
+            NodeSimulator::start(&emulators, std::sync::Arc::new(source))
+        });
+        let preparer = emulators.preparer();
+        let workloads = Workloads {
+            _nodes: nodes,
+            _emulators: emulators,
         };
         install_kubezero_crds(&client).await?;
         let namespace = format!("kz-e2e-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -300,6 +364,8 @@ impl World {
             manager_kubeconfigs: Vec::new(),
             owned: Vec::new(),
             managers: Vec::new(),
+            preparer,
+            _workloads: workloads,
             backend,
             cloud_env,
         };
@@ -368,7 +434,22 @@ impl World {
         WorldView {
             client: self.client.clone(),
             namespace: self.namespace.clone(),
+            preparer: self.preparer.clone(),
         }
+    }
+
+    /// Prepares the workload cluster of Cluster `name` in the test's namespace; call it before
+    /// creating the Cluster. It starts the cluster's workload emulator and writes
+    /// `<name>-kubeconfig` as core would (type `cluster.x-k8s.io/secret`, label
+    /// `cluster.x-k8s.io/cluster-name`, key `value`; the owner reference follows once the Cluster
+    /// exists). Core, the stand-in or a real one, then mints no kubeconfig of its own and connects
+    /// through this one; Nodes registered there (by the node simulator, or by the test) give the
+    /// Machines their `nodeRef`s. Returns the emulator's URL. Against a real cluster a Cluster
+    /// created without it gets no workload cluster (core writes a kubeconfig naming the
+    /// unreachable endpoint); the emulated world then publishes one once the infrastructure is
+    /// provisioned, for tools like the demo — suites prepare every Cluster.
+    pub async fn prepare_cluster(&self, name: &str) -> Result<String, WorldError> {
+        prepare(&self.preparer, &self.namespace, name).await
     }
 
     /// True when the world runs on the emulator and the CAPI stand-in.

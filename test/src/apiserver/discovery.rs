@@ -1,4 +1,4 @@
-//! Discovery documents: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/<group>`, `/apis/<group>/<version>`.
+//! Discovery documents: `/` (root paths), `/version`, `/api`, `/api/v1`, `/apis`, `/apis/<group>`, `/apis/<group>/<version>`.
 
 use serde_json::{Value, json};
 
@@ -22,6 +22,28 @@ pub(crate) fn version() -> Value {
         "gitTreeState": "clean", "buildDate": "2025-09-09T00:00:00Z", "goVersion": "go1.24.6",
         "compiler": "gc", "platform": "linux/amd64"
     })
+}
+
+/// `/`: the paths the server serves (what a client's health probe of the root reads).
+pub(crate) fn root_paths(registry: &Registry) -> Value {
+    let mut paths: Vec<String> = [
+        "/api",
+        "/api/v1",
+        "/apis",
+        "/healthz",
+        "/livez",
+        "/openapi/v3",
+        "/readyz",
+        "/version",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (group, versions) in registry.groups() {
+        paths.push(format!("/apis/{group}"));
+        paths.extend(versions.iter().map(|version| format!("/apis/{group}/{version}")));
+    }
+    paths.sort();
+    json!({"paths": paths})
 }
 
 /// `/api`.
@@ -77,6 +99,13 @@ pub(crate) fn resources(registry: &Registry, group: &str, version: &str) -> Opti
             resources.push(json!({
                 "name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced,
                 "kind": t.kind, "verbs": ["get", "patch", "update"],
+            }));
+        }
+        if t.group.is_empty() && t.plural == "pods" {
+            // The Eviction subresource (what a drain posts).
+            resources.push(json!({
+                "name": "pods/eviction", "singularName": "", "namespaced": true,
+                "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"],
             }));
         }
         if t.group.is_empty() && t.plural == "serviceaccounts" {

@@ -102,6 +102,10 @@ fn route(
         Ok(())
     };
     let (group, version, rest) = match segments.as_slice() {
+        [] => {
+            get_only()?;
+            return Ok(json_response(200, &discovery::root_paths(&state().registry)));
+        }
         ["version"] => {
             get_only()?;
             return Ok(json_response(200, &discovery::version()));
@@ -161,9 +165,11 @@ fn route(
         return Err(not_found_path(path));
     }
     let token_request = group.is_empty() && resource == "serviceaccounts" && sub == Some("token");
+    let eviction = group.is_empty() && resource == "pods" && sub == Some("eviction");
     if let Some(sub) = sub
         && !(sub == "status" && rt.status)
         && !token_request
+        && !eviction
     {
         return Err(not_found_path(path));
     }
@@ -238,11 +244,35 @@ fn route(
         let issued = tokens::token_request(&mut state(), namespace, name, &json_body()?)?;
         return Ok(json_response(201, &issued));
     }
+    if eviction {
+        let Some(name) = name else {
+            return Err(not_found_path(path));
+        };
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            )));
+        }
+        // No PodDisruptionBudgets here: every eviction is allowed and deletes the Pod with the
+        // eviction's delete options.
+        let eviction = json_body()?;
+        let options = eviction
+            .get("deleteOptions")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        ops::delete(&mut state(), &ctx, name, &options)?;
+        inner.notify_watchers();
+        return Ok(json_response(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ));
+    }
     let result = match (name, method.clone()) {
         (None, Method::GET) => {
-            let selector = Selector::parse(
+            let selector = Selector::parse_for(
                 params.get("labelSelector").map(String::as_str),
                 params.get("fieldSelector").map(String::as_str),
+                rt.field_labels(),
             )?;
             if params.get("watch").is_some_and(|w| w == "1" || w == "true") {
                 return Ok(start_watch(
@@ -262,9 +292,10 @@ fn route(
             Ok((201, created))
         }
         (None, Method::DELETE) => {
-            let selector = Selector::parse(
+            let selector = Selector::parse_for(
                 params.get("labelSelector").map(String::as_str),
                 params.get("fieldSelector").map(String::as_str),
+                rt.field_labels(),
             )?;
             let options = if body.is_empty() { json!({}) } else { json_body()? };
             let mut state = state();

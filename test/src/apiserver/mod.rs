@@ -31,10 +31,15 @@
 //! - applied configurations without `metadata.name` patch the object named on the URL, and a JSON
 //!   patch `test` for `null` passes on an absent path, as on the real server.
 //!
+//! - the kinds CAPI core reads in a workload cluster besides Nodes: Pods (field selectors on
+//!   `spec.nodeName`, `status.phase`, ... and the `pods/eviction` subresource, which deletes the
+//!   Pod: there are no PodDisruptionBudgets), PersistentVolumes and VolumeAttachments (stored
+//!   only: no kubelet, scheduler or attach/detach controller); `GET /` lists the served paths.
+//!
 //! What it refuses: protobuf and CBOR bodies (415), lists at an older exact resourceVersion (501),
-//! field selectors other than `metadata.name` / `metadata.namespace` (400), subresources other
-//! than `status` and `serviceaccounts/token` (404; `kubectl create token` sends protobuf, so mint
-//! tokens with kube-rs). `/openapi/v3` publishes per group-version documents listing each resource's
+//! field selectors other than `metadata.name` / `metadata.namespace` and the kind's own field
+//! labels (400), subresources other than `status`, `pods/eviction` and `serviceaccounts/token`
+//! (404; `kubectl create token` sends protobuf, so mint tokens with kube-rs). `/openapi/v3` publishes per group-version documents listing each resource's
 //! write operations and their `fieldValidation` parameter (what `kubectl` checks before relying on
 //! server-side field validation) but no schemas; `/openapi/v2` answers 404.
 //! - authentication ([`authn`]): requests without credentials are the superuser `system:unsecured`
@@ -153,6 +158,12 @@ pub struct ApiServer {
 impl ApiServer {
     /// Starts a server on `127.0.0.1:<random port>` with the default namespaces.
     pub async fn start() -> Result<Self, Error> {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Like [`ApiServer::start`], listening on `address` (a random port); the URL names that
+    /// address, so it must be one the clients can reach.
+    pub async fn start_on(address: std::net::IpAddr) -> Result<Self, Error> {
         let mut state = State {
             registry: Registry::builtin(),
             store: Store::new(EVENT_LOG_CAPACITY),
@@ -197,7 +208,7 @@ impl ApiServer {
             gc: Notify::new(),
             cancel: CancellationToken::new(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind((address, 0)).await?;
         let url = format!("http://{}", listener.local_addr()?);
         let app = axum::Router::new()
             .fallback(handlers::handle)
@@ -218,7 +229,8 @@ impl ApiServer {
         })
     }
 
-    /// The server's base URL, `http://127.0.0.1:<port>`.
+    /// The server's base URL, `http://<address>:<port>` (`127.0.0.1` unless started with
+    /// [`ApiServer::start_on`]).
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -84,6 +84,24 @@ impl ResourceType {
         }
     }
 
+    /// The field selector labels the kind supports besides `metadata.name` and
+    /// `metadata.namespace` (the API server's per-kind field label conversion).
+    pub fn field_labels(&self) -> &'static [&'static str] {
+        match (self.group.as_str(), self.plural.as_str()) {
+            ("", "pods") => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "status.phase",
+                "status.podIP",
+                "status.nominatedNodeName",
+            ],
+            ("", "secrets") => &["type"],
+            _ => &[],
+        }
+    }
+
     /// The list types for patches and managed fields.
     pub fn list_types(&self) -> Box<dyn ListTypes> {
         match &self.custom {
@@ -147,7 +165,7 @@ impl Registry {
     pub fn builtin() -> Self {
         use k8s_openapi::api::{
             apps::v1 as apps, coordination::v1 as coord, core::v1 as core, events::v1 as events,
-            rbac::v1 as rbac,
+            rbac::v1 as rbac, storage::v1 as storage,
         };
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as ext;
         let types = vec![
@@ -270,6 +288,29 @@ impl Registry {
                 false,
                 false,
                 typed::<rbac::ClusterRoleBinding>,
+            ),
+            // Stored only (no kubelet, no scheduler, no attach/detach controller): what CAPI core
+            // reads in a workload cluster when it drains a Node and waits for its volumes.
+            builtin("", "Pod", "pods", true, &["po"], true, false, typed::<core::Pod>),
+            builtin(
+                "",
+                "PersistentVolume",
+                "persistentvolumes",
+                false,
+                &["pv"],
+                true,
+                false,
+                typed::<core::PersistentVolume>,
+            ),
+            builtin(
+                "storage.k8s.io",
+                "VolumeAttachment",
+                "volumeattachments",
+                false,
+                &[],
+                true,
+                false,
+                typed::<storage::VolumeAttachment>,
             ),
             // Stored only (no controllers): what the providers' components files install.
             builtin(

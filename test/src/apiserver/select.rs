@@ -98,6 +98,16 @@ fn holds(requirement: &Requirement, get: &dyn Fn(&str) -> Option<String>) -> boo
 impl Selector {
     /// Parses the query's selectors; field selectors support `metadata.name` and `metadata.namespace`.
     pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Self, ApiError> {
+        Self::parse_for(labels, fields, &[])
+    }
+
+    /// Like [`Selector::parse`], with the kind's own field labels (`spec.nodeName` for Pods, ...)
+    /// allowed too.
+    pub fn parse_for(
+        labels: Option<&str>,
+        fields: Option<&str>,
+        field_labels: &[&str],
+    ) -> Result<Self, ApiError> {
         let mut selector = Self::default();
         for part in split_top(labels.unwrap_or_default()) {
             selector.labels.push(parse_label(&part)?);
@@ -110,10 +120,9 @@ impl Selector {
             let (Requirement::Eq(key, _) | Requirement::NotEq(key, _)) = &requirement else {
                 unreachable!()
             };
-            if key != "metadata.name" && key != "metadata.namespace" {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {key} (the emulator supports metadata.name and metadata.namespace)"
-                )));
+            if key != "metadata.name" && key != "metadata.namespace" && !field_labels.contains(&key.as_str())
+            {
+                return Err(ApiError::bad_request(format!("field label not supported: {key}")));
             }
             selector.fields.push(requirement);
         }
@@ -124,9 +133,14 @@ impl Selector {
     pub fn matches(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         let label = |k: &str| labels.get(k).and_then(Value::as_str).map(str::to_owned);
+        // A field that is not set compares as the empty string, as the API server's field sets do.
         let field = |k: &str| {
-            let f = k.strip_prefix("metadata.").unwrap_or(k);
-            Some(object["metadata"][f].as_str().unwrap_or_default().to_owned())
+            let value = k.split('.').fold(object, |value, part| &value[part]);
+            Some(match value {
+                Value::String(text) => text.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            })
         };
         self.labels.iter().all(|r| holds(r, &label)) && self.fields.iter().all(|r| holds(r, &field))
     }
@@ -152,5 +166,30 @@ mod tests {
         assert!(f("metadata.name=a").unwrap());
         assert!(!f("metadata.namespace!=n").unwrap());
         assert_eq!(f("spec.x=1").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn kind_field_labels_select_on_their_field_and_unset_is_empty() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "n"}, "spec": {"nodeName": "node-a"}});
+        let pending = json!({"metadata": {"name": "q", "namespace": "n"}, "spec": {}});
+        let on = |s: &str, o: &Value| {
+            Selector::parse_for(None, Some(s), &["spec.nodeName"])
+                .unwrap()
+                .matches(o)
+        };
+        assert!(on("spec.nodeName=node-a", &pod));
+        assert!(!on("spec.nodeName=node-b", &pod));
+        assert!(
+            on("spec.nodeName=", &pending),
+            "an unscheduled Pod has an empty nodeName"
+        );
+        assert!(on("spec.nodeName!=,metadata.name=p", &pod));
+        assert_eq!(
+            Selector::parse(None, Some("spec.nodeName=node-a"))
+                .unwrap_err()
+                .code,
+            400,
+            "only kinds that declare the label accept it"
+        );
     }
 }

@@ -28,10 +28,15 @@
 //!   `https://<spec.controlPlaneEndpoint.host>:<port>`: the endpoint the provider reports is not
 //!   routable here. It is plain HTTP without a CA or client certificate (user entry `{}`); the names
 //!   (cluster `<cluster>`, user `<cluster>-admin`, context `<cluster>-admin@<cluster>`) are core's.
-//!   The Secret is written at the moment core would write it (the Cluster reports
-//!   `status.initialization.infrastructureProvisioned` and has a valid `spec.controlPlaneEndpoint`),
-//!   without waiting for `<cluster>-ca`: no CA signs anything here. The stand-in must then run with
-//!   `CapiCoreOptions::kubeconfig = false`.
+//!   With [`Publication::WhenProvisioned`] the Secret is written at the moment core would write it
+//!   (the Cluster reports `status.initialization.infrastructureProvisioned` and has a valid
+//!   `spec.controlPlaneEndpoint`), without waiting for `<cluster>-ca`: no CA signs anything here.
+//!   The stand-in must then run with `CapiCoreOptions::kubeconfig = false`. With
+//!   [`Publication::Prepared`] ([`ClusterPreparer::prepare`]) it is written before the Cluster
+//!   exists, which wins against any core: core creates the Secret only when it is missing, and
+//!   leaves an existing one alone (no owner reference added, no rotation).
+//! - The emulators listen on [`WorkloadOptions::address`] (default 127.0.0.1) and their kubeconfigs
+//!   name it: a core running elsewhere (a kind node) needs an address it can reach.
 //! - Only machine-based control planes are emulated (no `spec.controlPlaneRef`: with one, the
 //!   control-plane provider owns the Secret). Paused Clusters are left alone, like core does.
 //! - A workload emulator lives as long as its Cluster object (it keeps serving while the Cluster is
@@ -96,7 +101,8 @@ pub const DELETE_FOR_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/delete
 /// One running workload emulator.
 struct Running {
     /// The Cluster's uid: a Cluster recreated under the same name gets a fresh emulator, unless the
-    /// old one was deleted by a move.
+    /// old one was deleted by a move. Empty for a prepared Cluster not created yet: the first
+    /// Cluster of that name takes the emulator over.
     uid: String,
     /// The Cluster was deleted by `clusterctl move`: its copy takes this emulator over.
     moved: bool,
@@ -104,10 +110,46 @@ struct Running {
     client: Client,
 }
 
+/// When a workload emulator starts and who writes `<cluster>-kubeconfig`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publication {
+    /// When core would write the Secret (the Cluster's infrastructure provisioned, a valid
+    /// endpoint), for every Cluster: a stand-in for core's own kubeconfig (the stand-in then runs
+    /// with `CapiCoreOptions::kubeconfig = false`).
+    WhenProvisioned,
+    /// Only for the Clusters given to [`ClusterPreparer::prepare`], before they are created: the
+    /// Secret exists before core looks for it, so core (the stand-in or a real one) uses it and
+    /// mints none of its own. Other Clusters get no workload emulator.
+    Prepared,
+    /// [`Publication::Prepared`] for the prepared Clusters, [`Publication::WhenProvisioned`] for
+    /// the others (only next to a stand-in that mints no kubeconfig: a core that does would race
+    /// with it).
+    PreparedOrWhenProvisioned,
+}
+
+/// Knobs of [`WorkloadEmulators`].
+#[derive(Clone, Copy, Debug)]
+pub struct WorkloadOptions {
+    /// Address the workload emulators listen on and that their kubeconfigs name: it must be
+    /// reachable from wherever core runs. Default `127.0.0.1`.
+    pub address: std::net::IpAddr,
+    /// When emulators start and Secrets are written. Default [`Publication::WhenProvisioned`].
+    pub publication: Publication,
+}
+
+impl Default for WorkloadOptions {
+    fn default() -> Self {
+        Self {
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            publication: Publication::WhenProvisioned,
+        }
+    }
+}
+
 /// The emulators, shared between the watch task, the [`NodeSimulator`] and [`WorkloadClusters`] users.
-#[derive(Default)]
 pub(crate) struct Shared {
     clusters: Mutex<BTreeMap<Key, Running>>,
+    options: WorkloadOptions,
 }
 
 impl Shared {
@@ -137,6 +179,60 @@ impl Shared {
 pub struct WorkloadEmulators {
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    management: Client,
+}
+
+/// Prepares the workload cluster of a Cluster that is about to be created: starts its emulator and
+/// writes `<cluster>-kubeconfig` (core's type, label and key; the owner reference to the Cluster
+/// is added once the Cluster exists, since its uid is not known before). Core leaves an existing
+/// kubeconfig Secret alone (`reconcileKubeconfig` creates one only when it is missing) and its
+/// ClusterCache connects through it, so this works with the stand-in and with a real core alike.
+#[derive(Clone)]
+pub struct ClusterPreparer {
+    shared: Arc<Shared>,
+    management: Client,
+}
+
+impl fmt::Debug for ClusterPreparer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterPreparer").finish_non_exhaustive()
+    }
+}
+
+impl ClusterPreparer {
+    /// Starts the workload emulator of Cluster `namespace/name` (unless it runs already) and
+    /// writes its kubeconfig Secret (unless one exists that this component did not write); returns
+    /// the emulator's URL. Call it before creating the Cluster.
+    pub async fn prepare(&self, namespace: &str, name: &str) -> Result<String, Error> {
+        let key = (namespace.to_string(), name.to_string());
+        let running = self
+            .shared
+            .lock()
+            .get(&key)
+            .map(|running| running.server.url().to_string());
+        let url = match running {
+            Some(url) => url,
+            None => {
+                let server = ApiServer::start_on(self.shared.options.address).await?;
+                let client = server.client()?;
+                let url = server.url().to_string();
+                tracing::debug!(%namespace, cluster = %name, %url, "workload emulator prepared");
+                self.shared.lock().insert(
+                    key,
+                    Running {
+                        uid: String::new(),
+                        moved: false,
+                        server,
+                        client,
+                    },
+                );
+                url
+            }
+        };
+        let value = kubeconfig(name, &url)?;
+        write_kubeconfig_secret(&self.management, namespace, name, None, &value).await?;
+        Ok(url)
+    }
 }
 
 impl fmt::Debug for WorkloadEmulators {
@@ -149,11 +245,33 @@ impl fmt::Debug for WorkloadEmulators {
 
 impl WorkloadEmulators {
     /// Starts watching the Clusters of `management` (the CAPI CRDs must be installed, see
-    /// [`crate::capi::CapiCore::install`]; until they are, the watch retries with backoff).
+    /// [`crate::capi::CapiCore::install`]; until they are, the watch retries with backoff), with
+    /// the default [`WorkloadOptions`].
     pub fn start(management: Client) -> WorkloadEmulators {
-        let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(run(shared.clone(), management));
-        WorkloadEmulators { shared, task }
+        Self::start_with(management, WorkloadOptions::default())
+    }
+
+    /// Like [`WorkloadEmulators::start`] with `options`.
+    pub fn start_with(management: Client, options: WorkloadOptions) -> WorkloadEmulators {
+        let shared = Arc::new(Shared {
+            clusters: Mutex::new(BTreeMap::new()),
+            options,
+        });
+        let task = tokio::spawn(run(shared.clone(), management.clone()));
+        WorkloadEmulators {
+            shared,
+            task,
+            management,
+        }
+    }
+
+    /// A handle that prepares workload clusters (see [`ClusterPreparer::prepare`]); cheap to
+    /// clone and `Send`, it stays usable while the emulators run.
+    pub fn preparer(&self) -> ClusterPreparer {
+        ClusterPreparer {
+            shared: self.shared.clone(),
+            management: self.management.clone(),
+        }
     }
 
     /// `(namespace, name)` of the Clusters with a running workload emulator.
@@ -228,7 +346,9 @@ async fn run(shared: Arc<Shared>, management: Client) {
                     let orphans: Vec<Key> = shared
                         .lock()
                         .iter()
-                        .filter(|(k, running)| !listed.contains(*k) && !running.moved)
+                        .filter(|(k, running)| {
+                            !listed.contains(*k) && !running.moved && !running.uid.is_empty()
+                        })
                         .map(|(k, _)| k.clone())
                         .collect();
                     for key in orphans {
@@ -287,8 +407,9 @@ async fn reconcile(shared: &Shared, management: &Client, cluster: &DynamicObject
     let replaced = {
         let mut clusters = shared.lock();
         match clusters.get_mut(&key) {
-            Some(running) if running.uid != uid && running.moved => {
-                // The copy `clusterctl move` made: the same workload cluster.
+            Some(running) if running.uid != uid && (running.moved || running.uid.is_empty()) => {
+                // The copy `clusterctl move` made (the same workload cluster), or the Cluster a
+                // workload cluster was prepared for.
                 running.uid = uid.clone();
                 running.moved = false;
                 false
@@ -301,7 +422,15 @@ async fn reconcile(shared: &Shared, management: &Client, cluster: &DynamicObject
         // The Cluster was deleted and recreated between two events.
         forget(shared, &key);
     }
-    if !kubeconfig_due(cluster) {
+    // A prepared Cluster keeps its Secret while it is not paused or deleted (a paused copy made
+    // by a move gets its Secret from the move).
+    let prepared = || shared.lock().contains_key(&key) && active(cluster);
+    let due = match shared.options.publication {
+        Publication::WhenProvisioned => kubeconfig_due(cluster),
+        Publication::Prepared => prepared(),
+        Publication::PreparedOrWhenProvisioned => prepared() || kubeconfig_due(cluster),
+    };
+    if !due {
         return Ok(());
     }
     let running_url = shared
@@ -311,7 +440,7 @@ async fn reconcile(shared: &Shared, management: &Client, cluster: &DynamicObject
     let url = match running_url {
         Some(url) => url,
         None => {
-            let server = ApiServer::start().await?;
+            let server = ApiServer::start_on(shared.options.address).await?;
             let client = server.client()?;
             let url = server.url().to_string();
             tracing::debug!(namespace = %key.0, cluster = %key.1, %url, "workload emulator started");
@@ -328,6 +457,13 @@ async fn reconcile(shared: &Shared, management: &Client, cluster: &DynamicObject
         }
     };
     ensure_kubeconfig_secret(management, cluster, &url).await
+}
+
+/// Not paused (spec or annotation) and not being deleted.
+fn active(cluster: &DynamicObject) -> bool {
+    let paused = cluster.data.pointer("/spec/paused").and_then(Value::as_bool) == Some(true)
+        || cluster.annotations().contains_key("cluster.x-k8s.io/paused");
+    !paused && cluster.metadata.deletion_timestamp.is_none()
 }
 
 /// Core's condition for `reconcileKubeconfig` (§6): not paused, not being deleted, no
@@ -379,10 +515,7 @@ pub fn kubeconfig(cluster: &str, server: &str) -> Result<String, Error> {
 }
 
 /// Creates `<cluster>-kubeconfig` as core does (§6): type `cluster.x-k8s.io/secret`, label
-/// `cluster.x-k8s.io/cluster-name`, non-controller ownerRef to the Cluster, key `value`. An existing
-/// Secret is left alone (core never rewrites it; users may supply their own), unless this component
-/// wrote it for an emulator that no longer runs (its value differs and only [`FIELD_MANAGER`] ever
-/// wrote it), which is replaced.
+/// `cluster.x-k8s.io/cluster-name`, non-controller ownerRef to the Cluster, key `value`.
 async fn ensure_kubeconfig_secret(
     management: &Client,
     cluster: &DynamicObject,
@@ -390,9 +523,23 @@ async fn ensure_kubeconfig_secret(
 ) -> Result<(), Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
-    let secrets = Api::<Secret>::namespaced(management.clone(), &namespace);
-    let secret_name = format!("{name}-kubeconfig");
     let value = kubeconfig(&name, url)?;
+    write_kubeconfig_secret(management, &namespace, &name, Some(cluster), &value).await
+}
+
+/// Writes `<name>-kubeconfig` with `value`, owned by `cluster` when given. An existing Secret is
+/// left alone (core never rewrites it; users may supply their own), unless this component wrote
+/// it (only [`FIELD_MANAGER`] ever wrote it) and its value differs (an emulator that no longer
+/// runs) or it lacks the owner reference to `cluster` (written before the Cluster existed).
+async fn write_kubeconfig_secret(
+    management: &Client,
+    namespace: &str,
+    name: &str,
+    cluster: Option<&DynamicObject>,
+    value: &str,
+) -> Result<(), Error> {
+    let secrets = Api::<Secret>::namespaced(management.clone(), namespace);
+    let secret_name = format!("{name}-kubeconfig");
     let existing = secrets.get_opt(&secret_name).await?;
     if let Some(existing) = &existing {
         let current = existing
@@ -403,11 +550,22 @@ async fn ensure_kubeconfig_secret(
         let ours = existing.metadata.managed_fields.as_ref().is_some_and(|fields| {
             !fields.is_empty() && fields.iter().all(|f| f.manager.as_deref() == Some(FIELD_MANAGER))
         });
-        if current == Some(value.as_bytes()) || !ours {
+        let owned = match cluster.and_then(|c| c.metadata.uid.as_deref()) {
+            Some(uid) => existing.owner_references().iter().any(|o| o.uid == uid),
+            None => true,
+        };
+        if !ours || (current == Some(value.as_bytes()) && owned) {
             return Ok(());
         }
     }
-    let mut secret = crate::capi::kubeconfig_secret(cluster, value);
+    let mut secret = match cluster {
+        Some(cluster) => crate::capi::kubeconfig_secret(cluster, value.to_string()),
+        None => {
+            let mut secret = crate::capi::kubeconfig_secret(&placeholder(namespace, name), value.to_string());
+            secret.metadata.owner_references = None;
+            secret
+        }
+    };
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
@@ -424,6 +582,13 @@ async fn ensure_kubeconfig_secret(
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// A Cluster object that is only a name, for the Secret of a Cluster not created yet.
+fn placeholder(namespace: &str, name: &str) -> DynamicObject {
+    let mut cluster = DynamicObject::new(name, &CapiKind::Cluster.api_resource()).within(namespace);
+    cluster.data = serde_json::json!({});
+    cluster
 }
 
 #[cfg(test)]

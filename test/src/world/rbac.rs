@@ -304,9 +304,9 @@ pub(super) async fn install(
 /// Installs what CAPI core's components carry for our roles to take effect, as `clusterctl init`
 /// installs core: its namespace, its ServiceAccount and `capi-aggregated-manager-role`, which
 /// aggregates every ClusterRole labelled `cluster.x-k8s.io/aggregate-to-manager: "true"` (ours
-/// included), bound to that ServiceAccount. Only for the emulated world: a real management cluster
-/// has core installed.
-pub(super) async fn install_core_aggregation(client: &Client) -> Result<(), WorldError> {
+/// included), bound to that ServiceAccount. For the emulated world and the `mgmt-cluster`
+/// stand-in: a real management cluster has core installed.
+pub async fn install_core_aggregation(client: &Client) -> Result<(), WorldError> {
     let objects = [
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CORE_NAMESPACE}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",

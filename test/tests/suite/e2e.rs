@@ -518,15 +518,16 @@ async fn cluster_api_core_manages_the_kubezero_kinds_through_its_aggregated_role
                 .await
                 .unwrap_or_else(|e| panic!("delete {plural}: {e}"));
         }
-        // The aggregated role grants the kubezero kinds, not everything (a real core's own role,
-        // aggregated too, grants it more, so this holds for the emulated core only).
-        if world.is_emulated() {
-            let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(core.clone(), &namespace);
-            let secret = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
-            match secrets.create(&kube::api::PostParams::default(), &secret).await {
-                Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
-                other => panic!("the aggregated role allowed creating a Secret: {other:?}"),
-            }
+        // The aggregated role grants the kubezero kinds, not everything: core may not create
+        // Deployments (neither our roles nor core's own, which is aggregated too, grant that).
+        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(core.clone(), &namespace);
+        let deployment = serde_json::from_value(json!({"metadata": {"name": "x"},
+            "spec": {"selector": {"matchLabels": {"app": "x"}},
+                "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "x", "image": "x"}]}}}}))
+        .unwrap();
+        match deployments.create(&kube::api::PostParams::default(), &deployment).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+            other => panic!("the aggregated role allowed creating a Deployment: {other:?}"),
         }
     })
     .await

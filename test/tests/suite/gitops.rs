@@ -18,7 +18,7 @@ use kubezero_test::templates::{self, GenerateOptions};
 use kubezero_test::world::WorldView;
 use serde_json::Value;
 
-use crate::support::{eventually, with_managers_on_moto};
+use crate::support::{eventually, eventually_within, with_managers_on_moto};
 
 /// Field manager of the GitOps controller (Argo CD's server-side apply manager name).
 const GITOPS_MANAGER: &str = "argocd-controller";
@@ -130,6 +130,12 @@ async fn flow(world: &WorldView, moto: &Moto, flavor: &str) {
     let namespace = world.namespace();
     install_caaph_crds(&client).await;
     let documents = manifests(flavor, namespace);
+    // Before the first apply, as for every Cluster of the suites: its workload cluster and the
+    // kubeconfig Secret core will find.
+    world
+        .prepare_cluster(CLUSTER)
+        .await
+        .expect("prepare the workload cluster");
     apply_all(&client, namespace, &documents).await;
 
     wait_until_reconciled(world, flavor).await;
@@ -212,17 +218,25 @@ async fn wait_until_reconciled(world: &WorldView, flavor: &str) {
         .await;
         return;
     }
-    eventually("the Cluster provisioned and every Machine running", || async {
-        if !clusters.get(CLUSTER).await.ok()?.infrastructure_provisioned() {
-            return None;
-        }
-        let machines = machines.list(&ListParams::default()).await.ok()?.items;
-        let running = machines.iter().all(|machine| {
-            machine.spec.provider_id.is_some()
-                && machine.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-        });
-        (!machines.is_empty() && running).then_some(())
-    })
+    // Infrastructure, then the control plane's launch and Node, then the workers' (their data
+    // waits for the control plane): a chain of steps, each bounded by the managers' and core's
+    // requeues, so longer than one `eventually`.
+    let chain = Duration::from_secs(150);
+    eventually_within(
+        "the Cluster provisioned and every Machine running",
+        chain,
+        || async {
+            if !clusters.get(CLUSTER).await.ok()?.infrastructure_provisioned() {
+                return None;
+            }
+            let machines = machines.list(&ListParams::default()).await.ok()?.items;
+            let running = machines.iter().all(|machine| {
+                machine.spec.provider_id.is_some()
+                    && machine.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            });
+            (!machines.is_empty() && running).then_some(())
+        },
+    )
     .await;
 }
 

@@ -10,19 +10,28 @@ pub(crate) const WAIT: Duration = Duration::from_secs(60);
 pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Polls `check` every 100 ms until it returns `Some`, failing after [`WAIT`].
-pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    eventually_within(what, WAIT, check).await
+}
+
+/// [`eventually`], failing after `wait`: for a wait that spans several controllers' steps.
+pub(crate) async fn eventually_within<T, F, Fut>(what: &str, wait: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for {what}"
+            "timed out after {wait:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -66,12 +75,18 @@ pub(crate) async fn create(
 }
 
 /// Creates Cluster `name` (machine-based control plane, no controlPlaneRef) and its AWS
-/// KubeZeroCluster, as `templates/cluster-template.yaml` does; returns the KubeZeroCluster API.
+/// KubeZeroCluster, as `templates/cluster-template.yaml` does, after preparing its workload cluster
+/// (`WorldView::prepare_cluster`: core finds the kubeconfig Secret in either mode); returns the
+/// KubeZeroCluster API.
 pub(crate) async fn create_cluster(
     world: &kubezero_test::world::WorldView,
     name: &str,
 ) -> kube::Api<kube::api::DynamicObject> {
     use serde_json::json;
+    world
+        .prepare_cluster(name)
+        .await
+        .unwrap_or_else(|e| panic!("prepare the workload cluster of {name}: {e}"));
     let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
     create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
         "metadata": {"name": name},

@@ -1,6 +1,7 @@
-//! Workload clusters of the emulated world (`kubezero_test::workload`): the `<cluster>-kubeconfig`
-//! Secret written when the infrastructure is provisioned leads a kube client to the cluster's own
-//! emulator, and moto instances become Nodes that the CAPI stand-in links to Machines by provider ID.
+//! Workload clusters of the test world (`kubezero_test::workload`): the `<cluster>-kubeconfig`
+//! Secret written when the infrastructure is provisioned (or prepared before the Cluster exists, as
+//! the [`World`] does in both modes) leads a kube client to the cluster's own emulator, and moto
+//! instances become Nodes that core (the stand-in or a real one) links to Machines by provider ID.
 //! Provider behaviour (KubeZeroCluster and KubeZeroMachine status) is simulated by patching those
 //! objects here, as test setup. Every wait is bounded.
 
@@ -307,12 +308,28 @@ async fn moto_instances_become_nodes_that_link_machines_and_initialize_the_contr
             .start()
             .expect("moto starts (run scripts/test-tools.sh)");
         let world = World::start_with_cloud(&moto).await.expect("world starts");
-        if !world.is_emulated() {
-            eprintln!("skipped: the node simulator only runs in the emulated world");
-            return;
-        }
         let (client, ns) = (world.client(), world.namespace().to_string());
+        let url = world.prepare_cluster("demo").await.expect("workload cluster prepared");
         provisioned_cluster(&client, &ns, "demo").await;
+        let secret = kubeconfig_secret(&client, &ns, "demo").await;
+        let cluster = CapiKind::Cluster.api(client.clone(), &ns).get("demo").await.unwrap();
+        eventually("the prepared Secret owned by the Cluster", || async {
+            let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+                .get("demo-kubeconfig")
+                .await
+                .ok()?;
+            secret
+                .owner_references()
+                .iter()
+                .any(|o| o.kind == "Cluster" && Some(&o.uid) == cluster.uid().as_ref())
+                .then_some(())
+        })
+        .await;
+        let server = Kubeconfig::from_yaml(&value_of(&secret)).expect("kubeconfig parses").clusters[0]
+            .cluster
+            .as_ref()
+            .and_then(|c| c.server.clone());
+        assert_eq!(server.as_deref(), Some(url.as_str()), "core kept the prepared kubeconfig");
         let workload = client_from(&value_of(&kubeconfig_secret(&client, &ns, "demo").await)).await;
 
         // A demo instance becomes a Node; another cluster's instance does not.
@@ -393,6 +410,102 @@ async fn moto_instances_become_nodes_that_link_machines_and_initialize_the_contr
         })
         .await;
         drop(world);
+    })
+    .await;
+}
+
+/// What a real core asks a workload cluster's API server for, answered as kube-apiserver does: the
+/// ClusterCache's health probe (`GET /`) and REST mapping of Nodes, a drain (cordon by merge
+/// patch, Pods of the Node by `spec.nodeName` over all namespaces, paged, then evictions), the
+/// volume detach wait (VolumeAttachments and PersistentVolumes, paged) and the Node's deletion.
+/// A missing endpoint here would leave a real core retrying forever.
+#[tokio::test]
+async fn a_workload_emulator_serves_what_core_asks_a_workload_cluster_for() {
+    use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+    use k8s_openapi::api::storage::v1::VolumeAttachment;
+    bounded(async {
+        let server = ApiServer::start().await.expect("emulator starts");
+        let client = server.client().expect("client");
+
+        let root: Value = client
+            .request(http::Request::get("/").body(Vec::new()).unwrap())
+            .await
+            .expect("GET / answers");
+        let paths: Vec<&str> = root["paths"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+        assert!(paths.contains(&"/api/v1") && paths.contains(&"/apis"), "{paths:?}");
+        let core_v1 = client.list_core_api_resources("v1").await.expect("core/v1 discovery");
+        let served: Vec<&str> = core_v1.resources.iter().map(|r| r.name.as_str()).collect();
+        for name in ["nodes", "pods", "pods/eviction", "persistentvolumes", "namespaces"] {
+            assert!(served.contains(&name), "{name} in {served:?}");
+        }
+
+        let nodes = Api::<Node>::all(client.clone());
+        for name in ["node-a", "node-b"] {
+            let node = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+            nodes.create(&PostParams::default(), &node).await.unwrap();
+        }
+        for (namespace, name, node) in [
+            ("default", "web-1", "node-a"),
+            ("kube-system", "dns-1", "node-a"),
+            ("default", "web-2", "node-b"),
+        ] {
+            let pod: Pod = serde_json::from_value(json!({"metadata": {"name": name},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}}))
+            .unwrap();
+            Api::<Pod>::namespaced(client.clone(), namespace)
+                .create(&PostParams::default(), &pod)
+                .await
+                .unwrap();
+        }
+
+        // Cordon, as core's drain does it: a JSON merge patch.
+        nodes
+            .patch(
+                "node-a",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+            )
+            .await
+            .expect("cordon");
+        let cordoned = nodes.get("node-a").await.unwrap();
+        assert_eq!(cordoned.spec.unwrap().unschedulable, Some(true));
+
+        let pods = Api::<Pod>::all(client.clone());
+        let on_a = |limit: u32| ListParams::default().fields("spec.nodeName=node-a").limit(limit);
+        let first = pods.list(&on_a(1)).await.expect("Pods of node-a");
+        assert_eq!(first.items.len(), 1);
+        let token = first.metadata.continue_.clone().expect("a second page");
+        let second = pods.list(&on_a(1).continue_token(&token)).await.unwrap();
+        let mut names: Vec<String> = first.items.iter().chain(&second.items).map(|p| p.name_any()).collect();
+        names.sort();
+        assert_eq!(names, ["dns-1", "web-1"], "exactly the Pods of node-a");
+
+        let default_pods = Api::<Pod>::namespaced(client.clone(), "default");
+        default_pods
+            .evict("web-1", &kube::api::EvictParams::default())
+            .await
+            .expect("eviction");
+        assert!(default_pods.get_opt("web-1").await.unwrap().is_none(), "evicted Pod deleted");
+        match default_pods.evict("web-1", &kube::api::EvictParams::default()).await {
+            Err(kube::Error::Api(status)) => assert_eq!(status.code, 404, "{status:?}"),
+            other => panic!("evicting a missing Pod: {other:?}"),
+        }
+        assert!(default_pods.get_opt("web-2").await.unwrap().is_some(), "other Nodes' Pods stay");
+
+        let attachments = Api::<VolumeAttachment>::all(client.clone())
+            .list(&ListParams::default().limit(100))
+            .await
+            .expect("VolumeAttachments");
+        assert!(attachments.items.is_empty());
+        let volumes = Api::<PersistentVolume>::all(client.clone())
+            .list(&ListParams::default().limit(100))
+            .await
+            .expect("PersistentVolumes");
+        assert!(volumes.items.is_empty());
+
+        nodes.delete("node-a", &DeleteParams::default()).await.expect("Node deleted");
+        assert!(nodes.get_opt("node-a").await.unwrap().is_none());
+        server.shutdown().await;
     })
     .await;
 }
