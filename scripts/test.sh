@@ -89,8 +89,8 @@ fi
 
 # The e2e suites in real mode: against `mgmt-cluster` (the API emulator and the CAPI stand-in as
 # a separate process that behaves as a management cluster with core installed) through
-# KUBEZERO_E2E_KUBECONFIG, as against a real management cluster. A CI-sized subset (`e2e` and
-# `churn`, ~3 min; bounded). KUBEZERO_REAL_MODE=0 skips it.
+# KUBEZERO_E2E_KUBECONFIG, as against a real management cluster. A CI-sized subset (`e2e`, `churn`
+# and `reachability`, ~3 min; bounded). KUBEZERO_REAL_MODE=0 skips it.
 real_mode() {
   local dir bin pid status=0
   dir="$(mktemp -d)"
@@ -105,7 +105,7 @@ real_mode() {
   done
   if [[ -f "${dir}/kubeconfig" ]]; then
     KUBEZERO_E2E_KUBECONFIG="${dir}/kubeconfig" timeout --kill-after=30s 600 \
-      cargo test --workspace --locked --test suite -- e2e:: churn:: || status=$?
+      cargo test --workspace --locked --test suite -- e2e:: churn:: reachability:: || status=$?
   else
     echo "test: mgmt-cluster did not start:" >&2
     status=1
