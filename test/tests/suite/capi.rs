@@ -1213,6 +1213,19 @@ async fn cluster_status_counters_and_conditions_follow_every_machine_change() {
             (available && c.data["status"]["workers"]["availableReplicas"] == json!(4)).then_some(c)
         })
         .await;
+        // The providers read Machines through their typed shim: what the stand-in wrote must
+        // deserialize there (an object that does not would stop a provider's watch).
+        for machine in world.machines_of("workers").await {
+            let name = machine.name_any();
+            let typed: kubezero_capi::core::Machine =
+                serde_json::from_value(serde_json::to_value(&machine).expect("a Machine as JSON"))
+                    .unwrap_or_else(|error| panic!("Machine {name} as the typed shim: {error}"));
+            let conditions = typed.status.map(|status| status.conditions).unwrap_or_default();
+            assert!(
+                kubezero_capi::conditions::is_true(&conditions, "Available"),
+                "Machine {name} Available in the typed shim: {conditions:?}"
+            );
+        }
         // Core sums every MachineDeployment into `workers`, the control-plane one included.
         assert_eq!(
             cluster.data["status"]["workers"],
@@ -1246,6 +1259,12 @@ async fn cluster_status_counters_and_conditions_follow_every_machine_change() {
         }
         recorder.abort();
         let versions = versions.lock().unwrap().clone();
+        // Every Cluster status written on the way reads as the providers' typed status.
+        for status in versions.iter().filter(|status| !status.is_null()) {
+            if let Err(error) = serde_json::from_value::<kubezero_capi::core::ClusterStatus>(status.clone()) {
+                panic!("a Cluster status the typed shim refuses ({error}): {status}");
+            }
+        }
         let waiting_messages: Vec<String> = versions
             .iter()
             .filter_map(|s| status_condition(s, "WorkerMachinesReady"))
