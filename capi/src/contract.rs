@@ -17,6 +17,9 @@ pub const WATCH_FILTER_LABEL: &str = "cluster.x-k8s.io/watch-filter";
 pub const PAUSED_ANNOTATION: &str = "cluster.x-k8s.io/paused";
 /// Annotation (any value) marking an InfraCluster as managed outside Cluster API.
 pub const MANAGED_BY_ANNOTATION: &str = "cluster.x-k8s.io/managed-by";
+/// Annotation that makes `clusterctl move` wait (after pausing the Cluster) until it is removed: set
+/// on an object while an operation that cannot be paused (a launch) is in flight.
+pub const BLOCK_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/block-move";
 /// Label key carrying the contract version on every provider CRD; the value lists our served versions.
 pub const CONTRACT_LABEL: &str = "cluster.x-k8s.io/v1beta2";
 /// Label naming the provider that installed an object (`<type>-<name>`).

@@ -22,8 +22,8 @@
 //!
 //! Not covered: `format` checks, `x-kubernetes-list-type` set/map uniqueness, ObjectMeta validation
 //! (`metadata` at the root and in embedded resources is accepted as is), validation ratcheting on
-//! update (the whole new object is checked), and the runtime CEL cost budget (see
-//! [`cel_rule_problems`] for the static estimate the server checks when the CRD is created).
+//! update (the whole new object is checked), and the runtime CEL cost budget. The static cost
+//! estimate the server checks when the CRD itself is created or updated is in [`cost`].
 //!
 //! ```
 //! use kubezero_test::validation::{CrdValidator, crd_for};
@@ -40,13 +40,12 @@
 //! assert!(errors.iter().any(|e| e.field == "spec.bmc" && e.message == "spec.bmc: Required value"));
 //! ```
 
+pub mod cost;
+
 use std::{collections::HashMap, fmt};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::core::cel::{
-    CompiledSchema, ErrorKind, ScopeContext, ValidationError, Validator, WarningKind, analyze_rule,
-    compile_schema,
-};
+use kube::core::cel::{CompiledSchema, ErrorKind, ValidationError, Validator, compile_schema};
 use regex::Regex;
 use serde_json::{Map, Value};
 
@@ -149,21 +148,6 @@ pub struct CelRule {
     pub field_path: Option<String>,
 }
 
-/// A CEL rule that kube-apiserver would refuse when the CRD is created.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CelRuleProblem {
-    /// Schema path of the node carrying the rule (see [`CelRule::schema_path`]).
-    pub schema_path: String,
-    /// What is wrong: a compile error, or the estimated cost exceeding the budget.
-    pub problem: String,
-}
-
-impl fmt::Display for CelRuleProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.schema_path, self.problem)
-    }
-}
-
 /// The CRDs of both kubezero providers: `kubezero_provider::api::crds()` then
 /// `kubezero_bootstrap::api::crds()`.
 pub fn kubezero_crds() -> Vec<CustomResourceDefinition> {
@@ -241,36 +225,6 @@ pub fn cel_rules(schema: &Value) -> Vec<CelRule> {
         }
     });
     rules
-}
-
-/// CEL rules of a schema that do not compile or whose estimated cost exceeds kube-apiserver's
-/// per-rule budget; empty when the CRD's rules are acceptable.
-///
-/// Scope warnings of the static analysis are ignored: kube-cel flags comprehension variables
-/// (`k` in `self.all(k, ...)`) as out of scope.
-pub fn cel_rule_problems(schema: &Value) -> Vec<CelRuleProblem> {
-    let mut problems = Vec::new();
-    for_each_compiled(&compile_schema(schema), "", &mut |node, path| {
-        for validation in &node.validations {
-            match validation {
-                Err(error) => problems.push(CelRuleProblem {
-                    schema_path: path.to_owned(),
-                    problem: format!("does not compile: {error}"),
-                }),
-                Ok(compiled) => {
-                    for warning in analyze_rule(&compiled.rule.rule, node, ScopeContext::CrdValidation) {
-                        if warning.kind == WarningKind::CostExceeded {
-                            problems.push(CelRuleProblem {
-                                schema_path: path.to_owned(),
-                                problem: format!("{}: {}", warning.rule, warning.message),
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    });
-    problems
 }
 
 /// A validator for one CRD version: the schema with its patterns and CEL rules compiled once.

@@ -6,6 +6,11 @@
 //! as local processes. Every world gets its own namespace and the managers watch only that namespace,
 //! so suites never see each other's objects. Suites use only this API: no emulator internals.
 //!
+//! The managers run as their own ServiceAccounts under the RBAC `config/` ships ([`rbac`]): the
+//! world applies it as `clusterctl init` would (adapted so that worlds stay apart), mints each
+//! manager a token with the TokenRequest API and starts it with a kubeconfig holding that token,
+//! so a rule the shipped roles lack fails the e2e as it would fail on a real cluster.
+//!
 //! The emulated world also runs [`WorkloadEmulators`]: one more emulator per workload Cluster, published
 //! as `<cluster>-kubeconfig` once the Cluster's infrastructure is provisioned (the stand-in then mints
 //! no kubeconfig of its own and links `nodeRef`s through that Secret), and, with
@@ -25,6 +30,10 @@ use crate::apiserver::ApiServer;
 use crate::capi::{CapiCore, CapiCoreOptions, KubeconfigSecretClusters};
 use crate::cloud::Moto;
 use crate::workload::{MotoInstances, NodeSimulator, WorkloadEmulators};
+
+pub mod rbac;
+
+pub use rbac::ManagerRbac;
 
 /// Environment variable naming a real management cluster's kubeconfig.
 pub const E2E_KUBECONFIG: &str = "KUBEZERO_E2E_KUBECONFIG";
@@ -56,6 +65,14 @@ pub enum WorldError {
     Manager {
         /// Binary name.
         binary: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The managers' RBAC could not be read or installed.
+    #[error("managers' RBAC: {path}: {message}")]
+    Rbac {
+        /// The file or object concerned.
+        path: String,
         /// What went wrong.
         message: String,
     },
@@ -141,7 +158,12 @@ pub struct World {
     client: Client,
     namespace: String,
     directory: PathBuf,
+    /// The administrator's kubeconfig (the emulator's, or `KUBEZERO_E2E_KUBECONFIG`).
     kubeconfig: PathBuf,
+    /// Each manager's kubeconfig, holding its ServiceAccount's token.
+    manager_kubeconfigs: Vec<(String, PathBuf)>,
+    /// Cluster-scoped objects created for this world alone (its ClusterRoleBindings).
+    owned: Vec<rbac::Owned>,
     managers: Vec<ManagerProcess>,
     backend: Backend,
     /// Environment of the provider manager for AWS: moto's endpoint and dummy credentials.
@@ -171,14 +193,20 @@ impl World {
     /// Starts (or connects to) the management cluster, installs the kubezero CRDs and creates a fresh
     /// namespace `kz-e2e-<random>`.
     pub async fn start() -> Result<World, WorldError> {
-        Self::start_inner(None, cloud_env(None)).await
+        Self::start_inner(None, cloud_env(None), ManagerRbac::shipped()?).await
+    }
+
+    /// Like [`World::start`], with the managers running under `rbac` instead of the shipped RBAC
+    /// (e.g. [`ManagerRbac::without_rule`], to see a manager refused).
+    pub async fn start_with_rbac(rbac: ManagerRbac) -> Result<World, WorldError> {
+        Self::start_inner(None, cloud_env(None), rbac).await
     }
 
     /// Like [`World::start`], with `moto` as the cloud of the emulated world: a [`NodeSimulator`]
     /// registers a Node in a cluster's workload emulator for each of its running instances (tag
     /// `kubernetes.io/cluster/<cluster>=owned`). Against a real cluster the moto is not used here.
     pub async fn start_with_cloud(moto: &Moto) -> Result<World, WorldError> {
-        Self::start_inner(Some(moto), cloud_env(Some(moto))).await
+        Self::start_inner(Some(moto), cloud_env(Some(moto)), ManagerRbac::shipped()?).await
     }
 
     /// Like [`World::start_with_cloud`], but the provider manager's AWS calls go to `endpoint_url`
@@ -191,12 +219,13 @@ impl World {
                 *value = endpoint_url.to_owned();
             }
         }
-        Self::start_inner(Some(moto), env).await
+        Self::start_inner(Some(moto), env, ManagerRbac::shipped()?).await
     }
 
     async fn start_inner(
         cloud: Option<&Moto>,
         cloud_env: Vec<(&'static str, String)>,
+        manager_rbac: ManagerRbac,
     ) -> Result<World, WorldError> {
         let directory = std::env::temp_dir().join(format!("kubezero-world-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&directory).map_err(|source| WorldError::Io {
@@ -204,14 +233,8 @@ impl World {
             source,
         })?;
         let kubeconfig = directory.join("kubeconfig");
-        let (client, backend) = match std::env::var(E2E_KUBECONFIG) {
-            Ok(path) if !path.is_empty() => {
-                std::fs::copy(&path, &kubeconfig).map_err(|source| WorldError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                (real_client(&path).await?, Backend::Real)
-            }
+        let (client, backend, kubeconfig) = match std::env::var(E2E_KUBECONFIG) {
+            Ok(path) if !path.is_empty() => (real_client(&path).await?, Backend::Real, PathBuf::from(path)),
             _ => {
                 let apiserver = ApiServer::start()
                     .await
@@ -225,6 +248,7 @@ impl World {
                 CapiCore::install(client.clone())
                     .await
                     .map_err(|e| WorldError::Emulator(e.to_string()))?;
+                rbac::install_core_aggregation(&client).await?;
                 // The workload emulators write `<cluster>-kubeconfig`; the stand-in reads it (§3, §6).
                 let workloads = WorkloadEmulators::start(client.clone());
                 let options = CapiCoreOptions {
@@ -247,6 +271,7 @@ impl World {
                         _workloads: workloads,
                         _apiserver: apiserver,
                     },
+                    kubeconfig,
                 )
             }
         };
@@ -267,15 +292,65 @@ impl World {
                 action: format!("create namespace {namespace}"),
                 source,
             })?;
-        Ok(World {
+        let mut world = World {
             client,
             namespace,
             directory,
             kubeconfig,
+            manager_kubeconfigs: Vec::new(),
+            owned: Vec::new(),
             managers: Vec::new(),
             backend,
             cloud_env,
-        })
+        };
+        world.install_manager_rbac(&manager_rbac).await?;
+        Ok(world)
+    }
+
+    /// Applies the managers' RBAC for this world and writes each manager a kubeconfig with a token
+    /// of its ServiceAccount.
+    async fn install_manager_rbac(&mut self, manager_rbac: &ManagerRbac) -> Result<(), WorldError> {
+        self.owned = rbac::install(&self.client, &self.namespace, manager_rbac).await?;
+        for name in ["kubezero-provider", "kubezero-bootstrap"] {
+            let account = manager_rbac
+                .service_account(name)
+                .ok_or_else(|| WorldError::Rbac {
+                    path: name.into(),
+                    message: "no ServiceAccount".into(),
+                })?;
+            let token = rbac::mint_token(
+                &self.client,
+                &self.namespace,
+                account,
+                rbac::MANAGER_TOKEN_SECONDS,
+            )
+            .await?;
+            let text = rbac::token_kubeconfig(&self.kubeconfig, &token, &self.namespace)?;
+            let path = self.directory.join(format!("kubeconfig-{name}"));
+            std::fs::write(&path, text).map_err(|source| WorldError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            self.manager_kubeconfigs.push((name.to_owned(), path));
+        }
+        Ok(())
+    }
+
+    /// A client acting as ServiceAccount `namespace/name` with a token valid for 10 minutes (the
+    /// TokenRequest minimum), for tests that check what an identity may do.
+    pub async fn service_account_client(&self, namespace: &str, name: &str) -> Result<Client, WorldError> {
+        let token = rbac::mint_token(&self.client, namespace, name, 600).await?;
+        let text = rbac::token_kubeconfig(&self.kubeconfig, &token, namespace)?;
+        let error = |message: String| WorldError::Kubeconfig {
+            path: format!("token kubeconfig of {namespace}/{name}"),
+            message,
+        };
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| error(e.to_string()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| error(e.to_string()))?;
+        Client::try_from(config).map_err(|e| error(e.to_string()))
     }
 
     /// A client of the management cluster.
@@ -301,8 +376,8 @@ impl World {
         matches!(self.backend, Backend::Emulated { .. })
     }
 
-    /// Starts both managers as processes watching only this world's namespace, with leader election
-    /// on a Lease in that namespace.
+    /// Starts both managers as processes watching only this world's namespace, each as its own
+    /// ServiceAccount (see [`rbac`]), with leader election on a Lease in that namespace.
     pub fn start_managers(&mut self) -> Result<(), WorldError> {
         self.start_managers_with(&[])
     }
@@ -383,6 +458,15 @@ impl World {
             .is_some_and(|manager| matches!(manager.child.try_wait(), Ok(None)))
     }
 
+    /// What manager `name` logged so far (empty before it started).
+    pub fn manager_log(&self, name: &str) -> String {
+        self.managers
+            .iter()
+            .find(|manager| manager.name == name)
+            .and_then(|manager| std::fs::read_to_string(&manager.log).ok())
+            .unwrap_or_default()
+    }
+
     /// Stops the managers (SIGTERM) and returns their logs, for a failing test's message.
     pub fn stop_managers(&mut self) -> String {
         let mut logs = String::new();
@@ -401,6 +485,15 @@ impl World {
         append_log: bool,
     ) -> Result<ManagerProcess, WorldError> {
         let binary = manager_binary(name)?;
+        let kubeconfig = self
+            .manager_kubeconfigs
+            .iter()
+            .find(|(manager, _)| manager == name)
+            .map(|(_, path)| path.clone())
+            .ok_or_else(|| WorldError::Manager {
+                binary: name.into(),
+                message: "no kubeconfig for its ServiceAccount".into(),
+            })?;
         let log = self.directory.join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -431,7 +524,7 @@ impl World {
             .arg(format!("--health-probe-bind-address={health}"))
             .args(extra_flags)
             .envs(self.cloud_env.iter().map(|(name, value)| (*name, value.as_str())))
-            .env("KUBECONFIG", &self.kubeconfig)
+            .env("KUBECONFIG", &kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("KUBEZERO_E2E_LOG").unwrap_or_else(|_| "info".into()),
@@ -461,8 +554,14 @@ impl Drop for World {
             // A real cluster outlives the test: remove what it created, without waiting.
             let client = self.client.clone();
             let namespace = self.namespace.clone();
+            let owned = std::mem::take(&mut self.owned);
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
+                    for object in owned {
+                        let _ = Api::<kube::api::DynamicObject>::all_with(client.clone(), &object.resource)
+                            .delete(&object.name, &DeleteParams::default())
+                            .await;
+                    }
                     let _ = Api::<Namespace>::all(client)
                         .delete(&namespace, &DeleteParams::default())
                         .await;

@@ -80,7 +80,7 @@ pub struct KubeZeroConfigSpec {
     /// `kubelet.kubernetes.io/` (NodeRestriction); Cluster API itself syncs the Machine's
     /// `node.cluster.x-k8s.io/` labels to the node.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "kubezero_capi::schema::string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 63>")]
     #[x_kube(validation = Rule::new(NODE_LABELS_SYNTAX_RULE)
         .message("node labels must be valid label keys and values"))]
     #[x_kube(validation = Rule::new(NODE_LABELS_NAMESPACE_RULE)
@@ -103,17 +103,17 @@ pub struct KubeZeroConfigSpec {
 
     /// Shell commands run before kubeadm, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub pre_kubeadm_commands: Vec<String>,
 
     /// Shell commands run after kubeadm succeeded, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
     pub post_kubeadm_commands: Vec<String>,
 
     /// Kernel parameters set at boot, e.g. `net.ipv4.ip_forward: "1"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "kubezero_capi::schema::string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 256>")]
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z0-9_./-]+$'))")
         .message("sysctl keys are dotted kernel parameter names"))]
     pub sysctls: BTreeMap<String, String>,
@@ -157,7 +157,7 @@ pub struct File {
 
     /// Inline content of the file, encoded as `encoding` says; set this or `contentFrom`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32768))]
+    #[schemars(length(max = 16384))]
     pub content: Option<String>,
 
     /// Secret key whose value is the file content; set this or `content`.
@@ -166,7 +166,7 @@ pub struct File {
 
     /// Octal file mode, e.g. `0600`.
     #[serde(default = "default_permissions")]
-    #[schemars(regex(pattern = r"^0?[0-7]{3}$"))]
+    #[schemars(length(max = 4), regex(pattern = r"^0?[0-7]{3}$"))]
     pub permissions: String,
 
     /// Owner as `user` or `user:group`.
@@ -248,7 +248,7 @@ pub struct User {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
-        inner(length(max = 16384)),
+        inner(length(max = 4096)),
         inner(regex(
             pattern = r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)@openssh\.com) .+"
         ))
@@ -262,7 +262,11 @@ pub struct User {
 
     /// Supplementary groups the user is added to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32), inner(regex(pattern = r"^[a-z_][a-z0-9_-]{0,31}$")))]
+    #[schemars(
+        length(max = 32),
+        inner(length(max = 32)),
+        inner(regex(pattern = r"^[a-z_][a-z0-9_-]{0,31}$"))
+    )]
     pub groups: Vec<String>,
 
     /// Login shell, an absolute path; the image default when unset.
@@ -310,7 +314,7 @@ fn default_true() -> bool {
 pub struct Alpine {
     /// Alpine release the package repositories point at, e.g. `3.22` or `edge`.
     #[serde(default = "default_release")]
-    #[schemars(regex(pattern = r"^(3\.[0-9]{1,2}|edge)$"))]
+    #[schemars(length(max = 8), regex(pattern = r"^(3\.[0-9]{1,2}|edge)$"))]
     pub release: String,
 
     /// Base URL of an Alpine package mirror (for air-gapped sites); the image's mirror when unset.
@@ -393,6 +397,7 @@ pub struct KubeZeroConfigTemplateSpec {
 pub struct KubeZeroConfigTemplateResource {
     /// Labels and annotations copied to the cloned configs.
     #[serde(default, skip_serializing_if = "is_empty_meta")]
+    #[schemars(schema_with = "crate::api::bounds::template_metadata")]
     pub metadata: ObjectMeta,
 
     /// Spec of the cloned configs.

@@ -398,20 +398,20 @@ pub struct KubeletConfiguration {
     /// Resources reserved for the OS (`cpu`, `memory`, `ephemeral-storage`, `pid`); KubeZero default
     /// `cpu: 50m, memory: 128Mi`. Set replaces the default map.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "kubezero_capi::schema::string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<4, 64>")]
     #[x_kube(validation = Rule::new(RESERVED_RULE).message(RESERVED_MESSAGE))]
     pub system_reserved: BTreeMap<String, String>,
 
     /// Resources reserved for the kubelet and the container runtime; KubeZero default
     /// `cpu: 50m, memory: 128Mi`. Set replaces the default map.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "kubezero_capi::schema::string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<4, 64>")]
     #[x_kube(validation = Rule::new(RESERVED_RULE).message(RESERVED_MESSAGE))]
     pub kube_reserved: BTreeMap<String, String>,
 
     /// Hard eviction thresholds by signal, e.g. `memory.available: 100Mi` or `nodefs.available: 10%`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "kubezero_capi::schema::string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<8, 64>")]
     #[x_kube(validation = Rule::new(
         "self.all(k, k in ['memory.available', 'nodefs.available', 'nodefs.inodesFree', 'imagefs.available', 'imagefs.inodesFree', 'containerfs.available', 'containerfs.inodesFree', 'pid.available'] && self[k].matches('^([0-9]+([.][0-9]+)?%|[0-9]+([.][0-9]+)?(k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?)$'))"
     ).message("evictionHard keys are eviction signals such as memory.available, values quantities or percentages"))]

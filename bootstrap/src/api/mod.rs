@@ -1,5 +1,6 @@
 //! API types of the bootstrap provider (`bootstrap.cluster.x-k8s.io/v1alpha1`) and their CRDs.
 
+mod bounds;
 mod config;
 pub mod kubeadm;
 

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::{Action, Config};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -23,7 +23,9 @@ use kube::{Api, Resource, ResourceExt};
 use kubezero_capi::contract::CLUSTER_NAME_LABEL;
 use kubezero_capi::core::Cluster;
 use kubezero_capi::runtime::Context;
-use kubezero_capi::runtime::reconcile::{Error, drain_results, error_policy, namespace_of};
+use kubezero_capi::runtime::reconcile::{
+    Error, changes_controller, drain_results, error_policy, namespace_of,
+};
 use tracing::Instrument;
 
 use crate::api::KubeZeroConfig;
@@ -48,10 +50,10 @@ pub fn secret_name(cluster: &str) -> String {
 /// Runs the renewal controller until the manager shuts down: Clusters, woken also by changes of their
 /// `<cluster>-kubeconfig` Secret (Secrets labelled with a cluster name only).
 pub async fn run(context: Context) {
-    let clusters = context.args.api::<Cluster>(&context.client);
     let secrets = context.args.api::<Secret>(&context.client);
     let secret_watch = watcher::Config::default().labels(CLUSTER_NAME_LABEL);
-    let results = Controller::new(clusters, context.args.watcher_config())
+    // Clusters wake it for their spec and metadata, not for core's status rewrites.
+    let results = changes_controller::<Cluster>(&context)
         .watches(secrets, secret_watch, secret_to_cluster)
         .with_config(Config::default().concurrency(context.args.concurrency))
         .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())

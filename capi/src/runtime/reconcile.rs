@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::errors::{ErrorClass, ReconcileError, classify_kube};
+use super::errors::{Backoff, ErrorClass, ReconcileError, classify_kube};
 use super::manager::Context;
 use super::status::apply_conditions;
 use crate::conditions::{Condition, HasConditions, Observed};
@@ -175,24 +175,29 @@ where
     Ok(())
 }
 
-/// The error policy of `controller`: count the error by class, log it, requeue by class.
+/// The error policy of `controller`: count the error by class, log it, requeue by class with a
+/// per-object exponential backoff ([`Backoff`]).
 pub fn error_policy<K, E>(controller: &'static str) -> impl Fn(Arc<K>, &E, Arc<Context>) -> Action
 where
     K: Resource,
     E: ReconcileError,
 {
+    let backoff = Backoff::default();
     move |object, error, context| {
         let class = error.class();
         context.metrics.error(controller, class);
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let wait = backoff.next(key, class, &error.to_string());
         tracing::warn!(
             controller,
             namespace = object.namespace(),
             name = object.name_any(),
             %error,
             class = class.as_str(),
+            retry_in_s = wait.as_secs(),
             "reconcile failed"
         );
-        class.action()
+        Action::requeue(wait)
     }
 }
 
@@ -231,18 +236,12 @@ where
 }
 
 /// What objects that belong to a Cluster read from it: metadata (labels, annotations, deletion),
-/// spec, `status.initialization`, the failure domains and each condition's type and status. Status
-/// counters and condition messages, which core rewrites as Machines come and go, are left out. Pure.
+/// spec, `status.initialization`, the failure domains and whether the control plane is initialized
+/// (the one condition a provider reads). Status counters and every other condition, which core
+/// rewrites as Machines come and go (`ScalingUp`, `WorkersAvailable`, `RollingOut`, ...), are left
+/// out. Pure.
 pub fn cluster_fingerprint(cluster: &Cluster) -> u64 {
     let status = cluster.status.as_ref();
-    let conditions: Vec<(&str, &str)> = status
-        .map(|s| {
-            s.conditions
-                .iter()
-                .map(|c| (c.type_.as_str(), c.status.as_str()))
-                .collect()
-        })
-        .unwrap_or_default();
     fingerprint(&serde_json::json!({
         "labels": cluster.metadata.labels,
         "annotations": cluster.metadata.annotations,
@@ -250,7 +249,7 @@ pub fn cluster_fingerprint(cluster: &Cluster) -> u64 {
         "spec": cluster.spec,
         "initialization": status.map(|s| &s.initialization),
         "failureDomains": status.map(|s| &s.failure_domains),
-        "conditions": conditions,
+        "controlPlaneInitialized": cluster.control_plane_initialized(),
     }))
 }
 
@@ -339,6 +338,56 @@ pub async fn drain_results<T, E: std::fmt::Display>(
         .await;
 }
 
+/// A controller of `K` (honouring `--namespace` and `--watch-filter`) whose objects wake it only
+/// when their identity, metadata or spec change ([`object_fingerprint`]): status writes, its own
+/// and anyone else's, do not. The cache keeps the objects without their managedFields, which no
+/// reconcile reads (with 10,000 objects that is most of the memory). Add related watches, then run.
+pub fn changes_controller<K>(context: &Context) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::TryStreamExt as _;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let own_changes = Changes::default();
+    let (reader, writer) = reflector::store();
+    let objects = watcher(
+        context.args.api::<K>(&context.client),
+        context.args.watcher_config(),
+    )
+    .default_backoff()
+    .modify(|object: &mut K| object.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects()
+    .try_filter(move |object| std::future::ready(own_changes.changed(object, object_fingerprint(object))));
+    kube::runtime::Controller::for_stream(objects, reader)
+}
+
+/// A watch mapper for a related kind that hands `object` to `map` only when its `fingerprint`
+/// changed since the last event of that object ([`Changes`]).
+pub fn on_change<K, R, I>(
+    fingerprint: fn(&K) -> u64,
+    map: impl Fn(K) -> I + Send + Sync + 'static,
+) -> impl Fn(K) -> Vec<R> + Send + Sync + 'static
+where
+    K: Resource + 'static,
+    I: IntoIterator<Item = R>,
+{
+    let changes = Changes::default();
+    move |object| {
+        if changes.changed(&object, fingerprint(&object)) {
+            map(object).into_iter().collect()
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 /// Runs the controller of a provider kind that belongs to one Machine (an InfraMachine or a
 /// BootstrapConfig) until the manager shuts down: it watches the kind, the Machines (mapped to the
 /// object they reference with `machine_to_object`) and the Clusters (mapped to the objects labelled
@@ -365,48 +414,22 @@ pub async fn run_machine_controller<K, R, Fut, E>(
     Fut: futures::TryFuture<Ok = Action, Error = E> + Send + 'static,
     E: ReconcileError,
 {
-    use futures::TryStreamExt as _;
-    use kube::runtime::controller::{Config, Controller};
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    use kube::runtime::controller::Config;
     let watcher_config = context.args.watcher_config();
-    let own_changes = Changes::default();
-    // The cache holds every object of the kind (10,000 Machines' worth at scale): without their
-    // managedFields, which no reconcile reads, it takes a fraction of the memory.
-    let (reader, writer) = reflector::store();
-    let objects = watcher(context.args.api::<K>(&context.client), watcher_config.clone())
-        .default_backoff()
-        .modify(|object: &mut K| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .touched_objects()
-        .try_filter(move |object| {
-            std::future::ready(own_changes.changed(object, object_fingerprint(object)))
-        });
-    let object_controller = Controller::for_stream(objects, reader);
+    let object_controller = changes_controller::<K>(&context);
     let store = object_controller.store();
-    let cluster_changes = Changes::default();
-    let machine_changes = Changes::default();
     let results = object_controller
         .watches(
             context.args.api::<crate::core::Machine>(&context.client),
             watcher_config.clone(),
-            move |machine| {
-                if machine_changes.changed(&machine, machine_fingerprint(&machine)) {
-                    machine_to_object(machine)
-                } else {
-                    None
-                }
-            },
+            on_change(machine_fingerprint, machine_to_object),
         )
         .watches(
             context.args.api::<Cluster>(&context.client),
             watcher_config,
-            move |cluster| {
-                if cluster_changes.changed(&cluster, cluster_fingerprint(&cluster)) {
-                    objects_of_cluster(&store, &cluster)
-                } else {
-                    Vec::new()
-                }
-            },
+            on_change(cluster_fingerprint, move |cluster| {
+                objects_of_cluster(&store, &cluster)
+            }),
         )
         .reconcile_on(wake)
         .with_config(Config::default().concurrency(context.args.concurrency))
@@ -468,13 +491,35 @@ mod tests {
             !changed_(&changes, &churn),
             "a new message or resourceVersion is no change"
         );
+        let scaling = cluster(json!({
+            "metadata": {"resourceVersion": "3"},
+            "status": {
+                "workers": {"desiredReplicas": 20, "replicas": 7, "readyReplicas": 3},
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "Available",
+                        "lastTransitionTime": "2026-11-22T08:02:00Z"},
+                    {"type": "ScalingUp", "status": "True", "reason": "ScalingUp",
+                        "message": "Scaling up from 3 to 20 replicas", "lastTransitionTime": "2026-11-22T08:02:00Z"},
+                    {"type": "WorkersAvailable", "status": "False", "reason": "NotAvailable",
+                        "lastTransitionTime": "2026-11-22T08:02:00Z"}
+                ]
+            }
+        }));
+        assert!(
+            !changed_(&changes, &scaling),
+            "counters and the conditions core flips while scaling are no change"
+        );
+        assert!(
+            !changed_(&changes, &cluster(json!({}))),
+            "and neither is their return"
+        );
         for change in [
             json!({"spec": {"paused": true}}),
             json!({"metadata": {"annotations": {"cluster.x-k8s.io/paused": ""}}}),
             json!({"metadata": {"labels": {"kubezero.io/kube-proxy-replacement": "enabled"}}}),
             json!({"status": {"initialization": {"controlPlaneInitialized": true}}}),
-            json!({"status": {"conditions": [{"type": "Available", "status": "True", "reason": "Available",
-                "lastTransitionTime": "2026-11-22T08:02:00Z"}]}}),
+            json!({"status": {"conditions": [{"type": "ControlPlaneInitialized", "status": "True",
+                "reason": "Initialized", "lastTransitionTime": "2026-11-22T08:02:00Z"}]}}),
             json!({"metadata": {"deletionTimestamp": "2026-11-22T08:03:00Z",
                 "finalizers": ["cluster.cluster.x-k8s.io"]}}),
         ] {

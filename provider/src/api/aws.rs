@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use kube::KubeSchema;
-use kubezero_capi::schema::string_map;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +34,7 @@ pub struct AwsClusterSpec {
 
     /// Extra tags put on every AWS resource of the cluster.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 256>")]
     #[x_kube(validation = Rule::new(
         "self.all(k, !k.startsWith('kubernetes.io/cluster/') && !k.startsWith('kubezero.io/'))"
     ).message("additionalTags must not use the reserved prefixes kubernetes.io/cluster/ or kubezero.io/"))]
@@ -211,7 +210,7 @@ pub struct AwsMachineSpec {
 
     /// Extra tags put on the instance and its volumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(schema_with = "string_map")]
+    #[schemars(schema_with = "crate::api::bounds::string_map::<64, 256>")]
     #[x_kube(validation = Rule::new(
         "self.all(k, !k.startsWith('kubernetes.io/cluster/') && !k.startsWith('kubezero.io/'))"
     ).message("additionalTags must not use the reserved prefixes kubernetes.io/cluster/ or kubezero.io/"))]

@@ -112,6 +112,7 @@ pub struct KubeZeroClusterTemplateSpec {
 pub struct KubeZeroClusterTemplateResource {
     /// Labels and annotations copied to the created KubeZeroCluster.
     #[serde(default)]
+    #[schemars(schema_with = "crate::api::bounds::template_metadata")]
     pub metadata: ObjectMeta,
 
     /// Spec of the created KubeZeroCluster.

@@ -128,6 +128,7 @@ pub struct KubeZeroMachineTemplateSpec {
 pub struct KubeZeroMachineTemplateResource {
     /// Labels and annotations copied to the created KubeZeroMachines.
     #[serde(default)]
+    #[schemars(schema_with = "crate::api::bounds::template_metadata")]
     pub metadata: ObjectMeta,
 
     /// Spec of the created KubeZeroMachines.

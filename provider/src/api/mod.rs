@@ -9,6 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub mod aws;
+mod bounds;
 pub mod cluster;
 pub mod host;
 pub mod machine;

@@ -39,8 +39,10 @@ pub struct MachineKey {
     pub namespace: String,
     /// Name.
     pub name: String,
-    /// Object UID (ClientToken material).
-    pub uid: String,
+    /// ClientToken material: the UID the object had when it first asked for a launch, kept in its
+    /// `kubezero.io/launch-token` annotation so that it survives `clusterctl move` (which recreates
+    /// the object with a new UID), while a new object of the same name gets a token of its own.
+    pub launch_token: String,
 }
 
 impl MachineKey {
@@ -235,11 +237,11 @@ impl LaunchSpec {
     }
 }
 
-/// The ClientToken of launching `members` (sorted by UID) with spec `fingerprint`: the same batch
+/// The ClientToken of launching `members` (sorted by launch token) with spec `fingerprint`: the same batch
 /// retried after a lost answer or a crash gets the same token, so EC2 returns the instances it
 /// already started instead of starting more. At most 64 ASCII characters.
 pub fn client_token(fingerprint: &str, members: &[MachineKey]) -> String {
-    let mut uids: Vec<&str> = members.iter().map(|m| m.uid.as_str()).collect();
+    let mut uids: Vec<&str> = members.iter().map(|m| m.launch_token.as_str()).collect();
     uids.sort_unstable();
     if let [only] = uids.as_slice()
         && only.len() <= 60
@@ -554,7 +556,7 @@ mod tests {
         MachineKey {
             namespace: "default".into(),
             name: format!("m-{uid}"),
-            uid: uid.into(),
+            launch_token: uid.into(),
         }
     }
 

@@ -387,6 +387,19 @@ impl ClusterInstances {
         LaunchStatus::InFlight
     }
 
+    /// The result of `machine`'s ended launch, taken (it is answered once), without requesting a
+    /// launch: `None` when the launch is still in flight or none is known to this process.
+    pub fn take_launch_result(&self, machine: &MachineKey) -> Option<Result<Instance, LaunchError>> {
+        let mut requests = lock(&self.requests);
+        match requests.launches.remove(machine)? {
+            Request::Done(_, result) => Some(result),
+            Request::InFlight => {
+                requests.launches.insert(machine.clone(), Request::InFlight);
+                None
+            }
+        }
+    }
+
     /// Whether a launch requested for `machine` has not ended yet (its instance may still appear).
     pub fn launch_in_flight(&self, machine: &MachineKey) -> bool {
         matches!(

@@ -6,12 +6,19 @@
 //! `status.failureDomains`, `status.aws` and `status.initialization.provisioned`. Deletion waits for the
 //! cluster's KubeZeroMachines to be gone, releases the cloud resources over as many reconciles as they
 //! take, then removes the finalizer.
+//!
+//! Wake-ups: the KubeZeroCluster itself only when its metadata or spec change (not on status
+//! writes, its own or anyone's), its Cluster only when the Cluster's identity, metadata or spec
+//! change: core rewrites the Cluster's status (replica counters, conditions) on every Machine
+//! change, and none of that is read here. Between two resyncs ([`cluster_aws::RESYNC`]) a reconcile
+//! reuses the last complete observation of the infrastructure ([`cluster_aws::Observations`])
+//! instead of describing it again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::{Action, Config};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::Observed;
@@ -23,13 +30,16 @@ use kubezero_capi::owner::{get_cluster, owner_cluster_name};
 use kubezero_capi::pause::{pause_reason, paused_condition};
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::finalizers;
-use kubezero_capi::runtime::reconcile::{describe, drain_results, error_policy, namespace_of, referenced};
+use kubezero_capi::runtime::reconcile::{
+    changes_controller, describe, drain_results, error_policy, namespace_of, object_fingerprint, on_change,
+    referenced,
+};
 use serde_json::json;
 use tracing::Instrument;
 
-use super::cluster_aws::{self, CloudFailure, PROGRESS_REQUEUE};
+use super::cluster_aws::{self, CloudFailure, Observations, ObservedObject, PROGRESS_REQUEUE};
 use super::machine::backend_unavailable;
-use super::{Error, Platform, ProviderError, reasons, write_conditions};
+use super::{Error, Platform, ProviderError, endpoint, reasons, write_conditions};
 use crate::api::{FINALIZER_CLUSTER, GROUP, KubeZeroCluster, KubeZeroClusterStatus, KubeZeroMachine};
 use crate::aws::DeleteProgress;
 use crate::settings::Backends;
@@ -37,25 +47,41 @@ use crate::settings::Backends;
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezerocluster";
 
+/// What the controller keeps across reconciles.
+#[derive(Debug)]
+pub struct State {
+    /// The process's platform backends.
+    pub backends: Arc<Backends>,
+    /// The last complete observation of each cluster's infrastructure.
+    pub observations: Observations,
+}
+
+impl State {
+    /// State over `backends`, with nothing observed yet.
+    pub fn new(backends: Arc<Backends>) -> Arc<Self> {
+        Arc::new(Self {
+            backends,
+            observations: Observations::default(),
+        })
+    }
+}
+
 /// Runs the KubeZeroCluster controller until the manager shuts down.
 pub async fn run(context: Context, backends: Arc<Backends>) {
-    let watcher_config = context.args.watcher_config();
-    let results = Controller::new(
-        context.args.api::<KubeZeroCluster>(&context.client),
-        watcher_config.clone(),
-    )
-    .watches(
-        context.args.api::<Cluster>(&context.client),
-        watcher_config,
-        cluster_to_infra_cluster,
-    )
-    .with_config(Config::default().concurrency(context.args.concurrency))
-    .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-    .run(
-        move |infra_cluster, context| reconcile(infra_cluster, context, backends.clone()),
-        error_policy::<_, ProviderError>(CONTROLLER),
-        Arc::new(context),
-    );
+    let state = State::new(backends);
+    let results = changes_controller::<KubeZeroCluster>(&context)
+        .watches(
+            context.args.api::<Cluster>(&context.client),
+            context.args.watcher_config(),
+            on_change(object_fingerprint::<Cluster>, cluster_to_infra_cluster),
+        )
+        .with_config(Config::default().concurrency(context.args.concurrency))
+        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
+        .run(
+            move |infra_cluster, context| reconcile(infra_cluster, context, state.clone()),
+            error_policy::<_, ProviderError>(CONTROLLER),
+            Arc::new(context),
+        );
     drain_results(CONTROLLER, results).await;
 }
 
@@ -86,18 +112,37 @@ pub fn cluster_name(infra_cluster: &KubeZeroCluster) -> Option<String> {
 struct Scope<'a> {
     api: Api<KubeZeroCluster>,
     context: &'a Context,
-    backends: &'a Backends,
+    state: &'a State,
     infra_cluster: &'a KubeZeroCluster,
     namespace: String,
     name: String,
 }
 
 impl Scope<'_> {
-    /// Writes `ready` (and `Paused=False`) with `status` as the rest of the status.
+    /// Writes `ready` (and `Paused=False`) with `status` as the rest of the status; the endpoint's
+    /// reachability is kept as last reported.
     async fn write(&self, ready: Observed, status: KubeZeroClusterStatus) -> Result<(), Error> {
-        let observed = [ready, paused_condition(None)];
+        self.write_all(vec![ready], status).await
+    }
+
+    /// Writes the `observed` conditions (and `Paused=False`) with `status` as the rest of the status;
+    /// the endpoint's reachability is kept as last reported unless observed.
+    async fn write_all(
+        &self,
+        mut observed: Vec<Observed>,
+        status: KubeZeroClusterStatus,
+    ) -> Result<(), Error> {
+        observed.push(paused_condition(None));
         let with = |conditions| KubeZeroClusterStatus { conditions, ..status };
-        write_conditions(&self.api, self.infra_cluster, self.context, &observed, &[], with).await
+        write_conditions(
+            &self.api,
+            self.infra_cluster,
+            self.context,
+            &observed,
+            &[endpoint::CONDITION],
+            with,
+        )
+        .await
     }
 
     /// The status fields this controller keeps while it only reports (deletion, failures).
@@ -119,7 +164,7 @@ impl Scope<'_> {
 async fn reconcile(
     infra_cluster: Arc<KubeZeroCluster>,
     context: Arc<Context>,
-    backends: Arc<Backends>,
+    state: Arc<State>,
 ) -> Result<Action, ProviderError> {
     let _timer = context.metrics.reconcile(CONTROLLER);
     let name = infra_cluster.name_any();
@@ -133,7 +178,7 @@ async fn reconcile(
         let scope = Scope {
             api: Api::namespaced(context.client.clone(), &namespace),
             context: &context,
-            backends: &backends,
+            state: &state,
             infra_cluster: &infra_cluster,
             namespace: namespace.clone(),
             name: name.clone(),
@@ -156,7 +201,7 @@ async fn reconcile(
                 infra_cluster.as_ref(),
                 &context,
                 &observed,
-                &[READY_CONDITION],
+                &[READY_CONDITION, endpoint::CONDITION],
                 with,
             )
             .await?;
@@ -198,21 +243,36 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
             .await?;
         return Ok(Action::await_change());
     };
-    let provisioned = match cluster_aws::provision(scope.backends, &cluster, spec).await {
-        Ok(provisioned) => provisioned,
-        Err(failure) => {
-            scope.write(failure.ready.clone(), scope.recorded()).await?;
-            return Err(scope.cloud_error(failure));
-        }
+    let mut observed = ObservedObject {
+        namespace: scope.namespace.clone(),
+        name: scope.name.clone(),
+        uid: infra_cluster.uid().unwrap_or_default(),
+        generation: infra_cluster.metadata.generation,
+    };
+    let observations = &scope.state.observations;
+    let (provisioned, fresh) = match observations.fresh(&observed) {
+        Some(provisioned) => (provisioned, false),
+        None => match cluster_aws::provision(&scope.state.backends, &cluster, spec).await {
+            Ok(provisioned) => (provisioned, true),
+            Err(failure) => {
+                observations.forget(&scope.namespace, &scope.name);
+                scope.write(failure.ready.clone(), scope.recorded()).await?;
+                return Err(scope.cloud_error(failure));
+            }
+        },
     };
     let endpoint_set = match &infra_cluster.spec.control_plane_endpoint {
         Some(endpoint) => endpoint.is_valid(),
         None if !provisioned.endpoint.0.is_empty() => {
-            set_endpoint(scope, &provisioned.endpoint).await?;
+            // This controller's own spec write: the observation stays valid at the new generation.
+            observed.generation = set_endpoint(scope, &provisioned.endpoint).await?;
             true
         }
         None => false,
     };
+    if fresh {
+        observations.record(&observed, &provisioned);
+    }
     let was_provisioned = infra_cluster
         .status
         .as_ref()
@@ -229,14 +289,80 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
         aws: Some(provisioned.status),
         conditions: Vec::new(),
     };
-    scope.write(provisioned.ready, status).await?;
-    Ok(Action::requeue(provisioned.requeue))
+    let mut requeue = provisioned.requeue;
+    let mut observed = vec![provisioned.ready];
+    if now_provisioned && let Some(facts) = endpoint_facts(scope, spec).await? {
+        let probe = match facts.machines_up_for {
+            Some(_) => Some(endpoint::probe(&facts.endpoint).await),
+            None => None,
+        };
+        if !matches!(probe, Some(Ok(()))) {
+            requeue = requeue.min(endpoint::PROBE_REQUEUE);
+        }
+        observed.push(endpoint::condition(&facts, probe.as_ref()));
+    }
+    scope.write_all(observed, status).await?;
+    Ok(Action::requeue(requeue))
 }
 
-/// Sets `spec.controlPlaneEndpoint` (once; the CRD keeps it immutable afterwards).
-async fn set_endpoint(scope: &Scope<'_>, (host, port): &(String, i32)) -> Result<(), Error> {
+/// What reachability is judged by: the endpoint in the spec, the load balancer scheme when the
+/// provider made the load balancer, and how long ago the cluster's first machine was provisioned
+/// (from its `Ready` condition). `None` while the spec has no valid endpoint.
+async fn endpoint_facts(
+    scope: &Scope<'_>,
+    spec: &crate::api::aws::AwsClusterSpec,
+) -> Result<Option<endpoint::Facts>, Error> {
+    let Some(endpoint) = scope
+        .infra_cluster
+        .spec
+        .control_plane_endpoint
+        .as_ref()
+        .filter(|endpoint| endpoint.is_valid())
+    else {
+        return Ok(None);
+    };
+    let Some(cluster) = cluster_name(scope.infra_cluster) else {
+        return Ok(None);
+    };
+    let machines: Api<KubeZeroMachine> = Api::namespaced(scope.context.client.clone(), &scope.namespace);
+    let listed = machines
+        .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={cluster}")))
+        .await
+        .map_err(Error::read(
+            "KubeZeroMachine",
+            &scope.namespace,
+            &format!("of Cluster {cluster}"),
+        ))?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let machines_up_for = listed
+        .items
+        .iter()
+        .filter_map(|machine| {
+            let status = machine.status.as_ref()?;
+            let provisioned = status.initialization.as_ref()?.provisioned == Some(true);
+            let ready = kubezero_capi::conditions::find(&status.conditions, READY_CONDITION)?;
+            let up_for = now.duration_since(ready.last_transition_time.0);
+            provisioned.then(|| Duration::try_from(up_for).unwrap_or_default())
+        })
+        .max();
+    let provider_made_it = scope
+        .infra_cluster
+        .status
+        .as_ref()
+        .and_then(|status| status.aws.as_ref())
+        .is_some_and(|aws| aws.load_balancer.dns_name == endpoint.host);
+    Ok(Some(endpoint::Facts {
+        endpoint: format!("{}:{}", endpoint.host, endpoint.port),
+        scheme: provider_made_it.then_some(spec.load_balancer.scheme),
+        machines_up_for,
+    }))
+}
+
+/// Sets `spec.controlPlaneEndpoint` (once; the CRD keeps it immutable afterwards); returns the
+/// object's generation after the write.
+async fn set_endpoint(scope: &Scope<'_>, (host, port): &(String, i32)) -> Result<Option<i64>, Error> {
     let patch = json!({"spec": {"controlPlaneEndpoint": {"host": host, "port": port}}});
-    scope
+    let written = scope
         .api
         .patch(&scope.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -247,7 +373,7 @@ async fn set_endpoint(scope: &Scope<'_>, (host, port): &(String, i32)) -> Result
             &scope.name,
         ))?;
     tracing::info!(%host, port, "control-plane endpoint set");
-    Ok(())
+    Ok(written.metadata.generation)
 }
 
 async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
@@ -255,6 +381,7 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
     if !finalizers::has_finalizer(infra_cluster, FINALIZER_CLUSTER) {
         return Ok(Action::await_change());
     }
+    scope.state.observations.forget(&scope.namespace, &scope.name);
     let deleting = |message: String| Observed::false_(READY_CONDITION, reasons::DELETING, message);
     let cluster = cluster_name(infra_cluster);
     if let Some(cluster) = &cluster {
@@ -281,7 +408,7 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
         &cluster,
     ) {
         (Platform::Aws, Some(spec), Some(cluster)) => {
-            match cluster_aws::release(scope.backends, cluster, spec).await {
+            match cluster_aws::release(&scope.state.backends, cluster, spec).await {
                 Ok(progress) => progress,
                 Err(failure) => {
                     scope.write(failure.ready.clone(), scope.recorded()).await?;
@@ -355,8 +482,8 @@ mod tests {
                     _ => not_found(&request.path),
                 },
             );
-        let backends = Backends::new(&crate::settings::ProviderArgs::default());
-        reconcile(Arc::new(typed), Arc::new(context(client)), backends)
+        let state = State::new(Backends::new(&crate::settings::ProviderArgs::default()));
+        reconcile(Arc::new(typed), Arc::new(context(client)), state)
             .await
             .unwrap();
         api.requests()

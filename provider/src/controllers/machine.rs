@@ -158,6 +158,7 @@ async fn reconcile(
         let related = fetch(&context, &namespace, &machine).await?;
         let api: Api<KubeZeroMachine> = Api::namespaced(context.client.clone(), &namespace);
         if let Some(reason) = pause_reason(related.cluster.as_ref(), &machine.metadata) {
+            let settling = settle_launch(&context, &machine, &related, &backends).await?;
             write_conditions(
                 &api,
                 machine.as_ref(),
@@ -167,7 +168,7 @@ async fn reconcile(
                 |conditions| with_conditions(previous_status(&machine), conditions),
             )
             .await?;
-            return Ok(Action::await_change());
+            return Ok(settling.map_or_else(Action::await_change, Action::requeue));
         }
         if machine.metadata.deletion_timestamp.is_some() {
             return delete(&api, &context, &machine, &related, &backends).await;
@@ -205,6 +206,31 @@ async fn reconcile(
     }
     .instrument(span)
     .await
+}
+
+/// A paused machine still finishes the launch it joined ([`AwsMachines::settle_launch`]), so that
+/// `clusterctl move`, which pauses the Cluster and then waits for the block-move annotation to go,
+/// can proceed; `Some(wait)` while the launch is in flight.
+async fn settle_launch(
+    context: &Context,
+    machine: &KubeZeroMachine,
+    related: &Related,
+    backends: &MachineBackends,
+) -> Result<Option<Duration>, MachineError> {
+    if !aws::blocks_move(machine) {
+        return Ok(None);
+    }
+    let Some(cluster) = related.cluster.as_ref() else {
+        return Ok(None);
+    };
+    let infra_cluster = infra_cluster_of(context, cluster).await?;
+    let Some(infra_spec) = infra_cluster.as_ref().and_then(|infra| infra.spec.aws.as_ref()) else {
+        return Ok(None);
+    };
+    backends
+        .aws
+        .settle_launch(&context.client, machine, &cluster.name_any(), infra_spec)
+        .await
 }
 
 fn finalizer_error(namespace: &str, name: &str, source: kube::Error) -> MachineError {

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::{Action, Config};
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
 use kubezero_capi::contract::{CAPI_GROUP, CAPI_VERSION, READY_CONDITION};
 use kubezero_capi::owner::{cluster_name_label, get_cluster, owner_cluster_name};
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::errors::ErrorClass;
-use kubezero_capi::runtime::reconcile::{describe, drain_results, error_policy, namespace_of};
+use kubezero_capi::runtime::reconcile::{
+    changes_controller, describe, drain_results, error_policy, namespace_of,
+};
 use tracing::Instrument;
 
 use super::machine::MachineError;
@@ -53,17 +55,15 @@ pub async fn run(context: Context, backends: Arc<Backends>) {
         backends,
         instance_types: InstanceTypeCache::default(),
     });
-    let results = Controller::new(
-        context.args.api::<KubeZeroMachineTemplate>(&context.client),
-        context.args.watcher_config(),
-    )
-    .with_config(Config::default().concurrency(context.args.concurrency))
-    .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-    .run(
-        move |template, context| reconcile(template, context, state.clone()),
-        error_policy::<_, MachineError>(CONTROLLER),
-        Arc::new(context),
-    );
+    // Its own status writes do not wake it again.
+    let results = changes_controller::<KubeZeroMachineTemplate>(&context)
+        .with_config(Config::default().concurrency(context.args.concurrency))
+        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
+        .run(
+            move |template, context| reconcile(template, context, state.clone()),
+            error_policy::<_, MachineError>(CONTROLLER),
+            Arc::new(context),
+        );
     drain_results(CONTROLLER, results).await;
 }
 

@@ -6,6 +6,7 @@
 pub mod addon_gates;
 pub mod cluster;
 pub mod cluster_aws;
+pub mod endpoint;
 pub mod machine;
 pub mod machine_template;
 

@@ -79,6 +79,13 @@ pub(crate) fn resources(registry: &Registry, group: &str, version: &str) -> Opti
                 "kind": t.kind, "verbs": ["get", "patch", "update"],
             }));
         }
+        if t.group.is_empty() && t.plural == "serviceaccounts" {
+            // The TokenRequest subresource (see `tokens`).
+            resources.push(json!({
+                "name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"],
+            }));
+        }
     }
     if resources.is_empty() {
         return None;

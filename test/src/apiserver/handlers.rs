@@ -12,13 +12,18 @@ use http::{HeaderMap, Method, Uri, header};
 use serde_json::{Value, json};
 
 use super::Inner;
+use super::attributes;
+use super::authn;
 use super::discovery;
 use super::http::{ApiError, json_response};
+use super::impersonation;
 use super::ops::{self, WriteCtx};
+use super::rbac::{self, Decision};
 use super::registry::ResourceType;
 use super::select::Selector;
 use super::store::meta_str;
 use super::table;
+use super::tokens;
 use super::watch::{self, WatchParams};
 
 type Params = HashMap<String, String>;
@@ -32,10 +37,42 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(refused) = admit(&inner, &method, &uri, &params, &headers) {
+        return refused.into_response();
+    }
     match route(inner, &method, &uri, &params, &headers, &body) {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// Authenticates and authorizes a request before it is routed, as the API server's filters do
+/// (so a refused request learns nothing about what exists: 401 or 403 before any 404).
+fn admit(
+    inner: &Inner,
+    method: &Method,
+    uri: &Uri,
+    params: &Params,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let impersonating = headers
+        .keys()
+        .any(|name| name.as_str().starts_with("impersonate-"));
+    if !headers.contains_key(header::AUTHORIZATION) && !impersonating {
+        // The superuser: nothing to look up, nothing to refuse.
+        return Ok(());
+    }
+    let attributes = attributes::of_request(method, uri.path(), params);
+    let state = inner.lock();
+    let requester = authn::authenticate(headers, &state)?;
+    let user = impersonation::acting_user(&state.store, requester, headers)?;
+    if let Decision::Deny { reason } = rbac::authorize(&state.store, &user, &attributes) {
+        drop(state);
+        tracing::debug!(user = %user.name, verb = %attributes.verb, path = %attributes.path, "RBAC: forbidden");
+        return Err(rbac::forbidden(&user, &attributes, &reason));
+    }
+    drop(state);
+    rbac::refuse_unmodelled_escalation_check(&user, &attributes)
 }
 
 fn header(headers: &HeaderMap, name: header::HeaderName) -> &str {
@@ -123,8 +160,10 @@ fn route(
     if (namespace.is_some() && !rt.namespaced) || (name.is_some() && namespace.is_none() && rt.namespaced) {
         return Err(not_found_path(path));
     }
+    let token_request = group.is_empty() && resource == "serviceaccounts" && sub == Some("token");
     if let Some(sub) = sub
         && !(sub == "status" && rt.status)
+        && !token_request
     {
         return Err(not_found_path(path));
     }
@@ -187,6 +226,18 @@ fn route(
             None => json_response(code, &object),
         }
     };
+    if token_request {
+        let (Some(namespace), Some(name)) = (namespace, name) else {
+            return Err(not_found_path(path));
+        };
+        if method != Method::POST {
+            return Err(ApiError::method_not_allowed(format!(
+                "the server does not allow this method on the requested resource ({method} {path})"
+            )));
+        }
+        let issued = tokens::token_request(&mut state(), namespace, name, &json_body()?)?;
+        return Ok(json_response(201, &issued));
+    }
     let result = match (name, method.clone()) {
         (None, Method::GET) => {
             let selector = Selector::parse(

@@ -33,24 +33,43 @@
 //!
 //! What it refuses: protobuf and CBOR bodies (415), lists at an older exact resourceVersion (501),
 //! field selectors other than `metadata.name` / `metadata.namespace` (400), subresources other
-//! than `status` (404). `/openapi/v3` publishes per group-version documents listing each resource's
+//! than `status` and `serviceaccounts/token` (404; `kubectl create token` sends protobuf, so mint
+//! tokens with kube-rs). `/openapi/v3` publishes per group-version documents listing each resource's
 //! write operations and their `fieldValidation` parameter (what `kubectl` checks before relying on
 //! server-side field validation) but no schemas; `/openapi/v2` answers 404.
+//! - authentication ([`authn`]): requests without credentials are the superuser `system:unsecured`
+//!   (group `system:masters`; what [`ApiServer::client`] and [`ApiServer::kubeconfig`] use), bearer
+//!   tokens from the TokenRequest subresource ([`tokens`]) are their ServiceAccount, anything else
+//!   is `401 Unauthorized`; impersonation (`kubectl --as`, [`impersonation`]);
+//! - authorization ([`rbac`]) of every request, resource and non-resource, on the request's
+//!   attributes ([`attributes`]) with Roles, ClusterRoles and their bindings as the RBAC authorizer
+//!   does, `403 Forbidden` with the API server's wording otherwise; the default ClusterRoles and
+//!   bindings for discovery and health ([`bootstrap_policy`]); ClusterRole aggregation
+//!   ([`aggregation`]).
+//!
 //! Known simplifications: `continue` pages read the current state rather than a snapshot at the
 //! first page's resourceVersion; core/v1 and events.k8s.io/v1 Events are stored separately;
-//! there is no authentication, admission webhooks or conversion webhooks.
+//! there are no admission webhooks or conversion webhooks; RBAC writes by users outside
+//! `system:masters` are refused (501: escalation checks are not modelled).
 
+mod aggregation;
+mod attributes;
+mod authn;
+mod bootstrap_policy;
 mod discovery;
 pub mod fields;
 mod gc;
 mod handlers;
 mod http;
+mod impersonation;
 mod ops;
 pub mod patch;
+mod rbac;
 mod registry;
 mod select;
 mod store;
 mod table;
+mod tokens;
 mod watch;
 
 use std::path::Path;
@@ -83,6 +102,9 @@ pub enum Error {
     /// The server URL could not be turned into a client configuration.
     #[error("invalid server URL {0}")]
     Url(String),
+    /// A client configuration could not be built from a kubeconfig.
+    #[error("invalid kubeconfig: {0}")]
+    Kubeconfig(String),
     /// A CRD was not served in time.
     #[error("timed out waiting for {0}")]
     Timeout(String),
@@ -94,6 +116,8 @@ pub(crate) struct State {
     pub store: Store,
     /// Deletions started or finished so far: the garbage collector scans again when it moved.
     pub deletions: u64,
+    /// ServiceAccount tokens issued by TokenRequests.
+    pub tokens: tokens::Tokens,
 }
 
 /// Shared between the HTTP handlers, watches and the garbage collector.
@@ -133,12 +157,28 @@ impl ApiServer {
             registry: Registry::builtin(),
             store: Store::new(EVENT_LOG_CAPACITY),
             deletions: 0,
+            tokens: tokens::Tokens::default(),
         };
-        for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let namespaces = ["default", "kube-system", "kube-public", "kube-node-lease"]
+            .map(|name| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+        let defaults = [
+            ("", "namespaces", namespaces.to_vec()),
+            (
+                rbac::RBAC_GROUP,
+                "clusterroles",
+                bootstrap_policy::cluster_roles(),
+            ),
+            (
+                rbac::RBAC_GROUP,
+                "clusterrolebindings",
+                bootstrap_policy::cluster_role_bindings(),
+            ),
+        ];
+        for (group, plural, objects) in defaults {
             let rt = state
                 .registry
-                .get("", "v1", "namespaces")
-                .expect("namespaces are built in");
+                .get(group, "v1", plural)
+                .expect("the default objects' kinds are built in");
             let ctx = ops::WriteCtx {
                 rt: &rt,
                 namespace: "",
@@ -146,8 +186,9 @@ impl ApiServer {
                 manager: "kube-apiserver".into(),
                 dry_run: false,
             };
-            let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            ops::create(&mut state, &ctx, namespace, false).map_err(|e| std::io::Error::other(e.message))?;
+            for object in objects {
+                ops::create(&mut state, &ctx, object, false).map_err(|e| std::io::Error::other(e.message))?;
+            }
         }
         let rv = state.store.rv();
         let inner = Arc::new(Inner {
@@ -169,10 +210,11 @@ impl ApiServer {
             }
         });
         let gc = tokio::spawn(gc::run(inner.clone()));
+        let aggregation = tokio::spawn(aggregation::run(inner.clone()));
         Ok(Self {
             url,
             inner,
-            tasks: vec![serve, gc],
+            tasks: vec![serve, gc, aggregation],
         })
     }
 
@@ -181,14 +223,33 @@ impl ApiServer {
         &self.url
     }
 
-    /// A kube-rs client for the server (plain HTTP, no credentials).
+    /// A kube-rs client for the server (plain HTTP, no credentials: the superuser
+    /// `system:unsecured` in `system:masters`).
     pub fn client(&self) -> Result<kube::Client, Error> {
         let uri = self.url.parse().map_err(|_| Error::Url(self.url.clone()))?;
         let config = kube::Config::new(uri);
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// A kubeconfig (YAML) for `kubectl` and other subprocesses, context `emulator`, namespace `default`.
+    /// A kube-rs client that sends `token` as its bearer token (e.g. a ServiceAccount's, from a
+    /// TokenRequest).
+    pub async fn client_with_token(&self, token: &str) -> Result<kube::Client, Error> {
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\n\
+             users:\n- name: token\n  user:\n    token: {token}\ncontexts:\n- name: token\n  context:\n    \
+             cluster: emulator\n    user: token\ncurrent-context: token\n",
+            self.url
+        );
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(&kubeconfig).map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(|e| Error::Kubeconfig(e.to_string()))?;
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A kubeconfig (YAML) for `kubectl` and other subprocesses, context `emulator`, namespace
+    /// `default`, without credentials (the superuser, as [`ApiServer::client`]).
     pub fn kubeconfig(&self) -> String {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {}\n\

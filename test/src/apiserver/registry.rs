@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::fields::{ListType, ListTypes, NoSchema, SchemaListTypes};
 use super::http::ApiError;
-use crate::validation::CrdValidator;
+use crate::validation::{CrdValidator, cost};
 
 /// Decodes a built-in object through its typed representation: the canonical JSON, or the decoding error.
 pub(crate) type Decoder = fn(&Value) -> Result<Value, String>;
@@ -329,10 +329,19 @@ impl Registry {
         &self.types
     }
 
-    /// Registers (or re-registers) the kinds of a CRD given as JSON.
+    /// Registers (or re-registers) the kinds of a CRD given as JSON. On re-registration the schemas
+    /// registered so far stand for the stored CRD (the cost check spares unchanged schemas).
     pub fn register_crd(&mut self, crd: &Value) -> Result<(), ApiError> {
-        let parsed = parse_crd(crd)?;
-        self.unregister_crd(crd["metadata"]["name"].as_str().unwrap_or_default());
+        let name = crd["metadata"]["name"].as_str().unwrap_or_default();
+        let registered: Vec<Value> = self
+            .types
+            .iter()
+            .filter_map(|t| t.custom.as_ref().filter(|c| c.crd == name).map(|c| (t, c)))
+            .map(|(t, c)| json!({"name": t.version, "schema": {"openAPIV3Schema": c.schema}}))
+            .collect();
+        let old = (!registered.is_empty()).then(|| json!({"spec": {"versions": registered}}));
+        let parsed = parse_crd(crd, old.as_ref())?;
+        self.unregister_crd(name);
         self.types.extend(parsed.into_iter().map(Arc::new));
         Ok(())
     }
@@ -402,8 +411,8 @@ fn invalid_crd(name: &str, field: &str, message: String) -> ApiError {
     )
 }
 
-/// The resource types a CRD defines, or why the server refuses it.
-fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, ApiError> {
+/// The resource types a CRD defines, or why the server refuses it; `old` is the stored CRD on update.
+fn parse_crd(crd: &Value, old: Option<&Value>) -> Result<Vec<ResourceType>, ApiError> {
     let name = crd["metadata"]["name"].as_str().unwrap_or_default();
     let spec = &crd["spec"];
     let group = spec["group"].as_str().unwrap_or_default();
@@ -505,6 +514,20 @@ fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, ApiError> {
                 crd: name.into(),
             }),
         });
+    }
+    // The static CEL cost check, every refusal at once like the server.
+    let refusals = cost::crd_cost_errors(crd, old);
+    if !refusals.is_empty() {
+        let causes = refusals
+            .iter()
+            .map(|e| (e.field.clone(), e.message(), e.reason()))
+            .collect();
+        return Err(ApiError::invalid(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            name,
+            causes,
+        ));
     }
     Ok(out)
 }

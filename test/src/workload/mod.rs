@@ -36,7 +36,9 @@
 //!   control-plane provider owns the Secret). Paused Clusters are left alone, like core does.
 //! - A workload emulator lives as long as its Cluster object (it keeps serving while the Cluster is
 //!   being deleted, as a real control plane does until its machines are gone) and is dropped when the
-//!   Cluster is gone; its state is lost then.
+//!   Cluster is gone; its state is lost then. A Cluster deleted by `clusterctl move` (annotated
+//!   `clusterctl.cluster.x-k8s.io/delete-for-move`) leaves its workload cluster running, as a real
+//!   one does: the copy created under the same name takes it over, Nodes and all.
 //! - Nodes appear when the cloud emulator reports the instance running (no boot, no kubelet, no
 //!   bootstrap token use), with a `Ready=True` condition that never changes; they are deleted when the
 //!   instance is terminated or gone. See [`NodeSimulator`].
@@ -88,10 +90,16 @@ pub enum Error {
 /// `(namespace, name)` of a Cluster.
 type Key = (String, String);
 
+/// Annotation `clusterctl move` puts on the objects it deletes from the source cluster.
+pub const DELETE_FOR_MOVE_ANNOTATION: &str = "clusterctl.cluster.x-k8s.io/delete-for-move";
+
 /// One running workload emulator.
 struct Running {
-    /// The Cluster's uid: a Cluster recreated under the same name gets a fresh emulator.
+    /// The Cluster's uid: a Cluster recreated under the same name gets a fresh emulator, unless the
+    /// old one was deleted by a move.
     uid: String,
+    /// The Cluster was deleted by `clusterctl move`: its copy takes this emulator over.
+    moved: bool,
     server: ApiServer,
     client: Client,
 }
@@ -217,8 +225,12 @@ async fn run(shared: Arc<Shared>, management: Client) {
                         known.remove(&key);
                         forget(&shared, &key);
                     }
-                    let orphans: Vec<Key> =
-                        shared.lock().keys().filter(|k| !listed.contains(*k)).cloned().collect();
+                    let orphans: Vec<Key> = shared
+                        .lock()
+                        .iter()
+                        .filter(|(k, running)| !listed.contains(*k) && !running.moved)
+                        .map(|(k, _)| k.clone())
+                        .collect();
                     for key in orphans {
                         forget(&shared, &key);
                     }
@@ -230,7 +242,13 @@ async fn run(shared: Arc<Shared>, management: Client) {
                 Some(Ok(watcher::Event::Delete(cluster))) => {
                     let key = key_of(&cluster);
                     known.remove(&key);
-                    forget(&shared, &key);
+                    if cluster.annotations().contains_key(DELETE_FOR_MOVE_ANNOTATION) {
+                        if let Some(running) = shared.lock().get_mut(&key) {
+                            running.moved = true;
+                        }
+                    } else {
+                        forget(&shared, &key);
+                    }
                 }
             },
             _ = resync.tick() => {
@@ -266,7 +284,20 @@ async fn reconcile_logged(shared: &Shared, management: &Client, cluster: &Dynami
 async fn reconcile(shared: &Shared, management: &Client, cluster: &DynamicObject) -> Result<(), Error> {
     let key = key_of(cluster);
     let uid = cluster.metadata.uid.clone().unwrap_or_default();
-    if shared.lock().get(&key).is_some_and(|r| r.uid != uid) {
+    let replaced = {
+        let mut clusters = shared.lock();
+        match clusters.get_mut(&key) {
+            Some(running) if running.uid != uid && running.moved => {
+                // The copy `clusterctl move` made: the same workload cluster.
+                running.uid = uid.clone();
+                running.moved = false;
+                false
+            }
+            Some(running) => running.uid != uid,
+            None => false,
+        }
+    };
+    if replaced {
         // The Cluster was deleted and recreated between two events.
         forget(shared, &key);
     }
@@ -284,7 +315,15 @@ async fn reconcile(shared: &Shared, management: &Client, cluster: &DynamicObject
             let client = server.client()?;
             let url = server.url().to_string();
             tracing::debug!(namespace = %key.0, cluster = %key.1, %url, "workload emulator started");
-            shared.lock().insert(key.clone(), Running { uid, server, client });
+            shared.lock().insert(
+                key.clone(),
+                Running {
+                    uid,
+                    moved: false,
+                    server,
+                    client,
+                },
+            );
             url
         }
     };

@@ -154,7 +154,7 @@ fn machine(index: usize) -> MachineKey {
     MachineKey {
         namespace: "default".into(),
         name: format!("demo-md-{index}"),
-        uid: format!("00000000-0000-4000-8000-{index:012}"),
+        launch_token: format!("00000000-0000-4000-8000-{index:012}"),
     }
 }
 

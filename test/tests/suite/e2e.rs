@@ -343,3 +343,192 @@ async fn scale_0_3_0(world: &WorldView, moto: &kubezero_test::cloud::Moto) {
         "cloud resources of the cluster left in moto: {owned:?}"
     );
 }
+
+/// Stands in for the AWS backend of a world without a cloud: KubeZeroCluster `name` reports itself
+/// provisioned at a control-plane endpoint (the test's own field manager).
+async fn report_infrastructure_provisioned(infra_clusters: &Api<DynamicObject>, name: &str) {
+    let params = PatchParams::apply("kubezero-e2e-test").force();
+    let identity = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroCluster",
+        "metadata": {"name": name}});
+    let mut spec = identity.clone();
+    spec["spec"] = json!({"aws": {"region": "eu-central-1"},
+        "controlPlaneEndpoint": {"host": format!("api.{name}.example"), "port": 6443}});
+    infra_clusters
+        .patch(name, &params, &Patch::Apply(&spec))
+        .await
+        .expect("endpoint applied");
+    let mut status = identity;
+    status["status"] = json!({"initialization": {"provisioned": true}});
+    infra_clusters
+        .patch_status(name, &params, &Patch::Apply(&status))
+        .await
+        .expect("provisioned applied");
+}
+
+/// The bootstrap manager without its rule on KubeZeroClusters (the bug a real `clusterctl init`
+/// install hit): the API server refuses its read with Forbidden, and the control-plane machine gets
+/// no bootstrap data. With the shipped role the same flow writes the data (the bootstrap suite).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_kubezeroclusters_rule_the_bootstrap_manager_is_forbidden_and_writes_no_data() {
+    use kubezero_test::world::{ManagerRbac, World};
+    let rbac = ManagerRbac::shipped().expect("the shipped RBAC").without_rule(
+        "kubezero-bootstrap",
+        "infrastructure.cluster.x-k8s.io",
+        "kubezeroclusters",
+    );
+    let mut world = World::start_with_rbac(rbac).await.expect("the world starts");
+    world.start_managers().expect("the managers start");
+    let view = world.view();
+    let forbidden = format!(
+        "kubezeroclusters.infrastructure.cluster.x-k8s.io \"w1\" is forbidden: User \
+         \"system:serviceaccount:{namespace}:kubezero-bootstrap\" cannot get resource \"kubezeroclusters\" in \
+         API group \"infrastructure.cluster.x-k8s.io\" in the namespace \"{namespace}\"",
+        namespace = view.namespace()
+    );
+    let outcome = tokio::time::timeout(Duration::from_secs(120), async {
+        let infra_clusters = create_cluster(&view, "w1").await;
+        let machines = crate::support::dynamic(&view, "cluster.x-k8s.io", "v1beta2", "Machine", "machines");
+        crate::support::create(&view, &machines, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "metadata": {"name": "w1-cp-0", "labels": {"cluster.x-k8s.io/cluster-name": "w1", "cluster.x-k8s.io/control-plane": ""}},
+            "spec": {"clusterName": "w1", "version": "v1.34.1",
+                "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeZeroConfig", "name": "w1-cp-0"}},
+                "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": "w1-cp-0"}}})).await;
+        let infra_machines = crate::support::dynamic(
+            &view,
+            "infrastructure.cluster.x-k8s.io",
+            "v1alpha1",
+            "KubeZeroMachine",
+            "kubezeromachines",
+        );
+        crate::support::create(&view, &infra_machines, json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroMachine", "metadata": {"name": "w1-cp-0"}, "spec": {"aws": {"instanceType": "m7g.large"}}})).await;
+        let configs = crate::support::dynamic(
+            &view,
+            "bootstrap.cluster.x-k8s.io",
+            "v1alpha1",
+            "KubeZeroConfig",
+            "kubezeroconfigs",
+        );
+        crate::support::create(&view, &configs, json!({"apiVersion": "bootstrap.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroConfig", "metadata": {"name": "w1-cp-0"}, "spec": {"format": "alpine-config"}})).await;
+        report_infrastructure_provisioned(&infra_clusters, "w1").await;
+        eventually("the bootstrap manager to report the refusal", || async {
+            world.manager_log("kubezero-bootstrap").contains(&forbidden).then_some(())
+        })
+        .await;
+        let config = api::<KubeZeroConfig>(&view).get("w1-cp-0").await.expect("the config");
+        let status = config.status.unwrap_or_default();
+        assert_eq!(status.data_secret_name, None, "no data Secret is recorded");
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        assert!(ready.is_none_or(|c| c.status != "True"), "not ready: {ready:?}");
+        let secret = api::<k8s_openapi::api::core::v1::Secret>(&view)
+            .get_opt("w1-cp-0")
+            .await
+            .expect("a Secret lookup");
+        assert!(secret.is_none(), "no data Secret was written");
+    })
+    .await;
+    let logs = world.stop_managers();
+    outcome.unwrap_or_else(|_| panic!("timed out; manager logs:\n{logs}"));
+}
+
+/// CAPI core's manager acts on the kubezero kinds through `capi-aggregated-manager-role`, which
+/// aggregates our `*-aggregate-to-capi-manager` roles: it may do what core does with them (adopt
+/// and label them, create infra machines and bootstrap configs from templates, delete them).
+/// Against a real cluster this checks the installed core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_api_core_manages_the_kubezero_kinds_through_its_aggregated_role() {
+    use kubezero_test::world::World;
+    use kubezero_test::world::rbac::{CORE_NAMESPACE, CORE_SERVICE_ACCOUNT};
+    let world = World::start().await.expect("the world starts");
+    let core = world
+        .service_account_client(CORE_NAMESPACE, CORE_SERVICE_ACCOUNT)
+        .await
+        .expect("a client as CAPI core");
+    let namespace = world.namespace().to_owned();
+    let kinds = [
+        (
+            "infrastructure.cluster.x-k8s.io",
+            "KubeZeroCluster",
+            "kubezeroclusters",
+            json!({"aws": {"region": "eu-central-1"}}),
+        ),
+        (
+            "infrastructure.cluster.x-k8s.io",
+            "KubeZeroMachine",
+            "kubezeromachines",
+            json!({"aws": {"instanceType": "m7g.large"}}),
+        ),
+        (
+            "infrastructure.cluster.x-k8s.io",
+            "KubeZeroMachineTemplate",
+            "kubezeromachinetemplates",
+            json!({"template": {"spec": {"aws": {"instanceType": "m7g.large"}}}}),
+        ),
+        (
+            "bootstrap.cluster.x-k8s.io",
+            "KubeZeroConfig",
+            "kubezeroconfigs",
+            json!({}),
+        ),
+        (
+            "bootstrap.cluster.x-k8s.io",
+            "KubeZeroConfigTemplate",
+            "kubezeroconfigtemplates",
+            json!({"template": {"spec": {}}}),
+        ),
+    ];
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for (group, kind, plural, spec) in kinds {
+            let resource = ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk(group, "v1alpha1", kind),
+                plural,
+            );
+            let api: Api<DynamicObject> = Api::namespaced_with(core.clone(), &namespace, &resource);
+            let object: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": format!("{group}/v1alpha1"), "kind": kind,
+                "metadata": {"name": "core-made", "namespace": namespace}, "spec": spec}))
+            .unwrap();
+            // The aggregation runs in the background: wait for the first grant.
+            eventually(&format!("CAPI core may create {plural}"), || async {
+                api.create(&kube::api::PostParams::default(), &object)
+                    .await
+                    .ok()
+                    .map(|_| ())
+            })
+            .await;
+            api.get("core-made")
+                .await
+                .unwrap_or_else(|e| panic!("get {plural}: {e}"));
+            api.list(&ListParams::default())
+                .await
+                .unwrap_or_else(|e| panic!("list {plural}: {e}"));
+            let labels = json!({"metadata": {"labels": {"cluster.x-k8s.io/cluster-name": "c"}}});
+            api.patch("core-made", &PatchParams::default(), &Patch::Merge(&labels))
+                .await
+                .unwrap_or_else(|e| panic!("patch {plural}: {e}"));
+            let mut watch = api
+                .watch(&kube::api::WatchParams::default(), "0")
+                .await
+                .unwrap_or_else(|e| panic!("watch {plural}: {e}"))
+                .boxed();
+            let first = watch.next().await.expect("an event");
+            assert!(first.is_ok(), "watch {plural}: {first:?}");
+            api.delete("core-made", &DeleteParams::default())
+                .await
+                .unwrap_or_else(|e| panic!("delete {plural}: {e}"));
+        }
+        // The aggregated role grants the kubezero kinds, not everything (a real core's own role,
+        // aggregated too, grants it more, so this holds for the emulated core only).
+        if world.is_emulated() {
+            let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(core.clone(), &namespace);
+            let secret = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+            match secrets.create(&kube::api::PostParams::default(), &secret).await {
+                Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+                other => panic!("the aggregated role allowed creating a Secret: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("bounded");
+}

@@ -17,7 +17,9 @@ use kubezero_provider::api::{
     KubeZeroCluster, KubeZeroClusterTemplate, KubeZeroHost, KubeZeroMachine, KubeZeroMachineTemplate,
 };
 use kubezero_test::validation::{
-    CrdValidator, FieldError, cel_rule_problems, cel_rules, kubezero_crds, schema_of,
+    CrdValidator, FieldError, cel_rules,
+    cost::{CRD_COST_LIMIT, RULE_COST_LIMIT, crd_cost},
+    kubezero_crds, schema_of,
 };
 use serde_json::Value;
 
@@ -263,14 +265,35 @@ fn every_cel_rule_has_an_invalid_fixture_that_trips_it() {
     );
 }
 
+/// Every rule compiles, and the API server's static cost check (per rule and per schema, see
+/// `kubezero_test::validation::cost`) accepts every kubezero CRD; prints each CRD's largest rule
+/// and total (`-- --nocapture`).
 #[test]
 fn cel_rules_compile_and_fit_the_cost_budget() {
     let mut rules = 0;
     for crd in kubezero_crds() {
-        let schema = schema_of(&crd, &crd.spec.versions[0].name).expect("schema");
+        let kind = &crd.spec.names.kind;
+        let version = &crd.spec.versions[0].name;
+        let schema = schema_of(&crd, version).expect("schema");
         rules += cel_rules(&schema).len();
-        let problems = cel_rule_problems(&schema);
-        assert!(problems.is_empty(), "{}: {problems:#?}", crd.spec.names.kind);
+        CrdValidator::new(&crd, version).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let json = serde_json::to_value(&crd).expect("CRD as JSON");
+        for (field, report) in crd_cost(&json, None) {
+            let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+            assert!(errors.is_empty(), "{kind} ({field}): {errors:#?}");
+            let Some(largest) = report.most_expensive() else {
+                println!("{kind}: no CEL rules");
+                continue;
+            };
+            println!(
+                "{kind}: largest rule {} ({:.1}% of {RULE_COST_LIMIT}) at {}; total {} ({:.1}% of {CRD_COST_LIMIT})",
+                largest.cost,
+                100.0 * largest.cost as f64 / RULE_COST_LIMIT as f64,
+                largest.field,
+                report.total,
+                100.0 * report.total as f64 / CRD_COST_LIMIT as f64,
+            );
+        }
     }
     assert!(rules >= 35, "only {rules} CEL rules found");
 }
@@ -480,4 +503,88 @@ async fn the_api_emulator_accepts_every_valid_fixture_template_and_config_manife
             });
         }
     }
+}
+
+/// A CRD of `test/fixtures/crds/refused/` (today's bootstrap CRDs before their maps were bounded).
+fn refused_crd(
+    file: &str,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/crds/refused")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The emulator applies the API server's static CEL cost check when a CRD is created or updated:
+/// the unbounded KubeZeroConfig CRD is refused as kube-apiserver v1.36 refused it (422 `Invalid`,
+/// one `FieldValueForbidden` cause per refusal at its field path), today's CRDs install, and an
+/// update back to the unbounded schema is refused too.
+#[tokio::test]
+async fn the_api_emulator_refuses_crds_whose_cel_rules_exceed_the_cost_budget() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, PostParams};
+
+    let server = kubezero_test::apiserver::ApiServer::start().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(server.client().unwrap());
+    let unbounded = refused_crd("bootstrap.cluster.x-k8s.io_kubezeroconfigs.yaml");
+    let rule = |node: &str| {
+        format!("spec.validation.openAPIV3Schema.properties[spec].{node}.x-kubernetes-validations[0].rule")
+    };
+    let labels = rule("properties[nodeLabels]");
+    let evictions = rule("properties[kubeletConfiguration].properties[evictionHard]");
+    let check_refusal = |refused: Result<CustomResourceDefinition, kube::Error>| {
+        let Err(kube::Error::Api(status)) = refused else {
+            panic!("the unbounded CRD was accepted: {refused:?}");
+        };
+        assert_eq!(
+            (status.code, status.reason.as_str()),
+            (422, "Invalid"),
+            "{status:?}"
+        );
+        assert!(
+            status.message.starts_with(
+                "CustomResourceDefinition.apiextensions.k8s.io \"kubezeroconfigs.bootstrap.cluster.x-k8s.io\" is invalid: ["
+            ),
+            "{}",
+            status.message
+        );
+        assert!(
+            status.message.contains(&format!(
+                "{labels}: Forbidden: estimated rule cost exceeds budget by factor of 24.2x (try simplifying"
+            )),
+            "{}",
+            status.message
+        );
+        let causes = status.details.map(|d| d.causes).unwrap_or_default();
+        assert_eq!(causes.len(), 9, "{causes:#?}");
+        assert!(
+            causes.iter().all(|c| c.reason == "FieldValueForbidden"),
+            "{causes:#?}"
+        );
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields.iter().filter(|f| **f == labels).count(), 2, "{fields:#?}");
+        assert_eq!(fields[0], evictions);
+        assert_eq!(fields[8], "spec.validation.openAPIV3Schema");
+    };
+    check_refusal(crds.create(&PostParams::default(), &unbounded).await);
+
+    server
+        .install_crds(&kubezero_test::validation::kubezero_crds())
+        .await
+        .expect("today's CRDs fit the cost budget");
+    let mut stored = crds
+        .get("kubezeroconfigs.bootstrap.cluster.x-k8s.io")
+        .await
+        .unwrap();
+    stored.spec = unbounded.spec.clone();
+    check_refusal(
+        crds.replace(
+            "kubezeroconfigs.bootstrap.cluster.x-k8s.io",
+            &PostParams::default(),
+            &stored,
+        )
+        .await,
+    );
+    server.shutdown().await;
 }

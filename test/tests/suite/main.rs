@@ -4,12 +4,14 @@
 //! - [`bootstrap`]: the bootstrap provider's data Secret, PKI and init lock in the test world.
 //! - [`aws_machines`]: instance launch batching, adoption, termination, AMI and instance type lookups on moto.
 //! - [`capi`]: the CAPI core stand-in against the emulator.
+//! - [`churn`]: Cluster status churn and metadata writes cost the KubeZeroCluster no AWS call.
 //! - [`chaos`] (`#[ignore]`d, its own CI step): the provider SIGKILLed at 52 random points of a cluster's life.
 //! - [`e2e`]: both managers in a [`kubezero_test::world::World`] (emulated or a real cluster).
 //! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
 //! - [`faults`]: the fault-injecting AWS proxy and the throttling e2e behind it.
 //! - [`gitops`]: every flavor and the addons applied, provisioned on moto, re-applied without drift.
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
+//! - [`moves`]: `clusterctl move` of a cluster on moto: no instance launched twice or lost.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
 //! - [`manager`]: the manager binaries as processes (health, metrics, missing CRDs, SIGTERM).
 //! - [`templates`]: cluster template flavors and the KubeZero addon HelmChartProxies.
@@ -21,6 +23,7 @@ mod aws_machines;
 mod bootstrap;
 mod capi;
 mod chaos;
+mod churn;
 mod cloud;
 mod e2e;
 mod faults;
@@ -28,6 +31,7 @@ mod fixtures;
 mod gitops;
 mod manager;
 mod manifests;
+mod moves;
 mod support;
 mod templates;
 mod workload;

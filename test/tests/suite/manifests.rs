@@ -306,6 +306,18 @@ fn components_install_cleanly_with_clusterctl() {
                 "{file}: manager cannot {verb} {resource}"
             );
         }
+        if provider == BOOTSTRAP_PROVIDER {
+            // The bootstrap manager reads a Cluster's KubeZeroCluster (provider ID source).
+            assert!(
+                grants(
+                    manager_role,
+                    "infrastructure.cluster.x-k8s.io",
+                    "kubezeroclusters",
+                    "get"
+                ),
+                "{file}: the bootstrap manager cannot get kubezeroclusters"
+            );
+        }
         let crds: Vec<&Value> = documents
             .iter()
             .filter(|d| d["kind"] == "CustomResourceDefinition")

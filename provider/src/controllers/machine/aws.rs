@@ -5,14 +5,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::Observed;
 use kubezero_capi::contract::{
-    CLUSTER_NAME_LABEL, InfrastructureInitialization, MachineAddress, MachineAddressType, READY_CONDITION,
+    BLOCK_MOVE_ANNOTATION, CLUSTER_NAME_LABEL, InfrastructureInitialization, MachineAddress,
+    MachineAddressType, READY_CONDITION,
 };
 use kubezero_capi::core::Machine;
 use kubezero_capi::runtime::errors::ErrorClass;
@@ -36,12 +37,15 @@ use crate::settings::Backends;
 pub const INSTANCE_ID_ANNOTATION: &str = "kubezero.io/instance-id";
 /// Annotation holding the instance's region, so deletion works when the KubeZeroCluster is gone.
 pub const REGION_ANNOTATION: &str = "kubezero.io/region";
+/// Annotation holding the machine's launch token (ClientToken material, [`MachineKey::launch_token`]):
+/// the object's UID when it first asked for a launch, so that the token survives `clusterctl move`.
+pub const LAUNCH_TOKEN_ANNOTATION: &str = "kubezero.io/launch-token";
 /// Bootstrap data Secret key holding the user data.
 pub const BOOTSTRAP_VALUE_KEY: &str = "value";
 
 /// How soon to look again while an instance starts or stops.
 pub const PROGRESS_REQUEUE: Duration = Duration::from_secs(5);
-/// How often a running instance is checked again.
+/// How often a running instance is checked again (at its cluster's slot, [`resync_slot`]).
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// How soon to look again while waiting for bootstrap data.
 pub const BOOTSTRAP_REQUEUE: Duration = Duration::from_secs(10);
@@ -133,8 +137,23 @@ fn machine_key(machine: &KubeZeroMachine) -> MachineKey {
     MachineKey {
         namespace: machine.namespace().unwrap_or_default(),
         name: machine.name_any(),
-        uid: machine.uid().unwrap_or_default(),
+        launch_token: launch_token(machine),
     }
+}
+
+/// The machine's launch token: the annotated one, else its UID (what the annotation will hold).
+fn launch_token(machine: &KubeZeroMachine) -> String {
+    machine
+        .annotations()
+        .get(LAUNCH_TOKEN_ANNOTATION)
+        .filter(|token| !token.is_empty())
+        .cloned()
+        .unwrap_or_else(|| machine.uid().unwrap_or_default())
+}
+
+/// Whether the machine is marked as launching (`clusterctl move` waits for it).
+pub fn blocks_move(machine: &KubeZeroMachine) -> bool {
+    machine.annotations().contains_key(BLOCK_MOVE_ANNOTATION)
 }
 
 /// The subnets a machine may launch into: the spec's subnet, else the subnet of the Machine's
@@ -191,8 +210,30 @@ pub fn addresses(instance: &Instance) -> Vec<MachineAddress> {
     .collect()
 }
 
-/// The observation of an existing instance. Pure.
-pub fn observe(machine: &KubeZeroMachine, instance: &Instance) -> Observation {
+/// The time from `now` to the next resync slot of the machines of cluster `namespace/cluster`: one
+/// every [`RESYNC`], at an offset taken from the cluster's name. The running machines of a cluster
+/// are checked together and share one DescribeInstances (the cluster's view is reused for a few
+/// seconds) instead of one call each at times of their own; clusters are spread over the interval.
+/// At least a second. Pure.
+pub fn resync_slot(namespace: &str, cluster: &str, now: SystemTime) -> Duration {
+    let period = RESYNC.as_millis() as u64;
+    // FNV-1a: a fixed function of the name, the same in every process.
+    let offset = format!("{namespace}/{cluster}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+        % period;
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
+    let since_slot = (now % period + period - offset) % period;
+    Duration::from_millis((period - since_slot).max(1000))
+}
+
+/// The observation of an existing instance; a running one is looked at again after `resync`. Pure.
+pub fn observe(machine: &KubeZeroMachine, instance: &Instance, resync: Duration) -> Observation {
     let mut status = previous_status(machine);
     let provisioned = was_provisioned(machine) || instance.state == InstanceState::Running;
     status.initialization = Some(InfrastructureInitialization {
@@ -212,7 +253,7 @@ pub fn observe(machine: &KubeZeroMachine, instance: &Instance) -> Observation {
                 reasons::INSTANCE_RUNNING,
                 format!("instance {} is running in {}", instance.id, instance.zone),
             ),
-            RESYNC,
+            resync,
         ),
         InstanceState::Pending => (
             Observed::false_(
@@ -313,21 +354,29 @@ impl AwsMachines {
             }
             (None, None) if instances.launch_in_flight(&key) => return Ok(launching(machine)),
             (None, None) => match self.launch_spec(client, &aws, scope, &object).await? {
-                Next::Launch(spec) => match instances.request_launch(key, Arc::new(spec)) {
-                    LaunchStatus::InFlight => return Ok(launching(machine)),
-                    LaunchStatus::Done(result) => (*result).map_err(|error| {
-                        let reason = if error.class() == ErrorClass::Invalid {
-                            reasons::INVALID_LAUNCH_SPEC
-                        } else {
-                            reasons::INSTANCE_LAUNCH_FAILED
-                        };
-                        MachineError::cloud(&object, reason, error.class(), error)
-                    })?,
-                },
+                Next::Launch(spec) => {
+                    // Marked before the launch can start: move waits, the token is kept.
+                    mark_launching(client, machine).await?;
+                    match instances.request_launch(key, Arc::new(spec)) {
+                        LaunchStatus::InFlight => return Ok(launching(machine)),
+                        LaunchStatus::Done(result) => match *result {
+                            Ok(instance) => instance,
+                            Err(error) => {
+                                unmark_launching(client, machine).await?;
+                                let reason = if error.class() == ErrorClass::Invalid {
+                                    reasons::INVALID_LAUNCH_SPEC
+                                } else {
+                                    reasons::INSTANCE_LAUNCH_FAILED
+                                };
+                                return Err(MachineError::cloud(&object, reason, error.class(), error));
+                            }
+                        },
+                    }
+                }
                 Next::Wait(observation) => return Ok(observation),
             },
         };
-        if known_id.as_deref() != Some(instance.id.as_str()) {
+        if known_id.as_deref() != Some(instance.id.as_str()) || blocks_move(machine) {
             persist(client, machine, &instance, aws.region()).await?;
             tracing::info!(instance = %instance.id, zone = %instance.zone, "instance assigned to the machine");
         }
@@ -349,7 +398,11 @@ impl AwsMachines {
                     })?;
             }
         }
-        Ok(observe(machine, &instance))
+        Ok(observe(
+            machine,
+            &instance,
+            resync_slot(&namespace, scope.cluster, SystemTime::now()),
+        ))
     }
 
     async fn launch_spec(
@@ -442,6 +495,48 @@ impl AwsMachines {
             ssh_key_name: scope.spec.ssh_key_name.clone(),
             tags,
         }))
+    }
+
+    /// While the machine is paused (as `clusterctl move` pauses it), finishes what cannot be paused:
+    /// a launch the machine joined. An ended launch's instance is recorded and the move block
+    /// removed; a launch still in flight answers `Some(wait)`. With no launch known to this process
+    /// (it restarted), the instance is looked up by its machine tag and recorded when found; the
+    /// mark goes either way (an instance that is not tagged yet is adopted by its launch spec later).
+    pub async fn settle_launch(
+        &self,
+        client: &kube::Client,
+        machine: &KubeZeroMachine,
+        cluster: &str,
+        infra_spec: &AwsClusterSpec,
+    ) -> Result<Option<Duration>, MachineError> {
+        if !blocks_move(machine) {
+            return Ok(None);
+        }
+        let namespace = machine.namespace().unwrap_or_default();
+        let object = describe("KubeZeroMachine", &namespace, &machine.name_any());
+        let aws = self.clients(&object, &infra_spec.region).await?;
+        let instances = self
+            .launcher
+            .cluster(&aws, &cluster_tags(cluster, infra_spec), &namespace);
+        let key = machine_key(machine);
+        if instances.launch_in_flight(&key) {
+            return Ok(Some(PROGRESS_REQUEUE));
+        }
+        let instance = match instances.take_launch_result(&key) {
+            Some(Ok(instance)) => Some(instance),
+            Some(Err(_)) => None,
+            None => instances.find(&key, None).await.map_err(|error| {
+                MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
+            })?,
+        };
+        match instance {
+            Some(instance) => {
+                persist(client, machine, &instance, aws.region()).await?;
+                tracing::info!(instance = %instance.id, "launch settled while paused");
+            }
+            None => unmark_launching(client, machine).await?,
+        }
+        Ok(None)
     }
 
     /// Deregisters (control plane) and terminates the machine's instance and waits for it to be
@@ -561,6 +656,49 @@ enum Next {
     Wait(Observation),
 }
 
+/// Marks `machine` as launching before it joins a launch batch: [`BLOCK_MOVE_ANNOTATION`] (so that
+/// `clusterctl move` waits until the instance id is recorded or the launch failed) and its
+/// [`LAUNCH_TOKEN_ANNOTATION`]. Nothing is written when both are there.
+async fn mark_launching(client: &kube::Client, machine: &KubeZeroMachine) -> Result<(), MachineError> {
+    let annotations = machine.annotations();
+    if annotations.contains_key(BLOCK_MOVE_ANNOTATION) && annotations.contains_key(LAUNCH_TOKEN_ANNOTATION) {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {
+        BLOCK_MOVE_ANNOTATION: "",
+        LAUNCH_TOKEN_ANNOTATION: launch_token(machine),
+    }}});
+    patch_machine(client, machine, &patch).await
+}
+
+/// Removes [`BLOCK_MOVE_ANNOTATION`] when no launch of `machine` is in flight any more.
+async fn unmark_launching(client: &kube::Client, machine: &KubeZeroMachine) -> Result<(), MachineError> {
+    if !blocks_move(machine) {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {BLOCK_MOVE_ANNOTATION: null}}});
+    patch_machine(client, machine, &patch).await
+}
+
+async fn patch_machine(
+    client: &kube::Client,
+    machine: &KubeZeroMachine,
+    patch: &serde_json::Value,
+) -> Result<(), MachineError> {
+    let namespace = machine.namespace().unwrap_or_default();
+    let name = machine.name_any();
+    Api::<KubeZeroMachine>::namespaced(client.clone(), &namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(kubezero_capi::runtime::reconcile::Error::write(
+            "update",
+            "KubeZeroMachine",
+            &namespace,
+            &name,
+        ))?;
+    Ok(())
+}
+
 /// The user data of the owner's bootstrap data Secret (key `value`, passed on as stored, e.g.
 /// gzip'd); `None` while the Secret or the key is missing.
 async fn bootstrap_data(
@@ -591,32 +729,22 @@ async fn bootstrap_data(
 }
 
 /// Persists the instance id, region and provider ID on the object (metadata and spec survive
-/// `clusterctl move`; status does not).
+/// `clusterctl move`; status does not) and ends its launching mark.
 async fn persist(
     client: &kube::Client,
     machine: &KubeZeroMachine,
     instance: &Instance,
     region: &str,
 ) -> Result<(), MachineError> {
-    let namespace = machine.namespace().unwrap_or_default();
-    let name = machine.name_any();
     let mut patch = json!({"metadata": {"annotations": {
         INSTANCE_ID_ANNOTATION: instance.id,
         REGION_ANNOTATION: region,
+        BLOCK_MOVE_ANNOTATION: null,
     }}});
     if machine.spec.provider_id.is_none() && !instance.zone.is_empty() {
         patch["spec"] = json!({"providerID": instance.provider_id()});
     }
-    Api::<KubeZeroMachine>::namespaced(client.clone(), &namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(kubezero_capi::runtime::reconcile::Error::write(
-            "update",
-            "KubeZeroMachine",
-            &namespace,
-            &name,
-        ))?;
-    Ok(())
+    patch_machine(client, machine, &patch).await
 }
 
 #[cfg(test)]
@@ -681,11 +809,11 @@ mod tests {
     #[test]
     fn running_instance_is_provisioned_with_addresses_zone_and_spot_flag() {
         let machine = KubeZeroMachine::new("m", Default::default());
-        let pending = observe(&machine, &instance(InstanceState::Pending, false));
+        let pending = observe(&machine, &instance(InstanceState::Pending, false), RESYNC);
         assert_eq!(pending.ready.reason, reasons::INSTANCE_PROVISIONING);
         assert_eq!(pending.requeue, PROGRESS_REQUEUE);
         assert_eq!(pending.status.initialization.as_ref().unwrap().provisioned, None);
-        let running = observe(&machine, &instance(InstanceState::Running, true));
+        let running = observe(&machine, &instance(InstanceState::Running, true), RESYNC);
         assert_eq!(running.ready.reason, reasons::INSTANCE_RUNNING);
         assert_eq!(
             running.status.initialization.as_ref().unwrap().provisioned,
@@ -698,6 +826,31 @@ mod tests {
     }
 
     #[test]
+    fn running_machines_of_one_cluster_resync_at_the_same_instant() {
+        let at = |seconds: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000 + seconds);
+        let slot = |cluster: &str, seconds: u64| {
+            let wait = resync_slot("team-a", cluster, at(seconds));
+            assert!(wait >= Duration::from_secs(1) && wait <= RESYNC, "{wait:?}");
+            at(seconds) + wait
+        };
+        // Machines that became ready at different times of one interval meet at one slot.
+        let first = slot("prod", 0);
+        for seconds in [1, 17, 120, 250] {
+            let later = slot("prod", seconds);
+            assert!(later == first || later == first + RESYNC, "{seconds}s");
+        }
+        // The reconcile the slot itself triggers waits a whole interval for the next one.
+        assert_eq!(resync_slot("team-a", "prod", first), RESYNC);
+        // Other clusters (and the same name in another namespace) get other slots.
+        let others: std::collections::BTreeSet<_> = ["dev", "stage", "prod-2", "qa"]
+            .into_iter()
+            .map(|cluster| slot(cluster, 0))
+            .chain([at(0) + resync_slot("team-b", "prod", at(0))])
+            .collect();
+        assert!(others.len() >= 4 && !others.contains(&first), "{others:?}");
+    }
+
+    #[test]
     fn provisioned_never_flips_back_when_the_instance_ends() {
         let mut machine = KubeZeroMachine::new("m", Default::default());
         machine.status = Some(KubeZeroMachineStatus {
@@ -706,7 +859,7 @@ mod tests {
             }),
             ..Default::default()
         });
-        let ended = observe(&machine, &instance(InstanceState::ShuttingDown, false));
+        let ended = observe(&machine, &instance(InstanceState::ShuttingDown, false), RESYNC);
         assert_eq!(ended.ready.reason, reasons::INSTANCE_TERMINATED);
         assert_eq!(ended.status.initialization.unwrap().provisioned, Some(true));
     }
