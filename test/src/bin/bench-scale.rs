@@ -640,7 +640,11 @@ impl ScaleReport {
                 .collect();
             row(
                 &format!("idle {minutes:.1} min with {machines} workers: AWS calls per minute (goal ≤ 2)"),
-                format!("{:.1} ({})", rate(self.idle.total()), per_minute.join(", ")),
+                if per_minute.is_empty() {
+                    format!("{:.1}", rate(self.idle.total()))
+                } else {
+                    format!("{:.1} ({})", rate(self.idle.total()), per_minute.join(", "))
+                },
             );
             row(
                 "  per minute: Cluster status writes / KZC reconciles",
@@ -1123,6 +1127,9 @@ fn sorted_operations(calls: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
 }
 
 fn operations(calls: &BTreeMap<String, u64>) -> String {
+    if calls.values().all(|count| *count == 0) {
+        return "none".into();
+    }
     sorted_operations(calls)
         .iter()
         .map(|(operation, count)| format!("{operation} {count}"))
