@@ -6,31 +6,49 @@
 //! 1. **watched**: `--watched` KubeZeroMachines (default 10,000) without owner Machines, so nothing
 //!    launches; once the provider has reconciled every one of them (its `kubezero_reconcile_total`
 //!    metric), the provider's VmRSS and VmHWM (goal ≤ 64 MiB).
-//! 2. **scale**: a Cluster from `templates/cluster-template.yaml` (1 control plane), then its worker
-//!    MachineDeployment 0 → `--machines` (default 1,000) → 0, then the Cluster deleted. The provider
+//! 2. **scale**: a Cluster from `templates/cluster-template.yaml` (1 control plane and
+//!    `--initial-workers` workers, default 0), then its worker MachineDeployment scaled to
+//!    `--machines` (default 1,000) and back, then the Cluster deleted. The provider
 //!    talks to moto through the test world's [`FaultProxy`] with no faults, which counts requests per
 //!    action: the calls counted are the HTTP requests the provider really sends, retries included
 //!    (a RunInstances retried with a known ClientToken is answered from the proxy's replay, as EC2
 //!    does, and still counted); the node simulator and the leak count go to moto directly and are
 //!    not counted. Prints RunInstances
-//!    calls (goal ≤ 10), AWS calls per machine for create + ready + delete (goal ≤ 3), the time to
+//!    calls (goal ≤ 10), AWS calls per added machine for create + ready + delete (goal ≤ 1.5, the
+//!    cluster's resyncs during the scale steps included), the time to
 //!    all provider IDs and to all Running, the provider's peak RSS (VmHWM), the time and calls of
 //!    the scale-down and of the deletion, and what is left in moto.
+//!
+//! Between the scale-up and the scale-down the cluster idles with its machines for
+//! `--idle-minutes` (default 2), and the AWS calls per minute by operation are printed (goal ≤ 2).
+//!
+//! Churn, per step (cluster up, scale-up, idle, scale-down, deletion): how often the Cluster was
+//! written (MODIFIED events of its watch; those that changed its status counted apart), how often
+//! the provider reconciled KubeZeroClusters (`kubezero_reconcile_total{controller="kubezerocluster"}`)
+//! and the AWS calls by operation. The CAPI stand-in rewrites the Cluster's status as core does, on
+//! almost every Machine change, so a provider that reacts to every Cluster update shows here.
 //!
 //! Every phase is bounded by `--phase-timeout`; on a timeout the numbers measured so far are
 //! printed, marked as partial. The manager binaries must be built next to this binary (the make
 //! target builds them).
 //!
 //! Flags: `--machines N`, `--watched N` (0 skips phase 1), `--concurrency N` (the provider's
-//! `--concurrency`; default: the provider's own default), `--phase-timeout SECONDS` (default 900).
+//! `--concurrency`; default: the provider's own default), `--phase-timeout SECONDS` (default 900),
+//! `--idle-minutes M` (default 2, fractions allowed, 0 skips the idle step), `--initial-workers N`
+//! (default 0, below `--machines`). `KUBEZERO_BIN_DIR` picks the manager binaries (e.g. an older
+//! provider build to compare with).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kube::api::{DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::pinned_kind;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::KubeZeroMachine;
@@ -73,6 +91,9 @@ struct Options {
     watched: usize,
     concurrency: Option<u16>,
     phase_timeout: Duration,
+    idle: Duration,
+    /// Workers the cluster comes up with; the scale-up goes from here to `machines`.
+    initial_workers: usize,
 }
 
 impl Options {
@@ -82,6 +103,8 @@ impl Options {
             watched: 10_000,
             concurrency: None,
             phase_timeout: Duration::from_secs(900),
+            idle: Duration::from_secs(120),
+            initial_workers: 0,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -108,12 +131,28 @@ impl Options {
                         Some(u16::try_from(concurrency).map_err(|error| format!("{name}: {error}"))?);
                 }
                 "--phase-timeout" => options.phase_timeout = Duration::from_secs(number(value()?)?),
+                "--initial-workers" => options.initial_workers = number(value()?)? as usize,
+                "--idle-minutes" => {
+                    let text = value()?;
+                    let minutes = text
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|m| m.is_finite() && *m >= 0.0)
+                        .ok_or_else(|| format!("{name}: {text:?} is not a number of minutes"))?;
+                    options.idle = Duration::from_secs_f64(minutes * 60.0);
+                }
                 other => {
                     return Err(format!(
-                        "unknown flag {other}; flags: --machines N, --watched N, --concurrency N, --phase-timeout SECONDS"
+                        "unknown flag {other}; flags: --machines N, --watched N, --concurrency N, --phase-timeout SECONDS, --idle-minutes M, --initial-workers N"
                     ));
                 }
             }
+        }
+        if options.machines > 0 && options.initial_workers >= options.machines {
+            return Err(format!(
+                "--initial-workers {} must be below --machines {}",
+                options.initial_workers, options.machines
+            ));
         }
         Ok(options)
     }
@@ -139,13 +178,14 @@ async fn main() -> ExitCode {
     };
     let started = Instant::now();
     println!(
-        "bench-scale: {} machines, {} watched KubeZeroMachines, provider concurrency {}, phase timeout {:?}",
+        "bench-scale: {} machines, {} watched KubeZeroMachines, provider concurrency {}, phase timeout {:?}, idle {:?}",
         options.machines,
         options.watched,
         options
             .concurrency
             .map_or_else(|| "default".to_string(), |c| c.to_string()),
-        options.phase_timeout
+        options.phase_timeout,
+        options.idle
     );
     let mut complete = true;
     let watched = if options.watched > 0 {
@@ -186,7 +226,7 @@ async fn main() -> ExitCode {
             complete = false;
             println!("(phase 2 did not finish: see the TIMEOUT rows)");
         }
-        report.print(options.machines);
+        report.print(options.initial_workers, options.machines);
     }
     if complete {
         ExitCode::SUCCESS
@@ -387,7 +427,116 @@ async fn aws_requests(metrics: SocketAddr) -> Option<u64> {
 struct Step {
     time: Option<Duration>,
     calls: BTreeMap<String, u64>,
+    churn: Churn,
     note: String,
+}
+
+/// Writes of the Cluster and reconciles of its KubeZeroCluster.
+#[derive(Default, Clone, Copy, Debug)]
+struct Churn {
+    /// MODIFIED events of the Cluster (every write: metadata, spec or status).
+    cluster_writes: u64,
+    /// Those of them that changed its status.
+    cluster_status_writes: u64,
+    /// `kubezero_reconcile_total{controller="kubezerocluster"}`.
+    cluster_reconciles: u64,
+}
+
+impl Churn {
+    fn minus(self, base: Churn) -> Churn {
+        Churn {
+            cluster_writes: self.cluster_writes.saturating_sub(base.cluster_writes),
+            cluster_status_writes: self
+                .cluster_status_writes
+                .saturating_sub(base.cluster_status_writes),
+            cluster_reconciles: self.cluster_reconciles.saturating_sub(base.cluster_reconciles),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} Cluster status writes ({} writes in all), {} KubeZeroCluster reconciles",
+            self.cluster_status_writes, self.cluster_writes, self.cluster_reconciles
+        )
+    }
+}
+
+/// Counts the benchmark Cluster's writes from its watch, and reads the provider's
+/// KubeZeroCluster reconciles from its metrics.
+struct Meter {
+    writes: Arc<AtomicU64>,
+    status_writes: Arc<AtomicU64>,
+    metrics: SocketAddr,
+    watch: tokio::task::JoinHandle<()>,
+}
+
+impl Meter {
+    /// Starts watching Clusters in `namespace` (before the benchmark Cluster exists).
+    fn start(client: &Client, namespace: &str, metrics: SocketAddr) -> Meter {
+        let writes = Arc::new(AtomicU64::new(0));
+        let status_writes = Arc::new(AtomicU64::new(0));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk("cluster.x-k8s.io", "v1beta2", "Cluster"),
+                "clusters",
+            ),
+        );
+        let (counted, status_counted) = (writes.clone(), status_writes.clone());
+        let watch = tokio::spawn(async move {
+            let mut last: Option<(String, serde_json::Value)> = None;
+            let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+            while let Some(event) = events.next().await {
+                let (object, counts) = match event {
+                    Ok(watcher::Event::Apply(object)) => (object, true),
+                    Ok(watcher::Event::InitApply(object)) => (object, false),
+                    _ => continue,
+                };
+                if object.metadata.name.as_deref() != Some(CLUSTER) {
+                    continue;
+                }
+                let version = object.metadata.resource_version.clone().unwrap_or_default();
+                let status = object.data.get("status").cloned().unwrap_or_default();
+                let previous = last.replace((version.clone(), status.clone()));
+                let Some((previous_version, previous_status)) = previous else {
+                    continue;
+                };
+                if counts && previous_version != version {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    if previous_status != status {
+                        status_counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Meter {
+            writes,
+            status_writes,
+            metrics,
+            watch,
+        }
+    }
+
+    /// The counts so far (a metrics endpoint that does not answer reads as 0 reconciles).
+    async fn churn(&self) -> Churn {
+        Churn {
+            cluster_writes: self.writes.load(Ordering::Relaxed),
+            cluster_status_writes: self.status_writes.load(Ordering::Relaxed),
+            cluster_reconciles: metric_sum(
+                self.metrics,
+                r#"kubezero_reconcile_total{controller="kubezerocluster"} "#,
+            )
+            .await
+            .unwrap_or(0),
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
 }
 
 impl Step {
@@ -405,6 +554,8 @@ struct ScaleReport {
     cluster_up: Step,
     to_provider_ids: Step,
     to_running: Step,
+    to_available: Step,
+    idle: Step,
     scale_down: Step,
     delete: Step,
     peak_rss_kib: u64,
@@ -425,16 +576,21 @@ impl ScaleReport {
             && self.delete.time.is_some()
     }
 
-    fn print(&self, machines: usize) {
-        println!("MachineDeployment 0 → {machines} → 0 on moto (AWS requests counted at the proxy)");
+    fn print(&self, initial: usize, machines: usize) {
+        println!(
+            "MachineDeployment {initial} → {machines} → {initial} on moto, then the Cluster deleted (AWS requests counted at the proxy)"
+        );
+        // The machines each scale step creates and deletes.
+        let added = machines.saturating_sub(initial).max(1) as f64;
         let time = |step: &Step| match step.time {
             Some(time) => format!("{time:.1?}"),
             None => format!("TIMEOUT ({})", step.note),
         };
         row(
-            "cluster up (infra + 1 control plane Running)",
+            &format!("cluster up (infra + 1 control plane + {initial} workers Running)"),
             format!("{}, {} calls", time(&self.cluster_up), self.cluster_up.total()),
         );
+        churn_rows(&self.cluster_up);
         row(
             &format!("time to {machines} provider IDs"),
             time(&self.to_provider_ids),
@@ -449,7 +605,63 @@ impl ScaleReport {
             "calls of the scale-up",
             format!("{} ({})", up.total(), operations(&up.calls)),
         );
-        row("scale to 0: time to no worker Machine", time(&self.scale_down));
+        row(
+            &format!("time to {machines} Available (and WorkersAvailable)"),
+            time(&self.to_available),
+        );
+        // To Available when it was reached (the readiness that follows Running belongs to the
+        // scale-up), else to Running.
+        let whole = if self.to_available.time.is_some() {
+            &self.to_available
+        } else {
+            up
+        };
+        row(
+            "  calls of the scale-up to Available",
+            format!("{} ({})", whole.total(), operations(&whole.calls)),
+        );
+        row("  churn of the scale-up to Available", whole.churn.describe());
+        let per = |n: u64| n as f64 / added;
+        row(
+            "  per added machine: Cluster status writes / KZC reconciles / AWS calls",
+            format!(
+                "{:.2} / {:.2} / {:.2}",
+                per(whole.churn.cluster_status_writes),
+                per(whole.churn.cluster_reconciles),
+                per(whole.total())
+            ),
+        );
+        if let Some(idle) = self.idle.time {
+            let minutes = idle.as_secs_f64() / 60.0;
+            let rate = |n: u64| n as f64 / minutes.max(f64::EPSILON);
+            let per_minute: Vec<String> = sorted_operations(&self.idle.calls)
+                .into_iter()
+                .map(|(operation, count)| format!("{operation} {:.1}", rate(count)))
+                .collect();
+            row(
+                &format!("idle {minutes:.1} min with {machines} workers: AWS calls per minute (goal ≤ 2)"),
+                if per_minute.is_empty() {
+                    format!("{:.1}", rate(self.idle.total()))
+                } else {
+                    format!("{:.1} ({})", rate(self.idle.total()), per_minute.join(", "))
+                },
+            );
+            row(
+                "  per minute: Cluster status writes / KZC reconciles",
+                format!(
+                    "{:.1} / {:.1} ({} Cluster writes in all)",
+                    rate(self.idle.churn.cluster_status_writes),
+                    rate(self.idle.churn.cluster_reconciles),
+                    self.idle.churn.cluster_writes
+                ),
+            );
+        } else if !self.idle.note.is_empty() {
+            row("idle", self.idle.note.clone());
+        }
+        row(
+            &format!("scale to {initial}: time to {initial} worker Machines"),
+            time(&self.scale_down),
+        );
         row(
             "calls of the scale-down",
             format!(
@@ -458,9 +670,10 @@ impl ScaleReport {
                 operations(&self.scale_down.calls)
             ),
         );
-        let per_machine = (up.total() + self.scale_down.total()) as f64 / machines as f64;
+        row("  churn of the scale-down", self.scale_down.churn.describe());
+        let per_machine = (whole.total() + self.scale_down.total()) as f64 / added;
         row(
-            "AWS calls per machine, create + ready + delete (goal ≤ 3)",
+            "AWS calls per machine, create + ready + delete (goal ≤ 1.5)",
             format!("{per_machine:.2}"),
         );
         let instance_calls = |step: &Step| {
@@ -470,7 +683,7 @@ impl ScaleReport {
                 .map(|(_, count)| count)
                 .sum::<u64>()
         };
-        let per_machine = (instance_calls(up) + instance_calls(&self.scale_down)) as f64 / machines as f64;
+        let per_machine = (instance_calls(whole) + instance_calls(&self.scale_down)) as f64 / added;
         row(
             "  of which instance and AMI calls (the rest: cluster resyncs)",
             format!("{per_machine:.2}"),
@@ -484,6 +697,7 @@ impl ScaleReport {
                 operations(&self.delete.calls)
             ),
         );
+        row("  churn of the deletion", self.delete.churn.describe());
         row(
             &format!("provider VmRSS at {machines} Running / peak VmHWM"),
             format!("{} / {}", mib(self.rss_at_scale_kib), mib(self.peak_rss_kib)),
@@ -506,8 +720,8 @@ impl ScaleReport {
 
 async fn scale_phase(options: &Options) -> BenchResult<ScaleReport> {
     println!(
-        "\n--- phase 2: MachineDeployment 0 → {} → 0 ---",
-        options.machines
+        "\n--- phase 2: MachineDeployment {} → {} → {} ---",
+        options.initial_workers, options.machines, options.initial_workers
     );
     let moto = Moto::builder().amis(alpine_amis()).start()?;
     let proxy = FaultProxy::start(moto.addr(), FaultConfig::default())?;
@@ -520,7 +734,13 @@ async fn scale_phase(options: &Options) -> BenchResult<ScaleReport> {
     let client = view.client();
     let namespace = view.namespace().to_string();
     let mut report = ScaleReport::default();
-    let outcome = scale_steps(options, &client, &namespace, &proxy, pid, &mut report).await;
+    let meter = Meter::start(&client, &namespace, metrics_address(pid).await?);
+    let probe = Probe {
+        proxy: &proxy,
+        meter: &meter,
+    };
+    let outcome = scale_steps(options, &client, &namespace, &probe, pid, &mut report).await;
+    drop(meter);
     report.requests_at_proxy = snapshot(&proxy).values().sum();
     report.requests_in_metric = aws_requests(metrics_address(pid).await?).await;
     report.peak_rss_kib = report.peak_rss_kib.max(proc_status(pid, "VmHWM").unwrap_or(0));
@@ -560,48 +780,85 @@ async fn scale_phase(options: &Options) -> BenchResult<ScaleReport> {
     Ok(report)
 }
 
+/// What the scale phase reads at each step boundary: AWS calls at the proxy and the churn.
+struct Probe<'a> {
+    proxy: &'a FaultProxy,
+    meter: &'a Meter,
+}
+
+/// Counts at one point of the scale phase.
+struct Mark {
+    calls: BTreeMap<String, u64>,
+    churn: Churn,
+}
+
+impl Probe<'_> {
+    async fn mark(&self) -> Mark {
+        Mark {
+            calls: snapshot(self.proxy),
+            churn: self.meter.churn().await,
+        }
+    }
+
+    /// Fills `step` with what happened since `base`.
+    async fn since(&self, base: &Mark, step: &mut Step) {
+        let now = self.mark().await;
+        step.calls = diff(&now.calls, &base.calls);
+        step.churn = now.churn.minus(base.churn);
+    }
+}
+
 async fn scale_steps(
     options: &Options,
     client: &Client,
     namespace: &str,
-    proxy: &FaultProxy,
+    probe: &Probe<'_>,
     pid: u32,
     report: &mut ScaleReport,
 ) -> BenchResult<()> {
+    let proxy = probe.proxy;
     let machines = options.machines;
+    let initial = options.initial_workers;
     let template = std::fs::read_to_string(repo_root().join("templates/cluster-template.yaml"))?;
     let generate = GenerateOptions {
         cluster_name: CLUSTER.into(),
         target_namespace: namespace.into(),
         kubernetes_version: Some("v1.34.1".into()),
         control_plane_machine_count: Some(1),
-        worker_machine_count: Some(0),
+        worker_machine_count: Some(i64::try_from(initial)?),
     };
     let variables = BTreeMap::from([("KUBEZERO_WORKER_MAX_SIZE".to_string(), machines.to_string())]);
     let manifest = generate_cluster(&template, &generate, &variables)?;
+    let start_mark = probe.mark().await;
     let started = Instant::now();
     for document in documents(&manifest)? {
         templates::apply(client, namespace, &document, &PatchParams::apply(MANAGER).force()).await?;
     }
-    println!("applied {CLUSTER} from templates/cluster-template.yaml (1 control plane, 0 workers)");
+    println!("applied {CLUSTER} from templates/cluster-template.yaml (1 control plane, {initial} workers)");
     let machines_api: Api<Machine> = Api::namespaced(client.clone(), namespace);
 
-    // The cluster and its control plane.
+    // The cluster, its control plane and its initial workers (Available: their readiness churn
+    // belongs to the cluster's start, not to the scale-up).
     let deadline = Instant::now() + options.phase_timeout;
     loop {
         let counts = count_machines(&machines_api).await?;
-        if counts.control_plane_running >= 1 {
+        if counts.control_plane_running >= 1 && counts.running >= initial && counts.available >= initial {
             report.cluster_up.time = Some(started.elapsed());
             break;
         }
         if Instant::now() > deadline {
-            report.cluster_up.note = "control plane not Running".into();
-            report.cluster_up.calls = snapshot(proxy);
+            report.cluster_up.note = format!(
+                "control plane Running: {}, workers Running / Available: {} / {} of {initial}",
+                counts.control_plane_running >= 1,
+                counts.running,
+                counts.available
+            );
+            probe.since(&start_mark, &mut report.cluster_up).await;
             return Err("the control plane did not come up".into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    report.cluster_up.calls = snapshot(proxy);
+    probe.since(&start_mark, &mut report.cluster_up).await;
     println!(
         "cluster up after {:.1?} ({} AWS calls)",
         started.elapsed(),
@@ -609,7 +866,8 @@ async fn scale_steps(
     );
 
     // Scale up.
-    let base = snapshot(proxy);
+    let up_mark = probe.mark().await;
+    let base = up_mark.calls.clone();
     let workers = machine_deployment(client, namespace).await?;
     let scaled = Instant::now();
     workers
@@ -656,7 +914,7 @@ async fn scale_steps(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    report.to_running.calls = diff(&snapshot(proxy), &base);
+    probe.since(&up_mark, &mut report.to_running).await;
     report.peak_rss_kib = proc_status(pid, "VmHWM").unwrap_or(0);
     let partial = format!(
         "{} with provider ID, {} Running of {machines}",
@@ -675,24 +933,76 @@ async fn scale_steps(
         );
     }
 
+    // Every worker Machine Available (Ready, and Node healthy) and the Cluster's WorkersAvailable
+    // True: the readiness changes that follow Running are part of the scale-up's churn.
+    let clusters_api: Api<Cluster> = Api::namespaced(client.clone(), namespace);
+    if report.to_running.time.is_some() {
+        loop {
+            counts = count_machines(&machines_api).await?;
+            let workers_available = clusters_api.get_opt(CLUSTER).await?.is_some_and(|cluster| {
+                cluster.status.as_ref().is_some_and(|status| {
+                    kubezero_capi::conditions::is_true(&status.conditions, "WorkersAvailable")
+                })
+            });
+            if counts.available >= machines && workers_available {
+                report.to_available.time = Some(scaled.elapsed());
+                println!("{machines} Available after {:.1?}", scaled.elapsed());
+                break;
+            }
+            if Instant::now() > deadline {
+                report.to_available.note = format!("{} Available of {machines}", counts.available);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    } else {
+        report.to_available.note = "the scale-up did not finish".into();
+    }
+    probe.since(&up_mark, &mut report.to_available).await;
+
+    // Idle with the machines (only after a complete scale-up).
+    if report.to_available.time.is_some() && !options.idle.is_zero() {
+        println!("idling {:?} with {machines} machines", options.idle);
+        let idle_mark = probe.mark().await;
+        let idle_started = Instant::now();
+        while idle_started.elapsed() < options.idle {
+            let left = options.idle.saturating_sub(idle_started.elapsed());
+            tokio::time::sleep(left.min(Duration::from_secs(30))).await;
+            let churn = probe.meter.churn().await.minus(idle_mark.churn);
+            println!(
+                "[{:>5.0?}] idle: {} AWS calls, {}",
+                idle_started.elapsed(),
+                diff(&snapshot(proxy), &idle_mark.calls).values().sum::<u64>(),
+                churn.describe()
+            );
+        }
+        report.idle.time = Some(idle_started.elapsed());
+        probe.since(&idle_mark, &mut report.idle).await;
+    } else if options.idle.is_zero() {
+        report.idle.note = "skipped (--idle-minutes 0)".into();
+    } else {
+        report.idle.note = "skipped: the scale-up did not finish".into();
+    }
+
     // Scale down (also after a timed-out scale-up: it cleans up and is measured all the same).
-    let base = snapshot(proxy);
+    let down_mark = probe.mark().await;
+    let base = down_mark.calls.clone();
     let scaled = Instant::now();
     workers
         .patch(
             &format!("{CLUSTER}-workers"),
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 0}})),
+            &Patch::Merge(json!({"spec": {"replicas": initial}})),
         )
         .await?;
-    println!("scaled {CLUSTER}-workers to 0");
+    println!("scaled {CLUSTER}-workers to {initial}");
     let deadline = Instant::now() + options.phase_timeout;
     let mut last_print = Instant::now();
     loop {
         let counts = count_machines(&machines_api).await?;
-        if counts.workers == 0 {
+        if counts.workers <= initial {
             report.scale_down.time = Some(scaled.elapsed());
-            println!("no worker Machine left after {:.1?}", scaled.elapsed());
+            println!("{initial} worker Machines left after {:.1?}", scaled.elapsed());
             break;
         }
         if Instant::now() > deadline {
@@ -710,10 +1020,10 @@ async fn scale_steps(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    report.scale_down.calls = diff(&snapshot(proxy), &base);
+    probe.since(&down_mark, &mut report.scale_down).await;
 
     // Delete the Cluster.
-    let base = snapshot(proxy);
+    let delete_mark = probe.mark().await;
     let deleted = Instant::now();
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
     clusters.delete(CLUSTER, &Default::default()).await?;
@@ -730,7 +1040,7 @@ async fn scale_steps(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    report.delete.calls = diff(&snapshot(proxy), &base);
+    probe.since(&delete_mark, &mut report.delete).await;
     Ok(())
 }
 
@@ -740,6 +1050,7 @@ struct WorkerCounts {
     with_bootstrap_data: usize,
     with_provider_id: usize,
     running: usize,
+    available: usize,
     control_plane_running: usize,
 }
 
@@ -769,6 +1080,11 @@ async fn count_machines(api: &Api<Machine>) -> BenchResult<WorkerCounts> {
             counts.with_provider_id += 1;
             counts.running += usize::from(running);
         }
+        let available = machine
+            .status
+            .as_ref()
+            .is_some_and(|status| kubezero_capi::conditions::is_true(&status.conditions, "Available"));
+        counts.available += usize::from(available);
     }
     Ok(counts)
 }
@@ -803,14 +1119,28 @@ fn diff(now: &BTreeMap<String, u64>, base: &BTreeMap<String, u64>) -> BTreeMap<S
         .collect()
 }
 
-fn operations(calls: &BTreeMap<String, u64>) -> String {
-    let mut sorted: Vec<(&String, &u64)> = calls.iter().collect();
-    sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+/// Operations by count (most first), then by name.
+fn sorted_operations(calls: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
+    let mut sorted: Vec<(String, u64)> = calls.iter().map(|(o, c)| (o.clone(), *c)).collect();
+    sorted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     sorted
+}
+
+fn operations(calls: &BTreeMap<String, u64>) -> String {
+    if calls.values().all(|count| *count == 0) {
+        return "none".into();
+    }
+    sorted_operations(calls)
         .iter()
         .map(|(operation, count)| format!("{operation} {count}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The churn and the AWS calls by operation of `step`.
+fn churn_rows(step: &Step) {
+    row("  churn", step.churn.describe());
+    row("  AWS calls", operations(&step.calls));
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).

@@ -9,8 +9,14 @@
 //!   replica count; once it reports `status.replicas` equal to the desired count, older MachineSets are
 //!   scaled to 0, and an old MachineSet at 0 with no Machines left is deleted. There is no availability
 //!   gate (maxUnavailable is not honoured: without Nodes nothing would ever become available).
-//! - Status `replicas`, `readyReplicas`, `upToDateReplicas`, `selector` and `phase` (ScalingUp,
-//!   ScalingDown, Running) are informational.
+//! - Pause: the `Paused` condition ([`super::paused`]) and nothing else while paused.
+//! - Status as core writes it ([`super::replica_status`]): counters summed over its MachineSets,
+//!   `phase` (ScalingUp, ScalingDown, Running), `selector` (the selector core's defaulting gives it:
+//!   `spec.selector.matchLabels` plus the cluster-name and deployment-name labels) and the
+//!   conditions `Available`, `RollingOut`, `ScalingUp`, `ScalingDown`, `MachinesReady`,
+//!   `MachinesUpToDate` (over its Machines, label `cluster.x-k8s.io/deployment-name`),
+//!   `Remediating`, `Deleting`. Its MachineSets' status changes wake it, and its own status changes
+//!   wake its Cluster.
 
 use std::sync::Arc;
 
@@ -19,15 +25,15 @@ use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::machineset::selector_string;
+use super::machineset::missing_templates;
+use super::replica_status::{DeploymentInputs, update_machinedeployment};
 use super::templates::string_map;
 use super::util::{
     at, canonical_json, capi_owner, controlled_by, ensure_label, fnv1a, i64_at, is_deleting, post_params,
     replace, replace_status, str_at,
 };
 use super::{
-    CLUSTER_NAME_LABEL, CapiKind, Ctx, DEPLOYMENT_NAME_LABEL, Error, MACHINE_TEMPLATE_HASH_LABEL,
-    cluster_paused,
+    CLUSTER_NAME_LABEL, CapiKind, Ctx, DEPLOYMENT_NAME_LABEL, Error, MACHINE_TEMPLATE_HASH_LABEL, paused,
 };
 
 /// The `machine-template-hash` of a MachineDeployment's `spec.template`.
@@ -45,16 +51,16 @@ pub(crate) async fn reconcile(md: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         return Ok(ctx.resync());
     };
     let cluster = ctx.cluster(&namespace, &cluster_name).await?;
-    if cluster.as_ref().is_some_and(cluster_paused) || super::util::has_paused_annotation(&md) {
+    let md_api = ctx.api(CapiKind::MachineDeployment, &namespace);
+    let mut md = (*md).clone();
+    if paused::ensure(&md_api, &mut md, cluster.as_ref(), "MachineDeployment").await? {
         return Ok(ctx.resync());
     }
     if is_deleting(&md) {
         return Ok(ctx.resync());
     }
     let cluster_deleting = cluster.as_ref().is_none_or(is_deleting);
-    let md_api = ctx.api(CapiKind::MachineDeployment, &namespace);
     let ms_api = ctx.api(CapiKind::MachineSet, &namespace);
-    let mut md = (*md).clone();
     if ensure_label(&mut md, CLUSTER_NAME_LABEL, &cluster_name) {
         md = replace(&md_api, &md).await?;
     }
@@ -137,36 +143,54 @@ pub(crate) async fn reconcile(md: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         }
     }
 
-    let sum = |path: &str| -> i64 { machinesets.iter().filter_map(|ms| i64_at(&ms.data, path)).sum() };
-    let replicas = sum("status.replicas");
+    let replicas: i64 = machinesets
+        .iter()
+        .filter_map(|ms| i64_at(&ms.data, "status.replicas"))
+        .sum();
+    if replicas != desired {
+        action = ctx.wait();
+    }
     let old_status = md.data.get("status").cloned().unwrap_or(Value::Null);
     let mut status = old_status.clone();
     if !status.is_object() {
         status = json!({});
     }
-    status["replicas"] = json!(replicas);
-    status["readyReplicas"] = json!(sum("status.readyReplicas"));
-    status["availableReplicas"] = json!(sum("status.availableReplicas"));
-    status["upToDateReplicas"] = json!(current_replicas);
-    status["selector"] = json!(
-        current
-            .as_ref()
-            .map(|ms| selector_string(&ms.data))
-            .unwrap_or_default()
+    let md_name = md.name_any();
+    let machines: Vec<Arc<DynamicObject>> = ctx
+        .machines
+        .state()
+        .into_iter()
+        .filter(|m| {
+            m.namespace().as_deref() == Some(namespace.as_str())
+                && m.labels().get(DEPLOYMENT_NAME_LABEL) == Some(&md_name)
+        })
+        .collect();
+    let missing = missing_templates(&ctx, &namespace, at(&md.data, "spec.template")).await;
+    update_machinedeployment(
+        &mut status,
+        &md,
+        &deployment_selector(&md, &cluster_name),
+        &DeploymentInputs {
+            machinesets: &machinesets,
+            machines: &machines,
+            missing_templates: &missing,
+        },
     );
-    status["phase"] = json!(match replicas.cmp(&desired) {
-        std::cmp::Ordering::Less => "ScalingUp",
-        std::cmp::Ordering::Greater => "ScalingDown",
-        std::cmp::Ordering::Equal => "Running",
-    });
-    if let Some(generation) = md.metadata.generation {
-        status["observedGeneration"] = json!(generation);
-    }
-    if replicas != desired {
-        action = ctx.wait();
-    }
     replace_status(&md_api, &md, &old_status, status).await?;
     Ok(action)
+}
+
+/// The selector core's defaulting gives a MachineDeployment: `spec.selector.matchLabels` plus its
+/// cluster-name and deployment-name labels, as `k=v` pairs sorted by key.
+fn deployment_selector(md: &DynamicObject, cluster_name: &str) -> String {
+    let mut labels = string_map(&md.data, "spec.selector.matchLabels");
+    labels.insert(CLUSTER_NAME_LABEL.to_string(), cluster_name.to_string());
+    labels.insert(DEPLOYMENT_NAME_LABEL.to_string(), md.name_any());
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The MachineSet for the current template (see the module docs).

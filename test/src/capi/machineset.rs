@@ -1,11 +1,18 @@
 //! MachineSet controller (capi-contract.md §4.1, §5; [CAPI] `core/reconcilers/machineset/*`).
 //!
 //! - Owned Machines are the Machines whose controller ownerReference is this MachineSet (no adoption of
-//!   orphans matching the selector).
+//!   orphans matching the selector), read from the Machine cache.
+//! - Expectations ([`super::expectations`]): after creating or deleting Machines the MachineSet does
+//!   nothing until its cache shows those changes, as core waits for its cache after each create and
+//!   delete; when the cache lags longer than the expectation timeout it reads its Machines from the
+//!   API server instead. A slow cache therefore never makes it create more Machines than
+//!   `spec.replicas` (or delete more than it should).
 //! - Scale up, per missing replica (up to [`CREATE_PER_PASS`] per pass, [`CREATE_CONCURRENCY`] at a
-//!   time; the next pass follows at once, so a scale-down during a large scale-up is seen): clone the BootstrapConfigTemplate (if any), then the
-//!   InfraMachineTemplate, then create the Machine (controller ownerRef to the MachineSet). If the
-//!   InfraMachine clone fails the bootstrap clone is deleted; if the Machine fails both are (§4.1).
+//!   time; the next pass follows at once, so a scale-down during a large scale-up is seen): clone the
+//!   BootstrapConfigTemplate (if any), then the InfraMachineTemplate, then create the Machine
+//!   (controller ownerRef to the MachineSet). If the InfraMachine clone fails the bootstrap clone is
+//!   deleted; if the API refuses the Machine both are (§4.1). Every create of a pass runs to its end
+//!   and is recorded before the first error is returned.
 //! - Scale down: victims by priority — already deleting (100), annotation
 //!   `cluster.x-k8s.io/delete-machine` (80), then by `spec.deletion.order`: `Newest` (newest first),
 //!   `Oldest` (oldest first), `Random` (the default; here a deterministic pseudo-random order, the FNV
@@ -13,22 +20,27 @@
 //!   replicas until they are gone, as in core.
 //! - No Machines are created while the MachineSet or its Cluster is being deleted; Machines go by
 //!   garbage collection when the MachineSet is deleted.
-//! - Status `replicas` (all owned Machines), `readyReplicas`/`availableReplicas` (Machines with a
-//!   `nodeRef`, a simplification of core's Ready/Available conditions), `upToDateReplicas`, `selector`
-//!   (from `spec.selector.matchLabels`) are informational.
+//! - Pause: the `Paused` condition is kept up to date (core's `EnsurePausedCondition`), nothing else
+//!   is touched while paused.
+//! - Status as core writes it ([`super::replica_status`]): counters from the Machines' `Ready`,
+//!   `Available` and `UpToDate` conditions, `ScalingUp`, `ScalingDown`, `MachinesReady`,
+//!   `MachinesUpToDate`, `Remediating`, `Deleting`, rewritten whenever one of them changes — that is,
+//!   on almost every change of one of its Machines (its Machine watch wakes it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use kube::ResourceExt;
-use kube::api::DynamicObject;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
+use super::expectations::Cached;
+use super::replica_status::{SetInputs, update_machineset};
 use super::templates::{clone_template, delete_clone, string_map};
 use super::util::{
     ContractRef, at, capi_owner, controlled_by, controller_owner, ensure_label, fnv1a, i64_at, is_deleting,
@@ -36,13 +48,15 @@ use super::util::{
 };
 use super::{
     CLUSTER_NAME_LABEL, CapiKind, Ctx, DELETE_MACHINE_ANNOTATION, DEPLOYMENT_NAME_LABEL, Error,
-    SET_NAME_LABEL, cluster_paused,
+    SET_NAME_LABEL, paused,
 };
 
 /// Most Machines one pass creates; the rest are created by the next pass, which follows at once.
 pub(crate) const CREATE_PER_PASS: usize = 100;
 /// Machines (each with its clones) created at the same time.
 pub(crate) const CREATE_CONCURRENCY: usize = 16;
+/// How often a MachineSet looks again while its cache lags behind its own creates and deletes.
+const EXPECTATION_POLL: Duration = Duration::from_millis(50);
 
 /// Reconciles one MachineSet.
 pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -51,39 +65,23 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         return Ok(ctx.resync());
     };
     let cluster = ctx.cluster(&namespace, &cluster_name).await?;
-    if cluster.as_ref().is_some_and(cluster_paused) || super::util::has_paused_annotation(&ms) {
+    let ms_api = ctx.api(CapiKind::MachineSet, &namespace);
+    let mut ms = (*ms).clone();
+    if paused::ensure(&ms_api, &mut ms, cluster.as_ref(), "MachineSet").await? {
         return Ok(ctx.resync());
     }
     if is_deleting(&ms) {
         return Ok(ctx.resync());
     }
     let cluster_deleting = cluster.as_ref().is_none_or(is_deleting);
-    let ms_api = ctx.api(CapiKind::MachineSet, &namespace);
-    let mut ms = (*ms).clone();
     if ensure_label(&mut ms, CLUSTER_NAME_LABEL, &cluster_name) {
         ms = replace(&ms_api, &ms).await?;
     }
     let uid = ms.metadata.uid.clone().unwrap_or_default();
     let machine_api = ctx.api(CapiKind::Machine, &namespace);
-    // Owned Machines from the cache, once it shows every Machine this MachineSet created.
-    if ctx.machines.wait_until_ready().await.is_err() {
-        return Ok(ctx.wait());
-    }
-    let machine_ar = CapiKind::Machine.api_resource();
-    let cached = |name: &str| {
-        ctx.machines
-            .get(&ObjectRef::new_with(name, machine_ar.clone()).within(&namespace))
-            .is_some()
-    };
-    if !ctx.expectations.met(&uid, cached) {
+    let Some(machines) = owned_machines(&ctx, &ms, &uid).await? else {
         return Ok(Action::requeue(EXPECTATION_POLL));
-    }
-    let machines: Vec<Arc<DynamicObject>> = ctx
-        .machines
-        .state()
-        .into_iter()
-        .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()) && controlled_by(m, &uid))
-        .collect();
+    };
 
     let desired = i64_at(&ms.data, "spec.replicas").unwrap_or(1).max(0) as usize;
     let mut action = ctx.resync();
@@ -92,12 +90,14 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         if !cluster_deleting {
             let missing = desired - machines.len();
             let now = missing.min(CREATE_PER_PASS);
-            let created = futures::stream::iter(0..now)
-                .map(|_| create_machine(&ctx, &ms, &cluster_name))
+            let results: Vec<Result<String, Error>> = futures::stream::iter(0..now)
+                .map(|_| create_machine(&ctx, &ms, &cluster_name, &uid))
                 .buffer_unordered(CREATE_CONCURRENCY)
-                .try_collect::<Vec<String>>()
-                .await?;
-            ctx.expectations.expect(&uid, created);
+                .collect()
+                .await;
+            if let Some(error) = results.into_iter().find_map(Result::err) {
+                return Err(error);
+            }
             if missing > now {
                 action = Action::requeue(Duration::from_millis(10));
             }
@@ -107,30 +107,98 @@ pub(crate) async fn reconcile(ms: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<A
         for victim in victims(&machines, machines.len() - desired, order) {
             if !is_deleting(&victim) {
                 super::util::delete_and_check(&machine_api, &victim.name_any()).await?;
+                ctx.expectations.expect_deletion(&uid, &victim.name_any());
             }
         }
         action = ctx.wait();
     }
 
-    let ready = machines
-        .iter()
-        .filter(|m| str_at(&m.data, "status.nodeRef.name").is_some() && !is_deleting(m))
-        .count();
     let old_status = ms.data.get("status").cloned().unwrap_or(Value::Null);
-    let mut status = old_status.clone();
-    if !status.is_object() {
-        status = json!({});
-    }
-    status["replicas"] = json!(machines.len());
-    status["readyReplicas"] = json!(ready);
-    status["availableReplicas"] = json!(ready);
-    status["upToDateReplicas"] = json!(machines.len());
-    status["selector"] = json!(selector_string(&ms.data));
-    if let Some(generation) = ms.metadata.generation {
-        status["observedGeneration"] = json!(generation);
-    }
+    let mut status = if old_status.is_object() {
+        old_status.clone()
+    } else {
+        json!({})
+    };
+    let missing = missing_templates(&ctx, &namespace, at(&ms.data, "spec.template")).await;
+    update_machineset(
+        &mut status,
+        &ms,
+        &selector_string(&ms.data),
+        &SetInputs {
+            machines: &machines,
+            missing_templates: &missing,
+        },
+    );
     replace_status(&ms_api, &ms, &old_status, status).await?;
     Ok(action)
+}
+
+/// The Machines the MachineSet owns: from the cache once it shows every create and delete the
+/// MachineSet made, from the API server when it lags longer than the expectation timeout, `None`
+/// (look again shortly) in between.
+async fn owned_machines(
+    ctx: &Ctx,
+    ms: &DynamicObject,
+    uid: &str,
+) -> Result<Option<Vec<Arc<DynamicObject>>>, Error> {
+    let namespace = ms.namespace().unwrap_or_default();
+    if !ctx.machines_synced.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(None);
+    }
+    let machine_ar = CapiKind::Machine.api_resource();
+    let cached = |name: &str| match ctx
+        .machines
+        .get(&ObjectRef::new_with(name, machine_ar.clone()).within(&namespace))
+    {
+        None => Cached::Absent,
+        Some(m) if is_deleting(&m) => Cached::Deleting,
+        Some(_) => Cached::Present,
+    };
+    let outstanding = ctx
+        .expectations
+        .observe(uid, ctx.tuning.expectation_timeout, cached);
+    if outstanding.met() {
+        return Ok(Some(
+            ctx.machines
+                .state()
+                .into_iter()
+                .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()) && controlled_by(m, uid))
+                .collect(),
+        ));
+    }
+    if !outstanding.stale {
+        return Ok(None);
+    }
+    tracing::debug!(machineset = %ms.name_any(), ?outstanding, "capi stand-in: Machine cache lags, listing live");
+    let selector = format!("{SET_NAME_LABEL}={}", ms.name_any());
+    let live: Vec<Arc<DynamicObject>> = ctx
+        .api(CapiKind::Machine, &namespace)
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|m| controlled_by(m, uid))
+        .map(Arc::new)
+        .collect();
+    let states: HashMap<String, bool> = live.iter().map(|m| (m.name_any(), is_deleting(m))).collect();
+    ctx.expectations.confirm(uid, &states);
+    Ok(Some(live))
+}
+
+/// Kinds of the templates `template` (a Machine template) references that do not exist.
+pub(crate) async fn missing_templates(ctx: &Ctx, namespace: &str, template: Option<&Value>) -> Vec<String> {
+    let mut missing = Vec::new();
+    let Some(template) = template else {
+        return missing;
+    };
+    for path in ["spec.bootstrap.configRef", "spec.infrastructureRef"] {
+        if let Some(reference) = ContractRef::at(template, path)
+            && !ctx.template_exists(namespace, &reference).await
+        {
+            missing.push(reference.kind.clone());
+        }
+    }
+    missing
 }
 
 /// `spec.selector.matchLabels` as a label selector string (`matchExpressions` are not supported).
@@ -173,7 +241,12 @@ fn victims(machines: &[Arc<DynamicObject>], count: usize, order: &str) -> Vec<Ar
 }
 
 /// Creates one Machine with its clones (§4.1); its name.
-async fn create_machine(ctx: &Ctx, ms: &DynamicObject, cluster_name: &str) -> Result<String, Error> {
+async fn create_machine(
+    ctx: &Ctx,
+    ms: &DynamicObject,
+    cluster_name: &str,
+    uid: &str,
+) -> Result<String, Error> {
     let namespace = ms.namespace().unwrap_or_default();
     let ms_name = ms.name_any();
     let name = format!("{ms_name}-{}", random_suffix(5));
@@ -236,61 +309,27 @@ async fn create_machine(ctx: &Ctx, ms: &DynamicObject, cluster_name: &str) -> Re
         "spec": spec,
     }))
     .map_err(|e| Error::Invalid(e.to_string()))?;
+    // Expected before the request goes out: an answer lost on the way still leaves a Machine.
+    ctx.expectations.expect_creation(uid, &name);
     let created = ctx
         .api(CapiKind::Machine, &namespace)
         .create(&post_params(), &machine)
         .await;
     if let Err(e) = created {
-        delete_clone(ctx, &namespace, &infra).await;
-        if let Some(bootstrap) = &bootstrap {
-            delete_clone(ctx, &namespace, bootstrap).await;
+        if refused(&e) {
+            ctx.expectations.creation_refused(uid, &name);
+            delete_clone(ctx, &namespace, &infra).await;
+            if let Some(bootstrap) = &bootstrap {
+                delete_clone(ctx, &namespace, bootstrap).await;
+            }
         }
         return Err(e.into());
     }
     Ok(name)
 }
 
-/// How often a MachineSet looks again while its cache lags behind the Machines it created.
-const EXPECTATION_POLL: Duration = Duration::from_millis(50);
-/// How long a created Machine is waited for in the cache (one deleted at once never shows).
-const EXPECTATION_TTL: Duration = Duration::from_secs(10);
-
-/// The Machines each MachineSet (by uid) created that the cache has not shown yet: counting owned
-/// Machines before the cache shows them would create them again.
-#[derive(Default)]
-pub(crate) struct Expectations {
-    created: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, Instant)>>>,
-}
-
-impl Expectations {
-    /// MachineSet `owner` created the Machines `names`.
-    pub(crate) fn expect(&self, owner: &str, names: Vec<String>) {
-        let now = Instant::now();
-        self.lock()
-            .entry(owner.to_owned())
-            .or_default()
-            .extend(names.into_iter().map(|name| (name, now)));
-    }
-
-    /// Whether the cache (`cached`) shows every Machine `owner` created, forgetting those it shows
-    /// and those waited for longer than [`EXPECTATION_TTL`].
-    pub(crate) fn met(&self, owner: &str, cached: impl Fn(&str) -> bool) -> bool {
-        let mut created = self.lock();
-        let Some(names) = created.get_mut(owner) else {
-            return true;
-        };
-        names.retain(|(name, at)| !cached(name) && at.elapsed() < EXPECTATION_TTL);
-        if names.is_empty() {
-            created.remove(owner);
-            true
-        } else {
-            false
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<(String, Instant)>>> {
-        self.created
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// True when the API certainly did not create the object: a 4xx answer other than 409 (the name
+/// exists: maybe an earlier attempt of this very request) and 429 (throttled before or after).
+fn refused(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if (400..500).contains(&status.code) && status.code != 409 && status.code != 429)
 }

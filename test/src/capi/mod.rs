@@ -17,21 +17,39 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Triggers: the controllers watch the CAPI kinds (Machines wake their Cluster and MachineSet,
-//! MachineSets their MachineDeployment, `<cluster>-ca`/`<cluster>-kubeconfig` Secrets their Cluster).
-//! Provider objects are of kinds only known at run time: InfraMachine and BootstrapConfig kinds are
-//! watched from the first time the Machine reconciler meets them and wake their owner Machine
-//! (core's external tracker); the InfraCluster is polled every [`CapiCoreOptions::poll_interval`]
-//! while the Cluster waits on it. A Machine waiting for its Node polls the workload cluster's Node
-//! index, less often as the Machine ages (core watches Nodes through its cluster cache).
+//! Triggers, as core's controllers have them: a Machine wakes its MachineSet (which owns it), a
+//! MachineSet its MachineDeployment, a MachineDeployment its Cluster; a control-plane Machine wakes
+//! its Cluster too (`ControlPlaneInitialized`), and so do `<cluster>-ca`/`<cluster>-kubeconfig`
+//! Secrets (§6). Provider objects are of kinds only known at run time: InfraMachine and
+//! BootstrapConfig kinds are watched from the first time the Machine reconciler meets them and wake
+//! their owner Machine, InfraCluster kinds likewise wake their Cluster (core's external tracker). A
+//! Machine waiting for its Node polls the workload cluster's Node index, less often as the Machine
+//! ages (core watches Nodes through its cluster cache).
+//!
+//! Status, as core writes it (each controller module says what it computes): every reconcile
+//! recomputes the whole v1beta2 status — replica counters and conditions whose messages aggregate
+//! the Machines' own (`* Machines a, b, c, ... (17 more): ...`) — and writes it when anything in it
+//! differs, like core's patch helper. A Machine's progress (bootstrap data, instance, Node, Ready,
+//! Available) thus rewrites its MachineSet, its MachineDeployment and its Cluster one after the
+//! other, nearly every time: a provider that reacts to every Cluster update is woken that often,
+//! here as against real core (which is what the stand-in must show, see docs/testing.md).
+//!
+//! [`CapiCoreTuning`] slows the stand-in's Machine cache down, for tests of what a loaded core does.
 
+mod cache;
 mod cluster;
+mod cluster_status;
+mod conditions;
 mod crds;
+mod expectations;
 mod kubeconfig;
 mod machine;
+mod machine_status;
 mod machinedeployment;
 mod machineset;
+mod paused;
 mod refs;
+mod replica_status;
 mod templates;
 mod tracker;
 mod util;
@@ -39,17 +57,18 @@ mod util;
 use std::fmt;
 use std::future::ready;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DynamicObject, ListParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 
@@ -198,68 +217,51 @@ impl CapiKind {
     }
 }
 
+/// Knobs that make the stand-in behave like a loaded core, for tests; [`CapiCore::start`] uses
+/// the defaults.
+#[derive(Clone, Debug)]
+pub struct CapiCoreTuning {
+    /// Every Machine watch event reaches the stand-in's Machine cache (and the Machine controller)
+    /// this much later. Default zero.
+    pub machine_cache_lag: Duration,
+    /// How long a MachineSet trusts that its cache will show its own creates and deletes before
+    /// it lists its Machines from the API server. Default 10 s (core's wait after each create).
+    pub expectation_timeout: Duration,
+}
+
+impl Default for CapiCoreTuning {
+    fn default() -> Self {
+        Self {
+            machine_cache_lag: Duration::ZERO,
+            expectation_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Shared state of the controllers.
 pub(crate) struct Ctx {
     pub(crate) client: Client,
     pub(crate) options: CapiCoreOptions,
+    pub(crate) tuning: CapiCoreTuning,
     /// Every Machine, as the Machine controller's watch last saw it (core's cached client).
     pub(crate) machines: Store<DynamicObject>,
-    /// Machines MachineSets created that [`Ctx::machines`] does not show yet.
-    pub(crate) expectations: machineset::Expectations,
-    pub(crate) nodes: NodeIndex,
+    /// True once [`Ctx::machines`] holds the first full list.
+    pub(crate) machines_synced: Arc<AtomicBool>,
+    /// Every MachineSet, as the MachineSet controller's watch last saw it.
+    pub(crate) machinesets: Store<DynamicObject>,
+    /// Every MachineDeployment, as the MachineDeployment controller's watch last saw it.
+    pub(crate) machinedeployments: Store<DynamicObject>,
+    /// Creates and deletes of MachineSets that [`Ctx::machines`] does not show yet.
+    pub(crate) expectations: expectations::Expectations,
+    pub(crate) nodes: cache::NodeIndex,
+    workloads: cache::Workloads,
+    probes: cache::Probes,
+    templates: cache::Templates,
     /// Watches of InfraMachine and BootstrapConfig kinds, waking their Machines.
     pub(crate) machine_externals: tracker::ExternalTracker,
+    /// Watches of InfraCluster kinds, waking their Clusters.
+    pub(crate) cluster_externals: tracker::ExternalTracker,
     resolved: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ApiResource)>>,
-}
-
-/// Node names by `spec.providerID` of each workload cluster, listed at most once per poll interval:
-/// core reads Nodes from an informer cache indexed by providerID; polling one shared list keeps the
-/// stand-in's cost per Machine constant however many Machines wait for their Node.
-pub(crate) struct NodeIndex {
-    max_age: Duration,
-    clusters: tokio::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Arc<ProviderIds>)>>,
-}
-
-/// Node names by `spec.providerID`.
-pub(crate) type ProviderIds = std::collections::HashMap<String, Vec<String>>;
-
-impl NodeIndex {
-    fn new(max_age: Duration) -> Self {
-        Self {
-            max_age,
-            clusters: Default::default(),
-        }
-    }
-
-    /// The index of cluster `namespace/cluster` (whose workload API `client` serves), at most
-    /// `max_age` old.
-    pub(crate) async fn of(
-        &self,
-        namespace: &str,
-        cluster: &str,
-        client: &Client,
-    ) -> Result<Arc<ProviderIds>, Error> {
-        let mut clusters = self.clusters.lock().await;
-        let key = format!("{namespace}/{cluster}");
-        if let Some((at, index)) = clusters.get(&key)
-            && at.elapsed() < self.max_age
-        {
-            return Ok(index.clone());
-        }
-        let mut index = ProviderIds::new();
-        for node in Api::<Node>::all(client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items
-        {
-            if let Some(provider_id) = node.spec.as_ref().and_then(|s| s.provider_id.clone()) {
-                index.entry(provider_id).or_default().push(node.name_any());
-            }
-        }
-        let index = Arc::new(index);
-        clusters.insert(key, (std::time::Instant::now(), index.clone()));
-        Ok(index)
-    }
 }
 
 impl Ctx {
@@ -284,6 +286,37 @@ impl Ctx {
         Ok(resource)
     }
 
+    /// The client of the workload cluster `namespace/cluster`, `None` while it is unreachable or
+    /// the stand-in has no workload access.
+    pub(crate) async fn workload(&self, namespace: &str, cluster: &str) -> Option<Client> {
+        match &self.options.workload_clusters {
+            Some(clusters) if !cluster.is_empty() => {
+                self.workloads.client(clusters.as_ref(), namespace, cluster).await
+            }
+            _ => None,
+        }
+    }
+
+    /// The health probe of workload cluster `namespace/cluster`; core's cluster cache connects
+    /// once the control plane is initialized, and never without workload access.
+    pub(crate) async fn probe(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        initialized: bool,
+    ) -> cluster_status::ProbeState {
+        if !initialized || self.options.workload_clusters.is_none() {
+            return cluster_status::ProbeState::default();
+        }
+        let client = self.workload(namespace, cluster).await;
+        self.probes.state(namespace, cluster, client).await
+    }
+
+    /// True when the template `reference` exists in `namespace` (cached for a poll interval).
+    pub(crate) async fn template_exists(&self, namespace: &str, reference: &util::ContractRef) -> bool {
+        self.templates.exists(self, namespace, reference).await
+    }
+
     /// The Cluster `name` in `namespace`, if it exists.
     pub(crate) async fn cluster(&self, namespace: &str, name: &str) -> Result<Option<DynamicObject>, Error> {
         if name.is_empty() {
@@ -301,12 +334,6 @@ impl Ctx {
     pub(crate) fn resync(&self) -> Action {
         Action::requeue(self.options.resync_interval)
     }
-}
-
-/// True when reconciliation of objects belonging to `cluster` is paused: `spec.paused` or the
-/// `cluster.x-k8s.io/paused` annotation (§1 "Pausing").
-pub(crate) fn cluster_paused(cluster: &DynamicObject) -> bool {
-    util::bool_at(&cluster.data, "spec.paused") || util::has_paused_annotation(cluster)
 }
 
 /// The running stand-in; its controllers stop when this is dropped or [`CapiCore::stop`]ped.
@@ -365,33 +392,78 @@ impl CapiCore {
 
     /// Starts the Cluster, Machine, MachineSet and MachineDeployment controllers as tokio tasks.
     pub fn start(client: Client, options: CapiCoreOptions) -> CapiCore {
+        Self::start_tuned(client, options, CapiCoreTuning::default())
+    }
+
+    /// [`CapiCore::start`] with [`CapiCoreTuning`] knobs.
+    pub fn start_tuned(client: Client, options: CapiCoreOptions, tuning: CapiCoreTuning) -> CapiCore {
         let cluster_ar = CapiKind::Cluster.api_resource();
         let machine_ar = CapiKind::Machine.api_resource();
         let (machine_externals, externals_changed) =
-            tracker::ExternalTracker::new(client.clone(), machine_ar.clone());
+            tracker::ExternalTracker::new(client.clone(), machine_ar.clone(), true);
+        let (cluster_externals, infra_changed) =
+            tracker::ExternalTracker::new(client.clone(), cluster_ar.clone(), false);
         let ms_ar = CapiKind::MachineSet.api_resource();
         let md_ar = CapiKind::MachineDeployment.api_resource();
         let all = |ar: &ApiResource| Api::<DynamicObject>::all_with(client.clone(), ar);
         let wc = watcher::Config::default;
-        let machine_controller = Controller::new_with(all(&machine_ar), wc(), machine_ar.clone());
+        // The Machine cache, possibly lagging (see `CapiCoreTuning`).
+        let machine_writer = reflector::store::Writer::new(machine_ar.clone());
+        let machine_store = machine_writer.as_reader();
+        // Readiness of the cache, as a flag: awaiting `Store::wait_until_ready` from a reconcile
+        // would compete with the Machine controller for the store's single wake-up.
+        let machines_synced = Arc::new(AtomicBool::new(false));
+        let synced = machines_synced.clone();
+        let machine_events = cache::lagged(all(&machine_ar), wc(), tuning.machine_cache_lag)
+            .reflect(machine_writer)
+            .inspect(move |event| {
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    synced.store(true, Ordering::Release);
+                }
+            })
+            .applied_objects();
+        let machine_controller =
+            Controller::for_stream_with(machine_events, machine_store.clone(), machine_ar.clone());
+        let machineset_controller = Controller::new_with(all(&ms_ar), wc(), ms_ar.clone());
+        let machinedeployment_controller = Controller::new_with(all(&md_ar), wc(), md_ar.clone());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
-            nodes: NodeIndex::new(options.poll_interval),
+            nodes: cache::NodeIndex::new(options.poll_interval),
+            workloads: cache::Workloads::new(options.poll_interval),
+            probes: cache::Probes::default(),
+            templates: cache::Templates::new(options.poll_interval),
             options,
-            machines: machine_controller.store(),
+            tuning,
+            machines: machine_store,
+            machines_synced,
+            machinesets: machineset_controller.store(),
+            machinedeployments: machinedeployment_controller.store(),
             expectations: Default::default(),
             machine_externals,
+            cluster_externals,
             resolved: Default::default(),
         });
 
-        // Any Machine/MachineSet/MachineDeployment wakes its Cluster (ControlPlaneInitialized §6,
-        // deletion waits §2); Secrets `<cluster>-ca`/`<cluster>-kubeconfig` wake theirs (§6).
+        // Core's Cluster controller watches MachineDeployments (any change) and control-plane
+        // Machines (ControlPlaneInitialized, §6); Secrets `<cluster>-ca`/`<cluster>-kubeconfig`
+        // wake theirs (§6); the InfraCluster wakes it through `cluster_externals`. Worker Machines
+        // reach their Cluster through their MachineSet and MachineDeployment, whose status they change.
         let by_cluster_name = {
             let cluster_ar = cluster_ar.clone();
             move |obj: DynamicObject| {
                 let namespace = obj.namespace().unwrap_or_default();
                 util::str_at(&obj.data, "spec.clusterName")
                     .map(|name| ObjectRef::new_with(name, cluster_ar.clone()).within(&namespace))
+            }
+        };
+        let control_plane_to_cluster = {
+            let by_cluster_name = by_cluster_name.clone();
+            move |machine: DynamicObject| {
+                if machine.labels().contains_key(CONTROL_PLANE_LABEL) {
+                    by_cluster_name(machine)
+                } else {
+                    None
+                }
             }
         };
         let secret_to_cluster = {
@@ -409,11 +481,11 @@ impl CapiCore {
                 all(&machine_ar),
                 machine_ar.clone(),
                 wc(),
-                by_cluster_name.clone(),
+                control_plane_to_cluster,
             )
-            .watches_with(all(&ms_ar), ms_ar.clone(), wc(), by_cluster_name.clone())
             .watches_with(all(&md_ar), md_ar.clone(), wc(), by_cluster_name)
             .watches(Api::<Secret>::all(client.clone()), wc(), secret_to_cluster)
+            .reconcile_on(infra_changed)
             .run(cluster::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));
 
@@ -422,12 +494,12 @@ impl CapiCore {
             .run(machine::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));
 
-        let machinesets = Controller::new_with(all(&ms_ar), wc(), ms_ar.clone())
+        let machinesets = machineset_controller
             .owns_with(all(&machine_ar), machine_ar.clone(), wc())
             .run(machineset::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));
 
-        let machinedeployments = Controller::new_with(all(&md_ar), wc(), md_ar.clone())
+        let machinedeployments = machinedeployment_controller
             .owns_with(all(&ms_ar), ms_ar.clone(), wc())
             .run(machinedeployment::reconcile, error_policy, ctx.clone())
             .for_each(|_| ready(()));

@@ -1,7 +1,9 @@
-//! External object tracking ([CAPI] `controllers/external/tracker.go`): the first time the Machine
-//! reconciler meets a provider kind (an InfraMachine or BootstrapConfig kind), a watch of that kind
-//! starts, and every change of an object wakes its controller owner Machine, as core's
-//! `EnqueueRequestForOwner` does. Machines waiting for their provider objects are then reconciled
+//! External object tracking ([CAPI] `controllers/external/tracker.go`): the first time a reconciler
+//! meets a provider kind (an InfraMachine or BootstrapConfig kind for the Machine controller, an
+//! InfraCluster kind for the Cluster controller), a watch of that kind starts, and every change of an
+//! object wakes its owner of the core kind (its controller owner for Machines; for Clusters any
+//! owner reference, as an InfraCluster is owned but not controlled by its Cluster), as core's
+//! `EnqueueRequestForOwner` does. Objects waiting for their provider objects are then reconciled
 //! when those change instead of being polled.
 
 use std::collections::HashSet;
@@ -23,16 +25,19 @@ const CORE_GROUP: &str = "cluster.x-k8s.io/";
 pub(crate) struct ExternalTracker {
     client: Client,
     owner: ApiResource,
+    controller_only: bool,
     watched: Mutex<HashSet<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     wake: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
 }
 
 impl ExternalTracker {
-    /// A tracker waking owners of kind `owner`, and the stream of owners to reconcile.
+    /// A tracker waking owners of kind `owner` (only controller owners when `controller_only`),
+    /// and the stream of owners to reconcile.
     pub(crate) fn new(
         client: Client,
         owner: ApiResource,
+        controller_only: bool,
     ) -> (
         Self,
         impl Stream<Item = ObjectRef<DynamicObject>> + Send + 'static,
@@ -41,6 +46,7 @@ impl ExternalTracker {
         let tracker = Self {
             client,
             owner,
+            controller_only,
             watched: Mutex::default(),
             tasks: Mutex::default(),
             wake,
@@ -60,6 +66,7 @@ impl ExternalTracker {
         }
         let api = Api::<DynamicObject>::all_with(self.client.clone(), kind);
         let owner = self.owner.clone();
+        let controller_only = self.controller_only;
         let wake = self.wake.clone();
         let task = tokio::spawn(async move {
             let mut changes = watcher(api, watcher::Config::default())
@@ -69,12 +76,12 @@ impl ExternalTracker {
             while let Some(change) = changes.next().await {
                 let Ok(object) = change else { continue };
                 let namespace = object.namespace().unwrap_or_default();
-                let controller = object.owner_references().iter().find(|r| {
-                    r.controller == Some(true)
+                let owners = object.owner_references().iter().filter(|r| {
+                    (!controller_only || r.controller == Some(true))
                         && r.kind == owner.kind
                         && r.api_version.starts_with(CORE_GROUP)
                 });
-                if let Some(reference) = controller {
+                for reference in owners {
                     let target = ObjectRef::new_with(&reference.name, owner.clone()).within(&namespace);
                     if wake.send(target).is_err() {
                         return;

@@ -224,41 +224,6 @@ pub(crate) fn set_condition(
     }
 }
 
-/// The status of condition `type_` in `conditions` (a status object), if present.
-pub(crate) fn condition_status<'a>(status: &'a Value, type_: &str) -> Option<&'a Value> {
-    status
-        .get("conditions")?
-        .as_array()?
-        .iter()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some(type_))
-}
-
-/// Mirrors `source`'s `Ready` condition into `status` as `target_type` (capi-contract.md §1, §2, §3, §4).
-/// A source without `Ready` yields `Unknown`, reason `ReadyConditionNotYetReported`.
-pub(crate) fn mirror_ready(status: &mut Value, source: &Value, target_type: &str, generation: Option<i64>) {
-    let ready = source.get("status").and_then(|s| condition_status(s, "Ready"));
-    let (cs, reason, message) = match ready {
-        Some(c) => (
-            c.get("status")
-                .and_then(Value::as_str)
-                .unwrap_or("Unknown")
-                .to_string(),
-            c.get("reason")
-                .and_then(Value::as_str)
-                .filter(|r| !r.is_empty())
-                .unwrap_or("Mirrored")
-                .to_string(),
-            c.get("message").and_then(Value::as_str).unwrap_or("").to_string(),
-        ),
-        None => (
-            "Unknown".to_string(),
-            "ReadyConditionNotYetReported".to_string(),
-            String::new(),
-        ),
-    };
-    set_condition(status, target_type, &cs, &reason, &message, generation);
-}
-
 fn object_at_array<'a>(status: &'a mut Value, key: &str) -> &'a mut Vec<Value> {
     if !status.is_object() {
         *status = Value::Object(Map::new());
@@ -303,6 +268,19 @@ pub(crate) async fn replace_status(
     api.replace_status(&obj.name_any(), &post_params(), &updated)
         .await?;
     Ok(())
+}
+
+/// Replaces `status` of `obj` through the status subresource and returns the written object.
+pub(crate) async fn write_status(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    status: Value,
+) -> Result<DynamicObject, Error> {
+    let mut updated = obj.clone();
+    updated.data["status"] = status;
+    Ok(api
+        .replace_status(&obj.name_any(), &post_params(), &updated)
+        .await?)
 }
 
 /// Namespaced dynamic API for `ar`.

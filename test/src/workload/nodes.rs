@@ -201,14 +201,41 @@ fn node(instance: &Instance) -> Node {
                     })
                     .collect(),
             ),
-            conditions: Some(vec![NodeCondition {
-                type_: "Ready".to_string(),
-                status: "True".to_string(),
-                reason: Some("KubeletReady".to_string()),
-                message: Some("kubelet is posting ready status".to_string()),
-                last_heartbeat_time: Some(now.clone()),
-                last_transition_time: Some(now),
-            }]),
+            // A kubelet reports Ready and the three pressure conditions (core's Machine
+            // `NodeHealthy` counts a missing one as unknown, and the Machine never as Ready).
+            conditions: Some(
+                [
+                    ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+                    (
+                        "MemoryPressure",
+                        "False",
+                        "KubeletHasSufficientMemory",
+                        "kubelet has sufficient memory available",
+                    ),
+                    (
+                        "DiskPressure",
+                        "False",
+                        "KubeletHasNoDiskPressure",
+                        "kubelet has no disk pressure",
+                    ),
+                    (
+                        "PIDPressure",
+                        "False",
+                        "KubeletHasSufficientPID",
+                        "kubelet has sufficient PID available",
+                    ),
+                ]
+                .into_iter()
+                .map(|(type_, status, reason, message)| NodeCondition {
+                    type_: type_.to_string(),
+                    status: status.to_string(),
+                    reason: Some(reason.to_string()),
+                    message: Some(message.to_string()),
+                    last_heartbeat_time: Some(now.clone()),
+                    last_transition_time: Some(now.clone()),
+                })
+                .collect(),
+            ),
             ..NodeStatus::default()
         }),
     }
@@ -239,7 +266,19 @@ mod tests {
         );
         let status = node.status.unwrap();
         assert_eq!(status.addresses.unwrap()[0].address, "10.0.0.5");
-        let ready = &status.conditions.unwrap()[0];
-        assert_eq!((ready.type_.as_str(), ready.status.as_str()), ("Ready", "True"));
+        let conditions = status.conditions.unwrap();
+        let states: Vec<(&str, &str)> = conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("Ready", "True"),
+                ("MemoryPressure", "False"),
+                ("DiskPressure", "False"),
+                ("PIDPressure", "False")
+            ]
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::support::{bounded, eventually};
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -16,7 +17,7 @@ use kube::core::ApiResource;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kubezero_test::apiserver::ApiServer;
-use kubezero_test::capi::{self, CapiCore, CapiCoreOptions, CapiKind};
+use kubezero_test::capi::{self, CapiCore, CapiCoreOptions, CapiCoreTuning, CapiKind, WorkloadClusters};
 use serde_json::{Value, json};
 
 const NS: &str = "default";
@@ -30,6 +31,11 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        World::start_with(None, CapiCoreTuning::default()).await
+    }
+
+    /// A world whose stand-in reaches workload clusters through `workload` and runs with `tuning`.
+    async fn start_with(workload: Option<Arc<dyn WorkloadClusters>>, tuning: CapiCoreTuning) -> World {
         let server = ApiServer::start().await.expect("emulator starts");
         let mut crds = kubezero_provider::api::crds();
         crds.extend(kubezero_bootstrap::api::crds());
@@ -41,9 +47,10 @@ impl World {
         let options = CapiCoreOptions {
             poll_interval: Duration::from_millis(150),
             resync_interval: Duration::from_secs(2),
+            workload_clusters: workload,
             ..CapiCoreOptions::default()
         };
-        let core = CapiCore::start(client.clone(), options);
+        let core = CapiCore::start_tuned(client.clone(), options, tuning);
         World { server, client, core }
     }
 
@@ -178,6 +185,15 @@ fn str_at<'a>(value: &'a Value, path: &str) -> Option<&'a str> {
     path.split('.')
         .try_fold(value, |v, k| v.get(k))
         .and_then(Value::as_str)
+}
+
+/// Condition `type_` of `obj`.
+fn condition(obj: &DynamicObject, type_: &str) -> Option<Value> {
+    obj.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
 }
 
 /// Deletion events observed by watches: (kind, name), in arrival order.
@@ -866,13 +882,45 @@ async fn paused_cluster_is_left_alone() {
         let clusters = world.capi(CapiKind::Cluster);
         let ms_api = world.capi(CapiKind::MachineSet);
         let kzc = world.kzc().await;
-        // Several poll intervals: nothing of the paused Cluster is touched.
+        // Several poll intervals: core adds its finalizer and the Paused condition, nothing else.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let cluster = clusters.get("demo").await.unwrap();
-        assert!(cluster.finalizers().is_empty(), "no finalizer while paused");
-        assert!(
-            cluster.data.get("status").is_none_or(Value::is_null),
-            "no status while paused"
+        assert_eq!(
+            cluster.finalizers(),
+            [capi::CLUSTER_FINALIZER],
+            "the finalizer comes first"
+        );
+        let status = cluster.data["status"].as_object().cloned().unwrap_or_default();
+        assert_eq!(
+            status.keys().collect::<Vec<_>>(),
+            ["conditions"],
+            "only conditions while paused"
+        );
+        let paused = condition(&cluster, "Paused").expect("Paused condition");
+        assert_eq!(
+            (
+                paused["status"].as_str(),
+                paused["reason"].as_str(),
+                paused["message"].as_str()
+            ),
+            (
+                Some("True"),
+                Some("Paused"),
+                Some("Cluster spec.paused is set to true")
+            )
+        );
+        assert_eq!(
+            cluster.data["status"]["conditions"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let md = world
+            .capi(CapiKind::MachineDeployment)
+            .get("workers")
+            .await
+            .unwrap();
+        assert_eq!(
+            condition(&md, "Paused").expect("MachineDeployment Paused")["status"],
+            "True"
         );
         assert!(kzc.get("demo").await.unwrap().owner_references().is_empty());
         assert!(
@@ -924,6 +972,394 @@ async fn paused_cluster_is_left_alone() {
             "MachineSet not scaled while paused"
         );
         assert_eq!(md.data["spec"]["replicas"], json!(0));
+        world.stop().await;
+    })
+    .await;
+}
+
+/// A workload cluster the stand-in always reaches: one more emulator.
+struct OneWorkload(Client);
+
+impl WorkloadClusters for OneWorkload {
+    fn client<'a>(&'a self, _namespace: &'a str, _name: &'a str) -> BoxFuture<'a, Option<Client>> {
+        Box::pin(async move { Some(self.0.clone()) })
+    }
+}
+
+/// The providers and the kubelets, simulated one step at a time for one Machine.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// The KubeZeroConfig has its data Secret.
+    Bootstrap,
+    /// The KubeZeroMachine has its instance.
+    Infrastructure,
+    /// The Node registered, Ready and without pressure.
+    Node,
+}
+
+impl World {
+    /// Runs `step` of Machine `name` (whose clones share its name).
+    async fn provide(&self, workload: &Client, name: &str, step: Step) {
+        let ready = json!([{"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+            "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+        let provider_id = format!("aws:///eu-central-1a/i-{name}");
+        match step {
+            Step::Bootstrap => {
+                self.config()
+                    .await
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"status": {"dataSecretName": name,
+                            "initialization": {"dataSecretCreated": true}, "conditions": ready}})),
+                    )
+                    .await
+                    .expect("bootstrap data");
+            }
+            Step::Infrastructure => {
+                let kzm = self.kzm().await;
+                kzm.patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"providerID": provider_id}})),
+                )
+                .await
+                .expect("providerID");
+                kzm.patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"status": {"initialization": {"provisioned": true}, "conditions": ready}}),
+                    ),
+                )
+                .await
+                .expect("instance");
+            }
+            Step::Node => {
+                let condition = |type_: &str, status: &str| {
+                    json!({"type": type_, "status": status, "reason": "Kubelet", "message": "",
+                        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"})
+                };
+                let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(json!({
+                    "apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("node-{name}")},
+                    "spec": {"providerID": provider_id},
+                    "status": {"conditions": [condition("Ready", "True"), condition("MemoryPressure", "False"),
+                        condition("DiskPressure", "False"), condition("PIDPressure", "False")]}}))
+                .expect("Node JSON");
+                Api::<k8s_openapi::api::core::v1::Node>::all(workload.clone())
+                    .create(&PostParams::default(), &node)
+                    .await
+                    .expect("Node");
+            }
+        }
+    }
+
+    /// The Cluster once it has not changed for a while: its resourceVersion and status.
+    async fn settled_cluster(&self) -> (String, Value) {
+        let clusters = self.capi(CapiKind::Cluster);
+        let mut last = clusters.get("demo").await.expect("Cluster");
+        loop {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            let now = clusters.get("demo").await.expect("Cluster");
+            if now.resource_version() == last.resource_version() {
+                return (
+                    now.resource_version().unwrap_or_default(),
+                    now.data["status"].clone(),
+                );
+            }
+            last = now;
+        }
+    }
+}
+
+fn status_condition(status: &Value, type_: &str) -> Option<Value> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
+/// Every version of the Cluster `demo` the watch delivers.
+fn record_cluster_versions(api: Api<DynamicObject>) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let versions: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = versions.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(event) = stream.next().await {
+            if let Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) = event
+                && obj.name_any() == "demo"
+            {
+                seen.lock().unwrap().push(obj.data["status"].clone());
+            }
+        }
+    });
+    (versions, task)
+}
+
+#[tokio::test]
+async fn cluster_status_counters_and_conditions_follow_every_machine_change() {
+    bounded(async {
+        let workload_server = ApiServer::start().await.expect("workload emulator starts");
+        let workload = workload_server.client().expect("workload client");
+        let world = World::start_with(
+            Some(Arc::new(OneWorkload(workload.clone()))),
+            CapiCoreTuning::default(),
+        )
+        .await;
+        world.cluster("demo", false).await;
+        let kzc = world.kzc().await;
+        kzc.patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"controlPlaneEndpoint": {"host": "10.0.0.10", "port": 6443}}})),
+        )
+        .await
+        .expect("endpoint");
+        kzc.patch_status(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"initialization": {"provisioned": true},
+                "conditions": [{"type": "Ready", "status": "True", "reason": "Provisioned", "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .expect("provisioned");
+        // A control plane of one Machine (a MachineDeployment of Machines labelled control-plane).
+        world.machine_template("cp", "m7g.large").await;
+        world.config_template_named("cp").await;
+        world.config_template_named("workers").await;
+        world
+            .create(
+                &world.capi(CapiKind::MachineDeployment),
+                json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+                    "metadata": {"name": "cp"},
+                    "spec": {"clusterName": "demo", "replicas": 1, "selector": {"matchLabels": {}},
+                        "rollout": {"strategy": {"type": "OnDelete"}},
+                        "template": {"metadata": {"labels": {"cluster.x-k8s.io/control-plane": ""}}, "spec": {
+                            "clusterName": "demo", "version": "v1.34.1",
+                            "bootstrap": {"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io",
+                                "kind": "KubeZeroConfigTemplate", "name": "cp"}},
+                            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
+                                "kind": "KubeZeroMachineTemplate", "name": "cp"}}}}}),
+            )
+            .await;
+        let cp = eventually("the control-plane Machine", || async {
+            world.machines_of("cp").await.into_iter().next()
+        })
+        .await
+        .name_any();
+        for step in [Step::Bootstrap, Step::Infrastructure, Step::Node] {
+            world.provide(&workload, &cp, step).await;
+        }
+        let clusters = world.capi(CapiKind::Cluster);
+        eventually(
+            "ControlPlaneInitialized and the control plane counted",
+            || async {
+                let c = clusters.get("demo").await.ok()?;
+                let initialized = condition(&c, "ControlPlaneInitialized")?["status"] == "True";
+                (initialized && c.data["status"]["controlPlane"]["readyReplicas"] == json!(1)).then_some(())
+            },
+        )
+        .await;
+
+        // Workers without their KubeZeroMachineTemplate: core reports the blocked scale-up.
+        let (versions, recorder) = record_cluster_versions(world.capi(CapiKind::Cluster));
+        world.machine_deployment("workers", "demo", "workers", 0).await;
+        world.scale("workers", 3).await;
+        let scaling = eventually("ScalingUp True on the Cluster", || async {
+            let c = clusters.get("demo").await.ok()?;
+            let scaling = condition(&c, "ScalingUp")?;
+            (scaling["status"] == "True").then_some(scaling)
+        })
+        .await;
+        assert_eq!(scaling["reason"], "ScalingUp");
+        assert_eq!(
+            scaling["message"],
+            "* MachineDeployment workers: Scaling up from 0 to 3 replicas is blocked because \
+             KubeZeroMachineTemplate does not exist"
+        );
+        world.machine_template("workers", "m7g.large").await;
+        let workers = eventually("3 worker Machines", || async {
+            let machines = world.machines_of("workers").await;
+            (machines.len() == 3).then_some(machines)
+        })
+        .await;
+
+        // One provider step of one Machine at a time: each rewrites the Cluster's status.
+        let mut rewrites = 0;
+        for machine in &workers {
+            let name = machine.name_any();
+            for step in [Step::Bootstrap, Step::Infrastructure, Step::Node] {
+                let (version, before) = world.settled_cluster().await;
+                world.provide(&workload, &name, step).await;
+                let what = format!("the Cluster rewritten after {step:?} of {name}");
+                eventually(&what, || async {
+                    let c = clusters.get("demo").await.ok()?;
+                    let rewritten = c.resource_version().as_deref() != Some(version.as_str())
+                        && status_condition(&c.data["status"], "WorkerMachinesReady")
+                            != status_condition(&before, "WorkerMachinesReady");
+                    rewritten.then_some(())
+                })
+                .await;
+                rewrites += 1;
+            }
+        }
+        assert_eq!(rewrites, 9);
+
+        let cluster = eventually("every worker ready, available and counted", || async {
+            let c = clusters.get("demo").await.ok()?;
+            let available = condition(&c, "WorkersAvailable")?["status"] == "True";
+            (available && c.data["status"]["workers"]["availableReplicas"] == json!(4)).then_some(c)
+        })
+        .await;
+        // The providers read Machines through their typed shim: what the stand-in wrote must
+        // deserialize there (an object that does not would stop a provider's watch).
+        for machine in world.machines_of("workers").await {
+            let name = machine.name_any();
+            let typed: kubezero_capi::core::Machine =
+                serde_json::from_value(serde_json::to_value(&machine).expect("a Machine as JSON"))
+                    .unwrap_or_else(|error| panic!("Machine {name} as the typed shim: {error}"));
+            let conditions = typed.status.map(|status| status.conditions).unwrap_or_default();
+            assert!(
+                kubezero_capi::conditions::is_true(&conditions, "Available"),
+                "Machine {name} Available in the typed shim: {conditions:?}"
+            );
+        }
+        // Core sums every MachineDeployment into `workers`, the control-plane one included.
+        assert_eq!(
+            cluster.data["status"]["workers"],
+            json!({"desiredReplicas": 4, "replicas": 4, "readyReplicas": 4, "availableReplicas": 4,
+                "upToDateReplicas": 4})
+        );
+        assert_eq!(
+            cluster.data["status"]["controlPlane"],
+            json!({"desiredReplicas": 1, "replicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+                "upToDateReplicas": 1})
+        );
+        for (type_, status, reason) in [
+            ("WorkersAvailable", "True", "Available"),
+            ("WorkerMachinesReady", "True", "Ready"),
+            ("WorkerMachinesUpToDate", "True", "UpToDate"),
+            ("ControlPlaneMachinesReady", "True", "Ready"),
+            ("ScalingUp", "False", "NotScalingUp"),
+            ("ScalingDown", "False", "NotScalingDown"),
+            ("RollingOut", "False", "NotRollingOut"),
+            ("RemoteConnectionProbe", "True", "ProbeSucceeded"),
+            ("InfrastructureReady", "True", "Provisioned"),
+            ("Deleting", "False", "NotDeleting"),
+            ("Paused", "False", "NotPaused"),
+        ] {
+            let c = condition(&cluster, type_).unwrap_or_else(|| panic!("{type_} missing"));
+            assert_eq!(
+                (c["status"].as_str(), c["reason"].as_str()),
+                (Some(status), Some(reason)),
+                "{type_}: {c}"
+            );
+        }
+        recorder.abort();
+        let versions = versions.lock().unwrap().clone();
+        // Every Cluster status written on the way reads as the providers' typed status.
+        for status in versions.iter().filter(|status| !status.is_null()) {
+            if let Err(error) = serde_json::from_value::<kubezero_capi::core::ClusterStatus>(status.clone()) {
+                panic!("a Cluster status the typed shim refuses ({error}): {status}");
+            }
+        }
+        let waiting_messages: Vec<String> = versions
+            .iter()
+            .filter_map(|s| status_condition(s, "WorkerMachinesReady"))
+            .filter_map(|c| c["message"].as_str().map(str::to_string))
+            .filter(|m| m.contains("Waiting for KubeZeroMachine to report spec.providerID"))
+            .collect();
+        assert!(
+            !waiting_messages.is_empty(),
+            "the Cluster carried the Machines' own messages on the way"
+        );
+        let ready_counts: Vec<i64> = versions
+            .iter()
+            .filter_map(|s| s["workers"]["readyReplicas"].as_i64())
+            .collect();
+        for ready in 1..=4 {
+            assert!(
+                ready_counts.contains(&ready),
+                "workers.readyReplicas {ready} written: {ready_counts:?}"
+            );
+        }
+        world.stop().await;
+        workload_server.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn machineset_never_exceeds_its_replicas_while_its_machine_cache_lags() {
+    bounded(async {
+        let tuning = CapiCoreTuning {
+            machine_cache_lag: Duration::from_secs(2),
+            expectation_timeout: Duration::from_millis(500),
+        };
+        let world = World::start_with(None, tuning).await;
+        world.cluster("demo", false).await;
+        world.machine_template("workers", "m7g.large").await;
+        world.config_template_named("workers").await;
+        world.machine_deployment("workers", "demo", "workers", 0).await;
+        // Every Machine the API server holds, at every watch event: (existing, not deleting).
+        let counts: Arc<Mutex<Vec<(usize, usize)>>> = Arc::default();
+        let seen = counts.clone();
+        let machines_api = world.capi(CapiKind::Machine);
+        let watch = tokio::spawn(async move {
+            let mut alive: BTreeMap<String, bool> = BTreeMap::new();
+            let mut stream = watcher(machines_api, watcher::Config::default()).boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(m) | watcher::Event::InitApply(m)) => {
+                        alive.insert(m.name_any(), m.metadata.deletion_timestamp.is_some());
+                    }
+                    Ok(watcher::Event::Delete(m)) => {
+                        alive.remove(&m.name_any());
+                    }
+                    _ => continue,
+                }
+                let deleting = alive.values().filter(|d| **d).count();
+                seen.lock().unwrap().push((alive.len(), alive.len() - deleting));
+            }
+        });
+
+        world.scale("workers", 25).await;
+        eventually("25 Machines", || async {
+            (world.machines_of("workers").await.len() == 25).then_some(())
+        })
+        .await;
+        // Longer than the cache lag, several expectation timeouts and many MachineSet reconciles.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let up_to = counts.lock().unwrap().len();
+        let max = counts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(all, _)| *all)
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            max, 25,
+            "at most spec.replicas Machines at any point of the scale-up"
+        );
+
+        world.scale("workers", 5).await;
+        eventually("5 Machines", || async {
+            (world.machines_of("workers").await.len() == 5).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        watch.abort();
+        let counts = counts.lock().unwrap().clone();
+        let min_alive = counts[up_to..].iter().map(|(_, alive)| *alive).min().unwrap_or(0);
+        assert_eq!(
+            min_alive, 5,
+            "never fewer than spec.replicas Machines left standing on the scale-down"
+        );
+        assert!(counts.iter().all(|(all, _)| *all <= 25));
+        assert_eq!(world.machines_of("workers").await.len(), 5);
         world.stop().await;
     })
     .await;
