@@ -277,22 +277,20 @@ async fn take_out(world: &WorldView) -> Vec<(usize, Value)> {
             }
         }
     }
+    // As clusterctl's deleteSourceObject, one object at a time: the delete-for-move annotation, the
+    // finalizers removed, then the delete right away (core re-adds its finalizer to an object that
+    // is not deleting, paused or not, so the two calls must follow each other).
+    let strip = json!({"metadata": {
+        "annotations": {"clusterctl.cluster.x-k8s.io/delete-for-move": ""},
+        "finalizers": null}});
     for (index, object) in objects.iter().rev() {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
         let kind_api = kind_api(world, KINDS[*index]);
-        let strip = json!({"metadata": {
-            "annotations": {"clusterctl.cluster.x-k8s.io/delete-for-move": ""},
-            "finalizers": null}});
         kind_api
             .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
             .await
             .unwrap_or_else(|e| panic!("remove the finalizers of {}: {e}", KINDS[*index].2));
-    }
-    for (index, object) in objects.iter().rev() {
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        let _ = kind_api(world, KINDS[*index])
-            .delete(name, &DeleteParams::default())
-            .await;
+        let _ = kind_api.delete(&name, &DeleteParams::default()).await;
     }
     for (index, object) in &objects {
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
@@ -300,7 +298,16 @@ async fn take_out(world: &WorldView) -> Vec<(usize, Value)> {
         wait_for("the source copy gone", Duration::from_secs(30), || async {
             match kind_api.get_opt(&name).await.map_err(|e| e.to_string())? {
                 None => Ok(()),
-                Some(_) => Err(format!("{} {name} still there", KINDS[*index].2)),
+                Some(left) => {
+                    // A finalizer added in the instant between the two calls: clusterctl's
+                    // retry of the step takes it off again.
+                    if left.metadata.deletion_timestamp.is_some() && !left.finalizers().is_empty() {
+                        let _ = kind_api
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(&strip))
+                            .await;
+                    }
+                    Err(format!("{} {name} still there", KINDS[*index].2))
+                }
             }
         })
         .await;
