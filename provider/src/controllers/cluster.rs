@@ -324,18 +324,9 @@ async fn endpoint_facts(
     let Some(cluster) = cluster_name(scope.infra_cluster) else {
         return Ok(None);
     };
-    let machines: Api<KubeZeroMachine> = Api::namespaced(scope.context.client.clone(), &scope.namespace);
-    let listed = machines
-        .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={cluster}")))
-        .await
-        .map_err(Error::read(
-            "KubeZeroMachine",
-            &scope.namespace,
-            &format!("of Cluster {cluster}"),
-        ))?;
+    let listed = cluster_machines(scope, &cluster).await?;
     let now = k8s_openapi::jiff::Timestamp::now();
     let machines_up_for = listed
-        .items
         .iter()
         .filter_map(|machine| {
             let status = machine.status.as_ref()?;
@@ -356,6 +347,20 @@ async fn endpoint_facts(
         scheme: provider_made_it.then_some(spec.load_balancer.scheme),
         machines_up_for,
     }))
+}
+
+/// The KubeZeroMachines of Cluster `cluster` in the scope's namespace (by the cluster-name label).
+async fn cluster_machines(scope: &Scope<'_>, cluster: &str) -> Result<Vec<KubeZeroMachine>, Error> {
+    let machines: Api<KubeZeroMachine> = Api::namespaced(scope.context.client.clone(), &scope.namespace);
+    let listed = machines
+        .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={cluster}")))
+        .await
+        .map_err(Error::read(
+            "KubeZeroMachine",
+            &scope.namespace,
+            &format!("of Cluster {cluster}"),
+        ))?;
+    Ok(listed.items)
 }
 
 /// Sets `spec.controlPlaneEndpoint` (once; the CRD keeps it immutable afterwards); returns the
@@ -385,17 +390,7 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
     let deleting = |message: String| Observed::false_(READY_CONDITION, reasons::DELETING, message);
     let cluster = cluster_name(infra_cluster);
     if let Some(cluster) = &cluster {
-        let machines: Api<KubeZeroMachine> = Api::namespaced(scope.context.client.clone(), &scope.namespace);
-        let left = machines
-            .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={cluster}")))
-            .await
-            .map_err(Error::read(
-                "KubeZeroMachine",
-                &scope.namespace,
-                &format!("of Cluster {cluster}"),
-            ))?
-            .items
-            .len();
+        let left = cluster_machines(scope, cluster).await?.len();
         if left > 0 {
             let message = format!("waiting for {left} KubeZeroMachine(s) of Cluster {cluster} to be deleted");
             scope.write(deleting(message), scope.recorded()).await?;

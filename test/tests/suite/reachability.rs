@@ -15,7 +15,7 @@ use kubezero_test::world::{World, WorldView};
 use serde_json::json;
 
 use crate::faults::{api, cluster_provisioned, wait_for};
-use crate::support::{create, dynamic};
+use crate::support::create_cluster_with;
 
 const CLUSTER: &str = "edge";
 /// Region of the cluster (moto keeps one state per region).
@@ -53,26 +53,11 @@ fn api_sources(moto: &Moto, group_id: &str) -> Result<Vec<String>, String> {
 }
 
 async fn flow(world: &WorldView, moto: &Moto) {
-    let clusters = dynamic(world, "cluster.x-k8s.io", "v1beta2", "Cluster", "clusters");
-    create(world, &clusters, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-        "metadata": {"name": CLUSTER},
-        "spec": {"clusterNetwork": {"pods": {"cidrBlocks": ["10.244.0.0/16"]}},
-            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": CLUSTER}}}))
-    .await;
-    let infra_clusters = dynamic(
+    create_cluster_with(
         world,
-        "infrastructure.cluster.x-k8s.io",
-        "v1alpha1",
-        "KubeZeroCluster",
-        "kubezeroclusters",
-    );
-    create(
-        world,
-        &infra_clusters,
-        json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-        "kind": "KubeZeroCluster", "metadata": {"name": CLUSTER},
-        "spec": {"aws": {"region": REGION, "loadBalancer": {"scheme": "internet-facing",
-            "allowedCidrBlocks": ["203.0.113.0/24", "198.51.100.7/32"]}}}}),
+        CLUSTER,
+        json!({"region": REGION, "loadBalancer": {"scheme": "internet-facing",
+            "allowedCidrBlocks": ["203.0.113.0/24", "198.51.100.7/32"]}}),
     )
     .await;
     let status = cluster_provisioned(world, CLUSTER, Duration::from_secs(120)).await;

@@ -82,6 +82,15 @@ pub(crate) async fn create_cluster(
     world: &kubezero_test::world::WorldView,
     name: &str,
 ) -> kube::Api<kube::api::DynamicObject> {
+    create_cluster_with(world, name, serde_json::json!({"region": "eu-central-1"})).await
+}
+
+/// [`create_cluster`] with `aws` as the KubeZeroCluster's `spec.aws`.
+pub(crate) async fn create_cluster_with(
+    world: &kubezero_test::world::WorldView,
+    name: &str,
+    aws: serde_json::Value,
+) -> kube::Api<kube::api::DynamicObject> {
     use serde_json::json;
     world
         .prepare_cluster(name)
@@ -104,7 +113,7 @@ pub(crate) async fn create_cluster(
         world,
         &infra_clusters,
         json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-        "kind": "KubeZeroCluster", "metadata": {"name": name}, "spec": {"aws": {"region": "eu-central-1"}}}),
+        "kind": "KubeZeroCluster", "metadata": {"name": name}, "spec": {"aws": aws}}),
     )
     .await;
     infra_clusters
