@@ -723,7 +723,7 @@ pub fn manager_binary(name: &str) -> Result<PathBuf, WorldError> {
     found.ok_or_else(|| WorldError::Manager {
         binary: name.into(),
         message: format!(
-            "{name} is missing in {}: run `cargo build --workspace --bins`",
+            "{name} is missing in {}: run `cargo build --workspace --all-targets`",
             candidates
                 .iter()
                 .map(|d| d.display().to_string())

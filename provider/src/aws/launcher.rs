@@ -36,8 +36,11 @@ use super::tags::ClusterTags;
 /// Timing and size of the batching.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LauncherSettings {
-    /// Oldest cluster view a reader gets; at most one DescribeInstances per cluster per interval.
+    /// Oldest cluster view a reader that waits on a state change gets ([`Freshness::Current`]);
+    /// at most one DescribeInstances per cluster per interval.
     pub describe_interval: Duration,
+    /// Oldest cluster view a [`Freshness::Settled`] lookup gets.
+    pub settled_view_age: Duration,
     /// How long a launch (or termination) waits for identical ones before the call goes out; a
     /// launch batch waits again while members keep joining, up to [`LauncherSettings::max_launch_wait`].
     pub launch_window: Duration,
@@ -56,6 +59,7 @@ impl Default for LauncherSettings {
     fn default() -> Self {
         Self {
             describe_interval: Duration::from_secs(2),
+            settled_view_age: Duration::from_secs(60),
             launch_window: Duration::from_secs(5),
             max_launch_wait: Duration::from_secs(30),
             max_batch: 500,
@@ -90,6 +94,27 @@ impl LaunchError {
         match self {
             LaunchError::Aws(error) => error.class(),
             LaunchError::Short { .. } | LaunchError::Abandoned => ErrorClass::Transient,
+        }
+    }
+}
+
+/// How fresh a view of the cluster's instances a lookup needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// At most [`LauncherSettings::describe_interval`] old: the caller waits for an instance to
+    /// start or to end.
+    Current,
+    /// At most [`LauncherSettings::settled_view_age`] old: the caller looks at a running instance,
+    /// or for an instance this process either records itself (it launched, adopted or terminated
+    /// it) or saw in its first view (launched before the process started).
+    Settled,
+}
+
+impl Freshness {
+    fn max_age(self, settings: &LauncherSettings) -> Duration {
+        match self {
+            Freshness::Current => settings.describe_interval,
+            Freshness::Settled => settings.settled_view_age,
         }
     }
 }
@@ -345,14 +370,16 @@ impl ClusterInstances {
         }
     }
 
-    /// The instance of `machine`: the one with `instance_id` when known, else the one tagged for
-    /// the machine (a live one before one that is terminating).
+    /// The instance of `machine` in a view as fresh as `freshness` asks: the one with
+    /// `instance_id` when known, else the one tagged for the machine (a live one before one that
+    /// is terminating).
     pub async fn find(
         &self,
         machine: &MachineKey,
         instance_id: Option<&str>,
+        freshness: Freshness,
     ) -> Result<Option<Instance>, AwsError> {
-        let instances = self.instances().await?;
+        let instances = self.instances_within(freshness.max_age(&self.settings)).await?;
         if let Some(id) = instance_id {
             return Ok(instances.iter().find(|i| i.id == id).cloned());
         }

@@ -18,7 +18,9 @@ use kubezero_provider::aws::clients::{
 };
 use kubezero_provider::aws::instance_types::InstanceTypeCache;
 use kubezero_provider::aws::instances::{Fill, LaunchSpec, MACHINE_TAG, MachineKey, run_instances};
-use kubezero_provider::aws::launcher::{ClusterInstances, LaunchStatus, Launcher, LauncherSettings};
+use kubezero_provider::aws::launcher::{
+    ClusterInstances, Freshness, LaunchStatus, Launcher, LauncherSettings,
+};
 use kubezero_provider::aws::tags::{ClusterTags, OWNED, ROLE_TAG};
 use kubezero_test::cloud::{Moto, alpine_ami, alpine_amis};
 use serde_json::Value;
@@ -236,14 +238,55 @@ async fn identical_pending_launches_go_out_as_one_run_instances() {
         );
 
         // The shared view shows them with their machines without asking EC2 again.
-        let found = instances.find(&machine(3), None).await.expect("describe");
+        let found = instances
+            .find(&machine(3), None, Freshness::Current)
+            .await
+            .expect("describe");
         assert_eq!(found.map(|i| i.id), Some(launched[3].id.clone()));
-        let again = instances.find(&machine(5), None).await.expect("describe");
+        let again = instances
+            .find(&machine(5), None, Freshness::Current)
+            .await
+            .expect("describe");
         assert_eq!(again.map(|i| i.id), Some(launched[5].id.clone()));
         assert_eq!(
             delta(&after, &aws.stats().snapshot(), "DescribeInstances"),
             0,
             "lookups within the interval are served from the shared view"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn settled_lookups_reuse_the_view_and_current_ones_refresh_it() {
+    bounded(async {
+        let (_moto, aws, _, spec) = launch_world().await;
+        let instances = batcher(&aws, settings());
+        let launched = instances
+            .launch(machine(0), Arc::new(spec))
+            .await
+            .expect("launched");
+        let before = aws.stats().snapshot();
+        tokio::time::sleep(settings().describe_interval * 2).await;
+        let settled = instances
+            .find(&machine(0), Some(&launched.id), Freshness::Settled)
+            .await
+            .expect("view");
+        assert_eq!(settled.map(|i| i.id), Some(launched.id.clone()));
+        assert_eq!(
+            delta(&before, &aws.stats().snapshot(), "DescribeInstances"),
+            0,
+            "a settled lookup is served from a view older than the describe interval"
+        );
+        let current = instances
+            .find(&machine(0), None, Freshness::Current)
+            .await
+            .expect("describe");
+        assert_eq!(current.map(|i| i.id), Some(launched.id.clone()));
+        assert_eq!(
+            delta(&before, &aws.stats().snapshot(), "DescribeInstances"),
+            1,
+            "a current lookup describes again"
         );
     })
     .await;
@@ -328,7 +371,10 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicat
         .await;
         let third = batcher(&aws, settings());
         for i in 0..3 {
-            let found = third.find(&machine(i), None).await.expect("describe");
+            let found = third
+                .find(&machine(i), None, Freshness::Current)
+                .await
+                .expect("describe");
             assert!(found.is_some_and(|f| original.contains(&f.id)), "machine {i}");
         }
         let again = third
@@ -365,14 +411,14 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
             "five terminations, one call"
         );
         let ending = instances
-            .find(&machine(0), Some(&launched[0].id))
+            .find(&machine(0), Some(&launched[0].id), Freshness::Current)
             .await
             .expect("view");
         assert!(ending.as_ref().is_none_or(|i| i.state.is_ending()), "{ending:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
         for (index, instance) in launched.iter().enumerate() {
             let seen = instances
-                .find(&machine(index), Some(&instance.id))
+                .find(&machine(index), Some(&instance.id), Freshness::Current)
                 .await
                 .expect("view");
             assert!(seen.is_none(), "terminated instances leave the view: {seen:?}");
@@ -482,7 +528,7 @@ async fn requested_launches_and_terminations_do_not_wait_and_wake_their_machines
             };
             let instance = (*result).expect("launched");
             assert_eq!(instance.machine, Some(key.tag_value()));
-            let found = instances.find(key, None).await.expect("view");
+            let found = instances.find(key, None, Freshness::Current).await.expect("view");
             assert_eq!(found.map(|f| f.id), Some(instance.id.clone()));
             ids.push(instance.id);
         }
@@ -531,7 +577,7 @@ async fn create_ready_and_delete_cost_about_one_aws_call_per_machine() {
                 launched
                     .iter()
                     .enumerate()
-                    .map(|(i, instance)| instances.find(&keys[i], Some(&instance.id))),
+                    .map(|(i, instance)| instances.find(&keys[i], Some(&instance.id), Freshness::Current)),
             )
             .await;
             assert!(found.iter().all(|f| matches!(f, Ok(Some(_)))));
@@ -545,7 +591,7 @@ async fn create_ready_and_delete_cost_about_one_aws_call_per_machine() {
             launched
                 .iter()
                 .enumerate()
-                .map(|(i, instance)| instances.find(&keys[i], Some(&instance.id))),
+                .map(|(i, instance)| instances.find(&keys[i], Some(&instance.id), Freshness::Current)),
         )
         .await;
         assert!(gone.iter().all(|f| matches!(f, Ok(None))), "{gone:?}");
@@ -643,7 +689,7 @@ async fn an_assigned_instance_whose_machine_tags_failed_is_tagged_again_and_kept
             },
         );
         let found = instances
-            .find(&machine(0), Some(&id))
+            .find(&machine(0), Some(&id), Freshness::Current)
             .await
             .expect("describe")
             .expect("found by its id");

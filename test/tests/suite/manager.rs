@@ -1,7 +1,7 @@
 //! The manager processes as a platform engineer runs them: health and metrics endpoints, a clear
 //! report of missing CRDs, and a clean exit on SIGTERM.
 //!
-//! The binaries come from `cargo build --workspace --bins` (run by `make test` before the tests).
+//! The binaries come from `cargo build --workspace --all-targets` (`make test` builds every target before the tests).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -15,7 +15,7 @@ fn binary(name: &str) -> PathBuf {
     let path = deps.parent().and_then(|d| d.parent()).unwrap().join(name);
     assert!(
         path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` first",
+        "{} is missing: run `cargo build --workspace --all-targets` first",
         path.display()
     );
     path

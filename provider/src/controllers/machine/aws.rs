@@ -27,7 +27,7 @@ use crate::aws::ami::{AmiError, AmiResolver};
 use crate::aws::clients::{AwsClients, AwsIdentity};
 use crate::aws::infrastructure::cluster_tags;
 use crate::aws::instances::{Instance, InstanceState, LaunchSpec, MachineKey, parse_provider_id};
-use crate::aws::launcher::{ClusterInstances, LaunchStatus, Launcher, LauncherSettings, Wake};
+use crate::aws::launcher::{ClusterInstances, Freshness, LaunchStatus, Launcher, LauncherSettings, Wake};
 use crate::aws::load_balancer::{deregister_targets, register_targets};
 use crate::aws::tags::{OWNED, ROLE_TAG, Role};
 use crate::settings::Backends;
@@ -330,9 +330,22 @@ impl AwsMachines {
         let instances = self.launcher.cluster(&aws, &tags, &namespace);
         let key = machine_key(machine);
         let known_id = persisted_instance_id(machine);
-        let found = instances.find(&key, known_id.as_deref()).await.map_err(|error| {
-            MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
-        })?;
+        if known_id.is_none() && instances.launch_in_flight(&key) {
+            return Ok(launching(machine));
+        }
+        // Only an instance that is starting is waited on; the launcher records what it launches,
+        // and the launch batch itself looks again before it launches.
+        let freshness = if known_id.is_some() && !was_provisioned(machine) {
+            Freshness::Current
+        } else {
+            Freshness::Settled
+        };
+        let found = instances
+            .find(&key, known_id.as_deref(), freshness)
+            .await
+            .map_err(|error| {
+                MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
+            })?;
         let instance = match (found, &known_id) {
             (Some(instance), _) => {
                 instances.keep_assigned(&instance, &key);
@@ -352,7 +365,6 @@ impl AwsMachines {
                     requeue: Duration::from_secs(30),
                 });
             }
-            (None, None) if instances.launch_in_flight(&key) => return Ok(launching(machine)),
             (None, None) => match self.launch_spec(client, &aws, scope, &object).await? {
                 Next::Launch(spec) => {
                     // Marked before the launch can start: move waits, the token is kept.
@@ -526,9 +538,12 @@ impl AwsMachines {
         let instance = match instances.take_launch_result(&key) {
             Some(Ok(instance)) => Some(instance),
             Some(Err(_)) => None,
-            None => instances.find(&key, None).await.map_err(|error| {
-                MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
-            })?,
+            None => instances
+                .find(&key, None, Freshness::Settled)
+                .await
+                .map_err(|error| {
+                    MachineError::cloud(&object, reasons::AWS_REQUEST_FAILED, error.class(), error)
+                })?,
         };
         match instance {
             Some(instance) => {
@@ -595,9 +610,17 @@ impl AwsMachines {
                 "waiting for the machine's launch batch to end before terminating its instance",
             )));
         }
-        let found = instances
-            .find(&key, known_id.as_deref())
-            .await
+        // A live instance is terminated whatever its last seen state; one that is ending is waited
+        // on until a current view no longer lists it.
+        let mut found = instances
+            .find(&key, known_id.as_deref(), Freshness::Settled)
+            .await;
+        if matches!(&found, Ok(Some(instance)) if instance.state.is_ending()) {
+            found = instances
+                .find(&key, known_id.as_deref(), Freshness::Current)
+                .await;
+        }
+        let found = found
             .map_err(|error| MachineError::cloud(&object, reasons::DELETION_FAILED, error.class(), error))?;
         let Some(instance) = found else {
             return Ok(Release::Done);
