@@ -1,4 +1,4 @@
-//! Renewal of the admin kubeconfig `<cluster>-kubeconfig` (issue 4 item 6, capi-contract.md §6): core
+//! Renewal of the admin kubeconfig `<cluster>-kubeconfig` (capi-contract.md §6): core
 //! writes it once from `<cluster>-ca` and never rotates it, so the bootstrap provider re-issues its
 //! client certificate from the same CA before half of the certificate's life has passed.
 //!

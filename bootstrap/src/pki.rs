@@ -1,4 +1,4 @@
-//! Cluster PKI (issue 4 item 4, capi-contract.md §6): the four cluster secrets `<cluster>-ca`,
+//! Cluster PKI (capi-contract.md §6): the four cluster secrets `<cluster>-ca`,
 //! `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`, the kubeadm discovery pin, the node files of
 //! control-plane machines, and the admin kubeconfig (`<cluster>-kubeconfig`) with its renewal rule.
 //!

@@ -17,7 +17,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, PostParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use kubezero_capi::conditions::Observed;
 use kubezero_capi::contract::READY_CONDITION;
@@ -26,12 +26,12 @@ use kubezero_capi::runtime::reconcile::Error;
 
 use super::reasons;
 use super::workload::{self, ChosenToken, Workload};
-use crate::api::kubeadm::{
-    JoinDiscovery, KUBEADM_PATCHES_DIR, KUBELET_PATCH_FILE, KubeadmInputs, KubeadmRole, render_kubeadm_config,
-};
 use crate::api::{Alpine, Encoding, File, Format, KubeZeroConfig, KubeZeroConfigSpec};
 use crate::lock::{self, LockDecision};
 use crate::pki::{self, CLUSTER_SECRET_TYPE, CertKeyPair, CertificateKind, ClusterCertificates, TLS_CRT};
+use crate::render::kubeadm::{
+    JoinDiscovery, KUBEADM_PATCHES_DIR, KUBELET_PATCH_FILE, KubeadmInputs, KubeadmRole, render_kubeadm_config,
+};
 use crate::render::{self, RenderError};
 use crate::tokens::{self, BootstrapToken, TOKEN_NAMESPACE, TokenChoice, TokenGroup};
 
@@ -221,9 +221,20 @@ async fn role(client: &Client, namespace: &str, machine: &Machine, cluster: &Clu
         _ => false,
     };
     let decision = lock::decide(current.as_ref(), &me, holder_exists, initialized);
+    let waiting_for_other = || {
+        report(
+            reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION,
+            format!(
+                "another Machine is initializing the control plane of Cluster {cluster_name}; waiting to join"
+            ),
+        )
+    };
     match decision {
         LockDecision::NotNeeded => {}
-        LockDecision::ReleaseInitialized => delete_lock(&config_maps, namespace, &lock_name).await?,
+        LockDecision::ReleaseInitialized => {
+            // A lock replaced meanwhile is released by the next reconcile that sees it.
+            delete_lock(&config_maps, namespace, &lock_name, current.as_ref()).await?;
+        }
         LockDecision::Held => {}
         LockDecision::HeldByOther(holder) => {
             return report(
@@ -234,21 +245,17 @@ async fn role(client: &Client, namespace: &str, machine: &Machine, cluster: &Clu
             );
         }
         LockDecision::Acquire | LockDecision::ReleaseStale => {
-            if decision == LockDecision::ReleaseStale {
-                delete_lock(&config_maps, namespace, &lock_name).await?;
+            if decision == LockDecision::ReleaseStale
+                && delete_lock(&config_maps, namespace, &lock_name, current.as_ref()).await?
+                    == Released::Replaced
+            {
+                return waiting_for_other();
             }
             let uid = cluster.uid().unwrap_or_default();
             let lock = lock::lock_config_map(&cluster_name, &uid, namespace, &me);
             match config_maps.create(&PostParams::default(), &lock).await {
                 Ok(_) => tracing::info!(lock = %lock_name, "acquired the control-plane init lock"),
-                Err(error) if is_conflict(&error) => {
-                    return report(
-                        reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION,
-                        format!(
-                            "another Machine is initializing the control plane of Cluster {cluster_name}; waiting to join"
-                        ),
-                    );
-                }
+                Err(error) if is_conflict(&error) => return waiting_for_other(),
                 Err(error) => {
                     return Err(Error::write("create", "ConfigMap", namespace, &lock_name)(error).into());
                 }
@@ -262,13 +269,38 @@ async fn role(client: &Client, namespace: &str, machine: &Machine, cluster: &Clu
     })
 }
 
-async fn delete_lock(api: &Api<ConfigMap>, namespace: &str, name: &str) -> Step<()> {
-    match api.delete(name, &DeleteParams::default()).await {
+/// What deleting the init lock found.
+#[derive(Debug, PartialEq, Eq)]
+enum Released {
+    /// The lock that was read is gone (deleted now, or already).
+    Gone,
+    /// The lock was replaced after it was read (another uid): the newer lock is kept.
+    Replaced,
+}
+
+/// Deletes the init lock `read` (as read by this reconcile), with its uid as precondition so a newer
+/// lock of the same name is never deleted.
+async fn delete_lock(
+    api: &Api<ConfigMap>,
+    namespace: &str,
+    name: &str,
+    read: Option<&ConfigMap>,
+) -> Step<Released> {
+    let uid = read.and_then(|lock| lock.metadata.uid.clone());
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
         Ok(_) => {
             tracing::info!(lock = %name, "released the control-plane init lock");
-            Ok(())
+            Ok(Released::Gone)
         }
-        Err(error) if is_not_found(&error) => Ok(()),
+        Err(error) if is_not_found(&error) => Ok(Released::Gone),
+        Err(error) if is_conflict(&error) => Ok(Released::Replaced),
         Err(error) => Err(Error::write("delete", "ConfigMap", namespace, name)(error).into()),
     }
 }

@@ -1,4 +1,4 @@
-//! Kubeconfig renewal controller (issue 4 item 6): re-issues the client certificate of
+//! Kubeconfig renewal controller: re-issues the client certificate of
 //! `<cluster>-kubeconfig` from `<cluster>-ca` before half of its life has passed.
 //!
 //! Scope: Clusters with a machine-based control plane (no `spec.controlPlaneRef`; a control-plane

@@ -461,6 +461,16 @@ mod tests {
     /// Runs one reconcile against a scripted API holding `objects` (path → object): GETs of other paths
     /// are 404, POSTs are created (echoed), DELETEs succeed.
     async fn reconcile_with(config: Value, objects: Vec<(String, Value)>) -> (Value, Vec<Recorded>) {
+        let deleted = (200, json!({"kind": "Status", "status": "Success"}));
+        reconcile_with_delete_reply(config, objects, deleted).await
+    }
+
+    /// [`reconcile_with`], answering every DELETE with `delete_reply`.
+    async fn reconcile_with_delete_reply(
+        config: Value,
+        objects: Vec<(String, Value)>,
+        delete_reply: (u16, Value),
+    ) -> (Value, Vec<Recorded>) {
         let typed: KubeZeroConfig = serde_json::from_value(config.clone()).unwrap();
         let (client, api) =
             ScriptedApi::start(
@@ -471,7 +481,7 @@ mod tests {
                         .map_or_else(|| not_found(path), |(_, object)| (200, object.clone())),
                     ("PATCH", _) => (200, config.clone()),
                     ("POST", _) => (201, request.body.clone()),
-                    ("DELETE", _) => (200, json!({"kind": "Status", "status": "Success"})),
+                    ("DELETE", _) => delete_reply.clone(),
                     _ => not_found(&request.path),
                 },
             );
@@ -791,6 +801,70 @@ mod tests {
             "the init lock is released once the control plane is initialized"
         );
         assert!(posts_to(&requests, "secrets").is_empty());
+    }
+
+    /// A lock held by `demo-cp-1`, a Machine that does not exist (stale), with uid `u-lock`.
+    fn stale_lock() -> Value {
+        let mut lock = serde_json::to_value(crate::lock::lock_config_map(
+            "demo",
+            "u-c",
+            "default",
+            "demo-cp-1",
+        ))
+        .unwrap();
+        lock["metadata"]["uid"] = json!("u-lock");
+        lock
+    }
+
+    #[tokio::test]
+    async fn a_stale_lock_is_deleted_with_the_uid_that_was_read_as_precondition() {
+        let (_, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+                (format!("{NS}/configmaps/demo-lock"), stale_lock()),
+            ],
+        )
+        .await;
+        let deletes: Vec<&Recorded> = requests
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path == format!("{NS}/configmaps/demo-lock"))
+            .collect();
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0].body["preconditions"]["uid"], "u-lock");
+        assert_eq!(posts_to(&requests, "configmaps").len(), 1, "then acquired");
+    }
+
+    #[tokio::test]
+    async fn a_lock_replaced_before_the_stale_delete_is_kept_and_the_machine_waits() {
+        let precondition_failed = (
+            409,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "Conflict", "code": 409, "message": "Precondition failed: UID in precondition: u-lock"}),
+        );
+        let (status, requests) = reconcile_with_delete_reply(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+                (format!("{NS}/configmaps/demo-lock"), stale_lock()),
+            ],
+            precondition_failed,
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            (
+                "False".into(),
+                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
+            )
+        );
+        assert!(
+            posts_to(&requests, "configmaps").is_empty(),
+            "the newer lock is not raced"
+        );
+        assert!(posts_to(&requests, "secrets").is_empty(), "no init data");
     }
 
     #[tokio::test]

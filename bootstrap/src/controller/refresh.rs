@@ -1,4 +1,4 @@
-//! Keeping a join's bootstrap token alive while its Machine has no `nodeRef` (issue 4 item 5; the
+//! Keeping a join's bootstrap token alive while its Machine has no `nodeRef` (the
 //! rules are in [`crate::tokens`]): the token recorded in the data Secret ([`TOKEN_KEY`]) gets its
 //! `expiration` pushed to now+TTL once less than 5/6·TTL remains, and is re-created with the same value
 //! when it is gone from the workload cluster, so the rendered user data stays valid.

@@ -1,8 +1,9 @@
-//! Bootstrap provider end to end (issue 4): both managers in the test world, a Cluster with three
-//! control-plane Machines and a MachineDeployment of three workers. The missing AWS backend is stood in
-//! for by the test: it reports the KubeZeroCluster provisioned with a control-plane endpoint (own field
-//! manager), as the backend would; then the first control-plane machine provisioned and its Node
-//! registered in the workload cluster, which initializes the control plane.
+//! Bootstrap provider end to end: both managers in the test world, a Cluster with three
+//! control-plane Machines and a MachineDeployment of three workers. The world has no cloud here (the
+//! provider's AWS calls go to a closed loopback port), so the test stands in for the AWS backend: it
+//! reports the KubeZeroCluster provisioned with a control-plane endpoint (own field manager), as the
+//! backend would; then the first control-plane machine provisioned and its Node registered in the
+//! workload cluster, which initializes the control plane.
 
 use std::time::Duration;
 
