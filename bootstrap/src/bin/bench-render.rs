@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use kubezero_bootstrap::api::KubeZeroConfigSpec;
-use kubezero_bootstrap::controller::generate::render_data;
+use kubezero_bootstrap::controller::build::render_data;
 use kubezero_bootstrap::pki::ClusterCertificates;
 use kubezero_bootstrap::render::kubeadm::{JoinDiscovery, KubeadmInputs, KubeadmRole};
 use kubezero_bootstrap::render::{MAX_USER_DATA_SIZE, ProviderIdSource};

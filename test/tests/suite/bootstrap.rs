@@ -27,7 +27,7 @@ fn user_data(secret: &Secret) -> (String, String) {
         .get("format")
         .map(|v| String::from_utf8(v.0.clone()).unwrap())
         .unwrap_or_default();
-    let raw = kubezero_bootstrap::controller::generate::decode_value(&value).unwrap();
+    let raw = kubezero_bootstrap::controller::build::decode_value(&value).unwrap();
     (String::from_utf8(raw).unwrap(), format)
 }
 
