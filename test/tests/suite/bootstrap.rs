@@ -446,7 +446,7 @@ async fn kubeconfig_renewal(world: &WorldView, secrets: &Api<Secret>) {
         (yaml != aged).then_some(yaml)
     })
     .await;
-    let (not_before, _) = kubezero_bootstrap::pki::kubeconfig_client_cert_validity(&renewed).unwrap();
+    let (not_before, _) = kubezero_bootstrap::kubeconfig::kubeconfig_client_cert_validity(&renewed).unwrap();
     assert!(
         now.duration_since(not_before) < jiff::SignedDuration::from_mins(10),
         "fresh: {not_before}"
