@@ -1,17 +1,19 @@
-//! The control-plane init lock (issue 4 item 3, capi-contract.md §6, CABPK
+//! The control-plane init lock (capi-contract.md §6, the protocol of CABPK's
 //! `pkg/locking/control_plane_init_mutex.go`): exactly one control-plane Machine renders `kubeadm init`.
 //!
 //! Pure: builds the lock ConfigMap and decides what to do with it; the controller performs the
-//! create / delete. Protocol, as CABPK:
+//! create / delete. Protocol:
 //! - **Acquire** = *create* the ConfigMap [`lock_config_map`]; the API server's create is the atomic
-//!   test-and-set. `AlreadyExists` ⇒ someone else won: re-read and decide again (or requeue 30 s).
+//!   test-and-set. `AlreadyExists` ⇒ someone else won: requeue 30 s and decide again.
 //! - **Held** (re-entrant): the lock names this Machine ⇒ render `kubeadm init` again (same data).
 //! - **HeldByOther**: requeue 30 s (control-plane Machines render nothing meanwhile).
 //! - **ReleaseStale**: the holder Machine no longer exists (or the lock is unreadable) ⇒ delete the
-//!   ConfigMap (with a `uid` precondition to avoid deleting a newer lock) and decide again.
+//!   ConfigMap with the `uid` that was read as precondition, so a newer lock is never deleted (the
+//!   precondition failing means someone else holds a new lock: requeue), then acquire.
 //! - **ReleaseInitialized**: the Cluster's `ControlPlaneInitialized` condition is True ⇒ delete the
-//!   lock, then render a join. CABPK also releases on init failure; the controller should delete the
-//!   lock when it fails to render an init it holds.
+//!   lock (same `uid` precondition), then render a join. Unlike CABPK the lock is not released when
+//!   rendering an init fails: the holder renders init again (re-entrant) once its configuration is
+//!   fixed, and a deleted holder makes the lock stale.
 //!
 //! Worker configs never take the lock; they wait (requeue 30 s) until the control plane is
 //! initialized. In a Cluster without `controlPlaneRef`, "initialized" is the Cluster condition
@@ -69,7 +71,7 @@ pub fn holder(lock: &ConfigMap) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockDecision {
     /// No lock, not initialized: create [`lock_config_map`]; on success render init, on
-    /// `AlreadyExists` re-read and decide again.
+    /// `AlreadyExists` wait and decide again.
     Acquire,
     /// This Machine holds the lock (re-entrant): render init.
     Held,

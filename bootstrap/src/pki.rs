@@ -1,6 +1,7 @@
-//! Cluster PKI (issue 4 item 4, capi-contract.md §6): the four cluster secrets `<cluster>-ca`,
+//! Cluster PKI (capi-contract.md §6): the four cluster secrets `<cluster>-ca`,
 //! `<cluster>-etcd`, `<cluster>-proxy`, `<cluster>-sa`, the kubeadm discovery pin, the node files of
-//! control-plane machines, and the admin kubeconfig (`<cluster>-kubeconfig`) with its renewal rule.
+//! control-plane machines, and the admin client certificate ([`mint_admin_client_certificate`]) that
+//! [`crate::kubeconfig`] puts into the admin kubeconfig.
 //!
 //! Pure: builds and inspects `k8s_openapi` values, never talks to an API server.
 //!
@@ -22,8 +23,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -47,13 +46,9 @@ pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 pub const TLS_CRT: &str = "tls.crt";
 /// Private key of the cluster secrets.
 pub const TLS_KEY: &str = "tls.key";
-/// Key of the kubeconfig Secret holding the kubeconfig.
-pub const KUBECONFIG_VALUE: &str = "value";
 
 /// Validity of the generated CAs: 3650 days (CABPK `DefaultCACertificatesExpiryDays`).
 pub const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 3600);
-/// Default validity of the admin kubeconfig's client certificate: 365 days (`certs.DefaultCertDuration`).
-pub const DEFAULT_KUBECONFIG_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// `notBefore` is set this much before "now", against clock skew between the management cluster and
 /// the nodes / API server that check the certificate.
 pub const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(5 * 60);
@@ -481,7 +476,7 @@ pub fn validate(kind: CertificateKind, pair: &CertKeyPair, name: &str) -> Result
 }
 
 /// The first PEM block of `text`.
-fn first_pem(text: &str) -> Result<Pem, String> {
+pub(crate) fn first_pem(text: &str) -> Result<Pem, String> {
     match Pem::iter_from_buffer(text.as_bytes()).next() {
         Some(Ok(pem)) => Ok(pem),
         Some(Err(e)) => Err(format!("not PEM: {e}")),
@@ -489,7 +484,7 @@ fn first_pem(text: &str) -> Result<Pem, String> {
     }
 }
 
-fn parse_certificate(block: &Pem) -> Result<X509Certificate<'_>, String> {
+pub(crate) fn parse_certificate(block: &Pem) -> Result<X509Certificate<'_>, String> {
     if block.label != "CERTIFICATE" {
         return Err(format!(
             "expected a PEM CERTIFICATE block, found {:?}",
@@ -583,110 +578,23 @@ pub fn issued_by(cert_pem: &str, ca_pem: &str) -> Result<bool, PkiError> {
     Ok(cert.issuer() == ca.subject() && cert.verify_signature(Some(ca.public_key())).is_ok())
 }
 
-/// An admin kubeconfig (YAML) for `cluster` at `server` (`https://host:port`) with a new client
-/// certificate from [`mint_admin_client_certificate`] (default validity
-/// [`DEFAULT_KUBECONFIG_VALIDITY`]). Cluster entry `<cluster>`, user `<cluster>-admin`, context
-/// `<cluster>-admin@<cluster>` (current), as core's `<cluster>-kubeconfig`.
-pub fn mint_admin_kubeconfig(
-    cluster: &str,
-    server: &str,
-    ca: &CertKeyPair,
-    now: Timestamp,
-    validity: Duration,
-) -> Result<String, PkiError> {
-    let client = mint_admin_client_certificate(ca, now, validity)?;
-    let user = format!("{cluster}-admin");
-    let context = format!("{cluster}-admin@{cluster}");
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {
-            "server": server,
-            "certificate-authority-data": BASE64.encode(ca.cert.as_bytes()),
-        }}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": BASE64.encode(client.cert.as_bytes()),
-            "client-key-data": BASE64.encode(client.key.as_bytes()),
-        }}],
-        "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
-        "current-context": context,
-        "preferences": {},
-    });
-    serde_saphyr::to_string(&kubeconfig).map_err(|e| PkiError::Kubeconfig(e.to_string()))
-}
-
-/// The `<cluster>-kubeconfig` Secret as core writes it: `type: cluster.x-k8s.io/secret`, data `value`,
-/// cluster-name label, non-controller ownerReference to the Cluster.
-pub fn kubeconfig_secret(cluster: &str, cluster_uid: &str, namespace: &str, kubeconfig: String) -> Secret {
-    Secret {
-        metadata: cluster_owned_meta(format!("{cluster}-kubeconfig"), cluster, cluster_uid, namespace),
-        type_: Some(CLUSTER_SECRET_TYPE.to_string()),
-        data: Some(BTreeMap::from([(
-            KUBECONFIG_VALUE.to_string(),
-            ByteString(kubeconfig.into_bytes()),
-        )])),
-        ..Secret::default()
-    }
-}
-
-/// Validity window (`notBefore`, `notAfter`) of the client certificate of the current context's user
-/// in `kubeconfig_yaml` (the first user with `client-certificate-data` when there is no current context).
-/// Errors when the kubeconfig has no embedded client certificate (e.g. token auth): such a kubeconfig
-/// was not minted by CAPI / kubezero and must not be renewed.
-pub fn kubeconfig_client_cert_validity(kubeconfig_yaml: &str) -> Result<(Timestamp, Timestamp), PkiError> {
-    let err = |m: String| PkiError::Kubeconfig(m);
-    let config = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml).map_err(|e| err(e.to_string()))?;
-    let current_user = config.current_context.as_ref().and_then(|current| {
-        config
-            .contexts
-            .iter()
-            .find(|c| &c.name == current)
-            .and_then(|c| c.context.as_ref()?.user.clone())
-    });
-    let data = config
-        .auth_infos
-        .iter()
-        .filter(|user| current_user.as_ref().is_none_or(|name| &user.name == name))
-        .find_map(|user| user.auth_info.as_ref()?.client_certificate_data.clone())
-        .ok_or_else(|| err("no embedded client-certificate-data".to_string()))?;
-    let pem = BASE64
-        .decode(data.trim())
-        .map_err(|e| err(format!("client-certificate-data is not base64: {e}")))?;
-    let pem = String::from_utf8(pem).map_err(|_| err("client-certificate-data is not PEM".to_string()))?;
-    let block = first_pem(&pem).map_err(|e| err(format!("client-certificate-data: {e}")))?;
-    let cert = parse_certificate(&block).map_err(|e| err(format!("client-certificate-data: {e}")))?;
-    let ts = |t: i64| Timestamp::from_second(t).map_err(|e| err(format!("certificate validity: {e}")));
-    Ok((
-        ts(cert.validity().not_before.timestamp())?,
-        ts(cert.validity().not_after.timestamp())?,
-    ))
-}
-
-/// True once more than half of the kubeconfig client certificate's lifetime (`notAfter - notBefore`)
-/// has passed at `now` (also when it has expired). Stricter than KCP's rule ("less than half of the
-/// default duration left") for certificates core minted with `notBefore` = the CA's `notBefore`: those
-/// are renewed at once, which is harmless.
-pub fn kubeconfig_needs_renewal(kubeconfig_yaml: &str, now: Timestamp) -> Result<bool, PkiError> {
-    let (not_before, not_after) = kubeconfig_client_cert_validity(kubeconfig_yaml)?;
-    let lifetime = not_after.duration_since(not_before);
-    Ok(now.duration_since(not_before) > lifetime / 2)
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as BASE64;
     use rcgen::PublicKeyData as _;
     use std::sync::OnceLock;
 
     const DAY: i64 = 24 * 3600;
 
     /// RSA key generation is slow in debug builds: generate once for the whole module.
-    fn certs() -> &'static ClusterCertificates {
+    pub(crate) fn certs() -> &'static ClusterCertificates {
         static CERTS: OnceLock<ClusterCertificates> = OnceLock::new();
         CERTS.get_or_init(|| ClusterCertificates::generate().expect("generate"))
     }
 
-    fn parse(pem: &str) -> (Vec<u8>, String) {
+    pub(crate) fn parse(pem: &str) -> (Vec<u8>, String) {
         let block = first_pem(pem).unwrap();
         (block.contents, block.label)
     }
@@ -852,12 +760,12 @@ mod tests {
         );
 
         // A leaf (non-CA) certificate: the admin client certificate of a minted kubeconfig.
-        let kubeconfig = mint_admin_kubeconfig(
+        let kubeconfig = crate::kubeconfig::mint_admin_kubeconfig(
             "demo",
             "https://h:6443",
             &certs.ca,
             Timestamp::now(),
-            DEFAULT_KUBECONFIG_VALIDITY,
+            crate::kubeconfig::DEFAULT_KUBECONFIG_VALIDITY,
         )
         .unwrap();
         let (leaf, leaf_key) = client_cert_and_key(&kubeconfig);
@@ -868,7 +776,8 @@ mod tests {
         );
     }
 
-    fn client_cert_and_key(kubeconfig: &str) -> (String, String) {
+    /// The PEM client certificate and key of the first user of `kubeconfig`.
+    pub(crate) fn client_cert_and_key(kubeconfig: &str) -> (String, String) {
         let config: serde_json::Value = serde_saphyr::from_str(kubeconfig).unwrap();
         let user = &config["users"][0]["user"];
         let decode =
@@ -900,111 +809,6 @@ mod tests {
         assert_eq!(files[0].content, certs.ca.cert);
         assert_eq!(files[7].content, certs.etcd.key);
         assert!(certs.worker_files().is_empty());
-    }
-
-    #[test]
-    fn minted_kubeconfig_shape_and_signature() {
-        let certs = certs();
-        let now = Timestamp::now();
-        let yaml = mint_admin_kubeconfig(
-            "demo",
-            "https://10.0.0.1:6443",
-            &certs.ca,
-            now,
-            DEFAULT_KUBECONFIG_VALIDITY,
-        )
-        .unwrap();
-        let config = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
-        assert_eq!(config.current_context.as_deref(), Some("demo-admin@demo"));
-        assert_eq!(config.clusters[0].name, "demo");
-        let cluster = config.clusters[0].cluster.clone().unwrap();
-        assert_eq!(cluster.server.as_deref(), Some("https://10.0.0.1:6443"));
-        assert_eq!(
-            BASE64
-                .decode(cluster.certificate_authority_data.unwrap())
-                .unwrap(),
-            certs.ca.cert.as_bytes()
-        );
-        assert_eq!(config.auth_infos[0].name, "demo-admin");
-        let context = config.contexts[0].context.clone().unwrap();
-        assert_eq!(
-            (context.cluster.as_str(), context.user.as_deref()),
-            ("demo", Some("demo-admin"))
-        );
-
-        let (leaf, leaf_key) = client_cert_and_key(&yaml);
-        let (der, _) = parse(&leaf);
-        let (_, cert) = X509Certificate::from_der(&der).unwrap();
-        let (ca_der, _) = parse(&certs.ca.cert);
-        let (_, ca) = X509Certificate::from_der(&ca_der).unwrap();
-        cert.verify_signature(Some(ca.public_key()))
-            .expect("signed by the cluster CA");
-        assert_eq!(cert.issuer(), ca.subject());
-        assert!(!cert.is_ca());
-        let subject = cert.subject();
-        assert_eq!(
-            subject.iter_common_name().next().unwrap().as_str().unwrap(),
-            "kubernetes-admin"
-        );
-        assert_eq!(
-            subject.iter_organization().next().unwrap().as_str().unwrap(),
-            "system:masters"
-        );
-        let eku = cert.extended_key_usage().unwrap().unwrap().value;
-        assert!(eku.client_auth && !eku.server_auth);
-        let key = KeyPair::from_pem(&leaf_key).unwrap();
-        assert_eq!(
-            key.public_key_raw(),
-            cert.public_key().subject_public_key.data.as_ref()
-        );
-        let (nb, na) = kubeconfig_client_cert_validity(&yaml).unwrap();
-        assert_eq!(na.duration_since(nb), SignedDuration::from_secs(365 * DAY + 300));
-        assert_eq!(na.as_second(), now.as_second() + 365 * DAY);
-
-        let secret = kubeconfig_secret("demo", "uid-1", "ns", yaml.clone());
-        assert_eq!(secret.metadata.name.as_deref(), Some("demo-kubeconfig"));
-        assert_eq!(secret.type_.as_deref(), Some(CLUSTER_SECRET_TYPE));
-        assert_eq!(secret.data.unwrap()["value"].0, yaml.as_bytes());
-        assert_eq!(secret.metadata.owner_references.unwrap()[0].kind, "Cluster");
-    }
-
-    #[test]
-    fn kubeconfig_renewal_after_half_life() {
-        let t0: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-        let yaml = mint_admin_kubeconfig(
-            "demo",
-            "https://h:6443",
-            &certs().ca,
-            t0,
-            DEFAULT_KUBECONFIG_VALIDITY,
-        )
-        .unwrap();
-        let at = |days: i64| t0 + SignedDuration::from_secs(days * DAY);
-        assert!(!kubeconfig_needs_renewal(&yaml, t0).unwrap());
-        assert!(!kubeconfig_needs_renewal(&yaml, at(100)).unwrap());
-        assert!(!kubeconfig_needs_renewal(&yaml, at(182)).unwrap());
-        assert!(kubeconfig_needs_renewal(&yaml, at(183)).unwrap());
-        assert!(kubeconfig_needs_renewal(&yaml, at(400)).unwrap());
-
-        // A short window: 10 days from t0 - 5 min, so the half-life ends at t0 + 5 d - 150 s exactly.
-        let short = mint_admin_kubeconfig(
-            "demo",
-            "https://h:6443",
-            &certs().ca,
-            t0,
-            Duration::from_secs(10 * 86400),
-        )
-        .unwrap();
-        let half_life = at(5) - SignedDuration::from_secs(150);
-        assert!(!kubeconfig_needs_renewal(&short, half_life).unwrap());
-        assert!(kubeconfig_needs_renewal(&short, half_life + SignedDuration::from_secs(1)).unwrap());
-
-        let token_auth = "apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers:\n- name: u\n  user:\n    token: abc\n";
-        assert_eq!(
-            kubeconfig_needs_renewal(token_auth, t0).unwrap_err().to_string(),
-            "kubeconfig: no embedded client-certificate-data"
-        );
-        assert!(kubeconfig_needs_renewal("{not yaml", t0).is_err());
     }
 
     /// A user-made CA: `openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=user-ca -days 3650 -addext

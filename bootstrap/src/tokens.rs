@@ -1,4 +1,4 @@
-//! Bootstrap tokens for `kubeadm join` (issue 4 item 5, capi-contract.md §6, CABPK `token.go`).
+//! Bootstrap tokens for `kubeadm join` (capi-contract.md §6, as CABPK's `token.go`).
 //!
 //! Pure: builds and inspects the `kube-system/bootstrap-token-<id>` Secrets and the bootstrap RBAC of
 //! the *workload* cluster; the controller writes them through `<cluster>-kubeconfig`.

@@ -3,24 +3,16 @@
 //!
 //! These are the fields a platform engineer sets; what the controller knows (control-plane endpoint,
 //! Kubernetes version, the Cluster's networks, join token and CA hashes) is filled in when the kubeadm
-//! documents are built ([`render_kubeadm_config`]), after the KubeZero defaults
-//! ([`effective_kubelet_configuration`], [`effective_node_registration`]) are applied. User values override
-//! the defaults.
-
-mod render;
+//! documents are built ([`crate::render::kubeadm::render_kubeadm_config`]), after the KubeZero defaults
+//! ([`crate::render::kubeadm::effective_kubelet_configuration`],
+//! [`crate::render::kubeadm::effective_node_registration`]) are applied. User values override the
+//! defaults.
 
 use std::collections::BTreeMap;
 
 use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-pub use render::{
-    CRIO_SOCKET, JoinDiscovery, KUBEADM_API_VERSION, KUBEADM_PATCHES_DIR, KUBELET_API_VERSION,
-    KUBELET_PATCH_FILE, KubeadmError, KubeadmInputs, KubeadmRole, PROVIDER_ID_PLACEHOLDER, RenderedKubeadm,
-    UNINITIALIZED_TAINT_KEY, default_kubelet_configuration, effective_kubelet_configuration,
-    effective_node_registration, render_kubeadm_config,
-};
 
 /// One command-line flag of a component, without the leading dashes (kubeadm `v1beta4` `Arg`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -383,7 +375,7 @@ pub enum TaintEffect {
 }
 
 /// kubelet `KubeletConfiguration` subset. Unset fields take the KubeZero defaults
-/// ([`default_kubelet_configuration`]), then the kubelet's own.
+/// ([`crate::render::kubeadm::default_kubelet_configuration`]), then the kubelet's own.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[x_kube(validation = Rule::new(
     "!has(self.serializeImagePulls) || !self.serializeImagePulls || !has(self.maxParallelImagePulls) || self.maxParallelImagePulls == 1"

@@ -10,9 +10,9 @@
 use std::time::Instant;
 
 use kubezero_bootstrap::api::KubeZeroConfigSpec;
-use kubezero_bootstrap::api::kubeadm::{JoinDiscovery, KubeadmInputs, KubeadmRole};
-use kubezero_bootstrap::controller::generate::render_data;
+use kubezero_bootstrap::controller::build::render_data;
 use kubezero_bootstrap::pki::ClusterCertificates;
+use kubezero_bootstrap::render::kubeadm::{JoinDiscovery, KubeadmInputs, KubeadmRole};
 use kubezero_bootstrap::render::{MAX_USER_DATA_SIZE, ProviderIdSource};
 use kubezero_bootstrap::tokens::BootstrapToken;
 

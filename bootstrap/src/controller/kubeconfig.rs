@@ -1,5 +1,6 @@
-//! Kubeconfig renewal controller (issue 4 item 6): re-issues the client certificate of
-//! `<cluster>-kubeconfig` from `<cluster>-ca` before half of its life has passed.
+//! Kubeconfig renewal controller: re-issues the client certificate of
+//! `<cluster>-kubeconfig` from `<cluster>-ca` once more than half of its life has passed
+//! ([`crate::kubeconfig::renewal_due`]).
 //!
 //! Scope: Clusters with a machine-based control plane (no `spec.controlPlaneRef`; a control-plane
 //! provider owns its kubeconfig) that have KubeZeroConfigs, are not paused and not being deleted. A
@@ -29,8 +30,8 @@ use kubezero_capi::runtime::reconcile::{
 use tracing::Instrument;
 
 use crate::api::KubeZeroConfig;
-use crate::kubeconfig::{self, Renewal};
-use crate::pki::{self, CertificateKind, KUBECONFIG_VALUE};
+use crate::kubeconfig::{self, KUBECONFIG_VALUE, Renewal};
+use crate::pki::{self, CertificateKind};
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubeconfig-renewal";

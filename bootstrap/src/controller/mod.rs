@@ -2,11 +2,17 @@
 //!
 //! Flow (contract §4): find the owner Machine and its Cluster → honour pause → restore status from
 //! the Machine after `clusterctl move` → wait for the Cluster's infrastructure and control-plane
-//! endpoint (an impossible Alpine / Kubernetes pair is refused first) → role (init lock), cluster PKI, join token, render, data Secret ([`generate`]); then, until
-//! the Machine has a `nodeRef`, keep its join token alive ([`refresh`]). The data Secret is owned by the
-//! config (garbage collected with it), so no finalizer is needed. [`kubeconfig`] renews the clusters'
-//! admin kubeconfigs.
+//! endpoint (an impossible Alpine / Kubernetes pair is refused first) → role (init lock), cluster
+//! PKI, join token, render, data Secret ([`generate`]: [`fetch`], [`workload`], [`build`], create);
+//! then, until the Machine has a `nodeRef`, keep its join token alive ([`refresh`]). The data Secret
+//! is owned by the config (garbage collected with it), so no finalizer is needed. [`kubeconfig`]
+//! renews the clusters' admin kubeconfigs.
+//!
+//! What the controller keeps across reconciles (the workload clusters it reached) is its [`State`],
+//! created by [`run`] and handed to every reconcile.
 
+pub mod build;
+pub mod fetch;
 pub mod generate;
 pub mod kubeconfig;
 pub mod refresh;
@@ -101,14 +107,34 @@ fn parse_token_ttl(value: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// What the KubeZeroConfig controller keeps across reconciles.
+#[derive(Debug)]
+pub struct State {
+    /// Lifetime of the join tokens created in workload clusters.
+    pub token_ttl: Duration,
+    /// The workload clusters reached so far.
+    pub workloads: workload::Workloads,
+}
+
+impl State {
+    /// State for the `run` flags `args`, with no workload cluster reached yet.
+    pub fn new(args: BootstrapArgs) -> Arc<Self> {
+        Arc::new(Self {
+            token_ttl: args.bootstrap_token_ttl,
+            workloads: workload::Workloads::default(),
+        })
+    }
+}
+
 /// Runs the KubeZeroConfig and kubeconfig-renewal controllers until the manager shuts down.
 pub async fn run(context: Context, args: BootstrapArgs) {
+    let state = State::new(args);
     let configs = run_machine_controller(
         context.clone(),
         CONTROLLER,
         machine_to_config,
         futures::stream::pending(),
-        move |config, context| reconcile(config, context, args.bootstrap_token_ttl),
+        move |config, context| reconcile(config, context, state.clone()),
     );
     tokio::join!(configs, kubeconfig::run(context));
 }
@@ -126,13 +152,21 @@ pub fn machine_to_config(machine: Machine) -> Option<ObjectRef<KubeZeroConfig>> 
 /// Refreshes the join token of a Machine that has not joined yet; when to look again.
 async fn keep_token_alive(
     context: &Context,
+    state: &State,
     cluster: &Cluster,
     machine: &Machine,
     data_secret_name: &str,
-    token_ttl: Duration,
 ) -> Result<Option<Duration>, Error> {
-    let result =
-        refresh::refresh_join_token(&context.client, cluster, machine, data_secret_name, token_ttl).await?;
+    let token_ttl = state.token_ttl;
+    let result = refresh::refresh_join_token(
+        &context.client,
+        &state.workloads,
+        cluster,
+        machine,
+        data_secret_name,
+        token_ttl,
+    )
+    .await?;
     Ok(match result {
         Ok(refresh::Refreshed::NoToken) => None,
         Ok(_) => Some(crate::tokens::requeue_after(token_ttl)),
@@ -171,7 +205,7 @@ pub fn readiness(
         ));
     }
     if let Some(version) = machine.spec.version.as_deref() {
-        match generate::alpine_selection(&spec.alpine, version) {
+        match build::alpine_selection(&spec.alpine, version) {
             // A malformed version is the kubeadm renderer's to report (InvalidConfiguration).
             Ok(_) | Err(kubezero_capi::alpine::VersionError::InvalidVersion(_)) => {}
             Err(unsupported) => {
@@ -209,7 +243,7 @@ pub fn readiness(
 async fn reconcile(
     config: Arc<KubeZeroConfig>,
     context: Arc<Context>,
-    token_ttl: Duration,
+    state: Arc<State>,
 ) -> Result<Action, Error> {
     let _timer = context.metrics.reconcile(CONTROLLER);
     let name = config.name_any();
@@ -270,8 +304,15 @@ async fn reconcile(
                 match readiness(data_secret_name.as_deref(), &config.spec, machine, cluster) {
                     Some(ready) => ready,
                     None => {
-                        let outcome =
-                            generate::generate(&context.client, &config, machine, cluster, token_ttl).await?;
+                        let outcome = generate::generate(
+                            &context.client,
+                            &state.workloads,
+                            &config,
+                            machine,
+                            cluster,
+                            state.token_ttl,
+                        )
+                        .await?;
                         data_secret_name = outcome.data_secret_name;
                         requeue = outcome.requeue;
                         outcome.ready
@@ -282,7 +323,7 @@ async fn reconcile(
         if let (Some(machine), Some(cluster), Some(name)) = (&owner, &cluster, &data_secret_name)
             && !machine.has_node_ref()
         {
-            requeue = keep_token_alive(&context, cluster, machine, name, token_ttl).await?;
+            requeue = keep_token_alive(&context, &state, cluster, machine, name).await?;
         }
         if ready.reason.starts_with("Waiting") {
             requeue = requeue.or(Some(Duration::from_secs(30)));
@@ -323,7 +364,10 @@ mod tests {
     use kubezero_capi::testing::{Recorded, ScriptedApi, context, not_found};
     use serde_json::{Value, json};
 
-    const TTL: Duration = crate::tokens::DEFAULT_TOKEN_TTL;
+    /// A fresh controller state with the default flags: nothing shared between tests.
+    fn state() -> Arc<State> {
+        State::new(BootstrapArgs::default())
+    }
     const MACHINE: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/machines/demo-cp-0";
     const CLUSTER: &str = "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/clusters/demo";
 
@@ -366,7 +410,7 @@ mod tests {
                     _ => not_found(&request.path),
                 },
             );
-        reconcile(Arc::new(typed), Arc::new(context(client)), TTL)
+        reconcile(Arc::new(typed), Arc::new(context(client)), state())
             .await
             .unwrap();
         let requests = api.requests();
@@ -461,6 +505,16 @@ mod tests {
     /// Runs one reconcile against a scripted API holding `objects` (path → object): GETs of other paths
     /// are 404, POSTs are created (echoed), DELETEs succeed.
     async fn reconcile_with(config: Value, objects: Vec<(String, Value)>) -> (Value, Vec<Recorded>) {
+        let deleted = (200, json!({"kind": "Status", "status": "Success"}));
+        reconcile_with_delete_reply(config, objects, deleted).await
+    }
+
+    /// [`reconcile_with`], answering every DELETE with `delete_reply`.
+    async fn reconcile_with_delete_reply(
+        config: Value,
+        objects: Vec<(String, Value)>,
+        delete_reply: (u16, Value),
+    ) -> (Value, Vec<Recorded>) {
         let typed: KubeZeroConfig = serde_json::from_value(config.clone()).unwrap();
         let (client, api) =
             ScriptedApi::start(
@@ -471,11 +525,11 @@ mod tests {
                         .map_or_else(|| not_found(path), |(_, object)| (200, object.clone())),
                     ("PATCH", _) => (200, config.clone()),
                     ("POST", _) => (201, request.body.clone()),
-                    ("DELETE", _) => (200, json!({"kind": "Status", "status": "Success"})),
+                    ("DELETE", _) => delete_reply.clone(),
                     _ => not_found(&request.path),
                 },
             );
-        reconcile(Arc::new(typed), Arc::new(context(client)), TTL)
+        reconcile(Arc::new(typed), Arc::new(context(client)), state())
             .await
             .unwrap();
         let requests = api.requests();
@@ -713,7 +767,7 @@ mod tests {
         let value = base64::engine::general_purpose::STANDARD
             .decode(secret.body["data"]["value"].as_str().unwrap())
             .unwrap();
-        String::from_utf8(generate::decode_value(&value).unwrap()).unwrap()
+        String::from_utf8(build::decode_value(&value).unwrap()).unwrap()
     }
 
     #[tokio::test]
@@ -791,6 +845,70 @@ mod tests {
             "the init lock is released once the control plane is initialized"
         );
         assert!(posts_to(&requests, "secrets").is_empty());
+    }
+
+    /// A lock held by `demo-cp-1`, a Machine that does not exist (stale), with uid `u-lock`.
+    fn stale_lock() -> Value {
+        let mut lock = serde_json::to_value(crate::lock::lock_config_map(
+            "demo",
+            "u-c",
+            "default",
+            "demo-cp-1",
+        ))
+        .unwrap();
+        lock["metadata"]["uid"] = json!("u-lock");
+        lock
+    }
+
+    #[tokio::test]
+    async fn a_stale_lock_is_deleted_with_the_uid_that_was_read_as_precondition() {
+        let (_, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+                (format!("{NS}/configmaps/demo-lock"), stale_lock()),
+            ],
+        )
+        .await;
+        let deletes: Vec<&Recorded> = requests
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path == format!("{NS}/configmaps/demo-lock"))
+            .collect();
+        assert_eq!(deletes.len(), 1);
+        assert_eq!(deletes[0].body["preconditions"]["uid"], "u-lock");
+        assert_eq!(posts_to(&requests, "configmaps").len(), 1, "then acquired");
+    }
+
+    #[tokio::test]
+    async fn a_lock_replaced_before_the_stale_delete_is_kept_and_the_machine_waits() {
+        let precondition_failed = (
+            409,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "Conflict", "code": 409, "message": "Precondition failed: UID in precondition: u-lock"}),
+        );
+        let (status, requests) = reconcile_with_delete_reply(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster(false, true, true)),
+                (format!("{NS}/configmaps/demo-lock"), stale_lock()),
+            ],
+            precondition_failed,
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            (
+                "False".into(),
+                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
+            )
+        );
+        assert!(
+            posts_to(&requests, "configmaps").is_empty(),
+            "the newer lock is not raced"
+        );
+        assert!(posts_to(&requests, "secrets").is_empty(), "no init data");
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Keeping a join's bootstrap token alive while its Machine has no `nodeRef` (issue 4 item 5; the
+//! Keeping a join's bootstrap token alive while its Machine has no `nodeRef` (the
 //! rules are in [`crate::tokens`]): the token recorded in the data Secret ([`TOKEN_KEY`]) gets its
 //! `expiration` pushed to now+TTL once less than 5/6·TTL remains, and is re-created with the same value
 //! when it is gone from the workload cluster, so the rendered user data stays valid.
@@ -14,7 +14,8 @@ use kubezero_capi::core::{Cluster, Machine};
 use kubezero_capi::runtime::reconcile::Error;
 use serde_json::json;
 
-use super::generate::{Halt, TOKEN_KEY, WORKLOAD_TIMEOUT, workload_client};
+use super::build::TOKEN_KEY;
+use super::workload::{WORKLOAD_TIMEOUT, WorkloadError, Workloads};
 use crate::tokens::{self, BootstrapToken, Refresh, TOKEN_NAMESPACE, TokenGroup, keys};
 
 /// What a refresh did.
@@ -31,10 +32,12 @@ pub enum Refreshed {
 }
 
 /// Refreshes the token of `data_secret_name` (the data Secret of `machine`'s config) in the workload
-/// cluster of `cluster`. `Ok(Err(message))` when the workload cluster cannot be reached or refuses:
-/// the caller reports it and retries; `Err` for failures reading the management cluster.
+/// cluster of `cluster`, reached through `workloads`. `Ok(Err(message))` when the workload cluster
+/// cannot be reached or refuses: the caller reports it and retries; `Err` for failures reading the
+/// management cluster.
 pub async fn refresh_join_token(
     client: &Client,
+    workloads: &Workloads,
     cluster: &Cluster,
     machine: &Machine,
     data_secret_name: &str,
@@ -58,10 +61,10 @@ pub async fn refresh_join_token(
         Ok(token) => token,
         Err(error) => return Ok(Err(format!("data Secret {data_secret_name}: {error}"))),
     };
-    let workload = match workload_client(client, cluster).await {
+    let workload = match workloads.connect(client, cluster).await {
         Ok(workload) => workload,
-        Err(Halt::Failed(error)) => return Err(error),
-        Err(Halt::Report(outcome)) => return Ok(Err(outcome.ready.message)),
+        Err(WorkloadError::ReadKubeconfig(error)) => return Err(error),
+        Err(unusable) => return Ok(Err(unusable.to_string())),
     };
     let group = TokenGroup::for_machine(
         &cluster.name_any(),

@@ -31,6 +31,7 @@
 //!
 //! The renderer does no I/O and logs nothing (the input holds secrets: tokens, CA keys).
 
+pub mod kubeadm;
 mod script;
 mod yaml;
 

@@ -8,8 +8,8 @@
 
 use std::fmt::Write as _;
 
+use super::kubeadm::PROVIDER_ID_PLACEHOLDER;
 use super::{KUBEADM_CONFIG_PATH, ProviderIdSource, RenderInput, Role};
-use crate::api::kubeadm::PROVIDER_ID_PLACEHOLDER;
 
 /// Where the boot script is written on the node.
 pub const BOOT_SCRIPT_PATH: &str = "/usr/local/sbin/kubezero-bootstrap";

@@ -599,7 +599,7 @@ fn bad_input_is_rejected_with_the_offending_value() {
 
 #[test]
 fn boot_script_fills_the_provider_id_placeholder_the_kubeadm_renderer_emits() {
-    use crate::api::kubeadm::PROVIDER_ID_PLACEHOLDER;
+    use crate::render::kubeadm::PROVIDER_ID_PLACEHOLDER;
     for (role, config) in [(Role::Init, INIT_KUBEADM), (Role::WorkerJoin, JOIN_KUBEADM)] {
         assert!(
             config.contains(PROVIDER_ID_PLACEHOLDER),

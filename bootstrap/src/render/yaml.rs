@@ -1,10 +1,11 @@
-//! A minimal, deterministic YAML emitter for the user-data documents.
+//! The YAML of the user-data documents, emitted by serde-saphyr.
 //!
 //! The renderers need byte-stable output (golden files) with readable literal blocks for the boot script
-//! and the kubeadm config, and they emit only maps, sequences, strings and booleans. Every string is
-//! either a plain scalar (only when it is unambiguously a string), a literal block (multi-line text
-//! without characters a block cannot carry) or a double-quoted scalar with JSON escapes (a subset of
-//! YAML's escapes), so any input round-trips.
+//! and the kubeadm config, and they emit only maps, sequences, strings and booleans. This module
+//! chooses each string's style, serde-saphyr writes it: a plain scalar only when it is unambiguously a
+//! string to YAML 1.1 and 1.2 readers, a literal block (`|`, `|-`, `|+`) for multi-line text without
+//! characters a block cannot carry, else a double-quoted scalar with YAML escapes, so any input
+//! round-trips. Keys keep the order the renderer gives; block scalars are never folded.
 
 /// A YAML node of a user-data document.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,121 +38,43 @@ impl Node {
 
 /// Emits `root` (a mapping) as a YAML document after the `header` line (e.g. `#alpine-config`).
 pub(crate) fn document(header: &str, root: &Node) -> String {
-    let mut out = String::with_capacity(8192);
-    out.push_str(header);
-    out.push('\n');
-    match root {
-        Node::Map(entries) => emit_map(&mut out, entries, 0),
-        other => emit_value_line(&mut out, other, 0),
-    }
-    out
+    // Long single-line strings stay single-line: a folded block (`>`) would make the output depend
+    // on line widths.
+    let options = serde_saphyr::ser_options! {
+        prefer_block_scalars: false,
+    };
+    // Infallible: the options are valid, a String never fails to be written to, and a Node holds
+    // only string keys, strings, booleans and collections of them.
+    let body = serde_saphyr::to_string_with_options(root, options).expect("a Node always serializes");
+    format!("{header}\n{body}")
 }
 
-fn indent(out: &mut String, n: usize) {
-    for _ in 0..n {
-        out.push(' ');
-    }
-}
-
-/// Emits the entries of a map, each starting on a fresh line at `level` spaces.
-fn emit_map(out: &mut String, entries: &[(&'static str, Node)], level: usize) {
-    for (i, (key, value)) in entries.iter().enumerate() {
-        if i > 0 {
-            indent(out, level);
-        }
-        emit_entry(out, key, value, level);
-    }
-}
-
-/// Emits `key: value` (the caller has already indented the key).
-fn emit_entry(out: &mut String, key: &str, value: &Node, level: usize) {
-    out.push_str(key);
-    out.push(':');
-    match value {
-        Node::Map(entries) if entries.is_empty() => out.push_str(" {}\n"),
-        Node::Seq(items) if items.is_empty() => out.push_str(" []\n"),
-        Node::Map(entries) => {
-            out.push('\n');
-            indent(out, level + 2);
-            emit_map(out, entries, level + 2);
-        }
-        Node::Seq(items) => {
-            out.push('\n');
-            emit_seq(out, items, level);
-        }
-        scalar => {
-            out.push(' ');
-            emit_scalar(out, scalar, level + 2);
-        }
-    }
-}
-
-/// Emits a block sequence whose dashes sit at `level` spaces.
-fn emit_seq(out: &mut String, items: &[Node], level: usize) {
-    for item in items {
-        indent(out, level);
-        out.push_str("- ");
-        match item {
-            Node::Map(entries) if !entries.is_empty() => emit_map(out, entries, level + 2),
-            Node::Seq(inner) if !inner.is_empty() => {
-                out.push('\n');
-                emit_seq(out, inner, level + 2);
+/// Maps and sequences as they are; each string in the style [`is_plain_safe`] / [`is_block_safe`]
+/// choose.
+impl serde::Serialize for Node {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap as _, SerializeSeq as _};
+        match self {
+            Node::Map(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (key, value) in entries {
+                    map.serialize_entry(key, value)?;
+                }
+                map.end()
             }
-            other => emit_value_line(out, other, level + 2),
+            Node::Seq(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Node::Bool(value) => serializer.serialize_bool(*value),
+            Node::Str(s) if is_plain_safe(s) => serializer.serialize_str(s),
+            Node::Str(s) if is_block_safe(s) => serde_saphyr::LitStr(s).serialize(serializer),
+            Node::Str(s) => serde_saphyr::DoubleQuoted(s.as_str()).serialize(serializer),
         }
     }
-}
-
-fn emit_value_line(out: &mut String, node: &Node, level: usize) {
-    match node {
-        Node::Map(entries) if entries.is_empty() => out.push_str("{}\n"),
-        Node::Seq(items) if items.is_empty() => out.push_str("[]\n"),
-        Node::Map(entries) => emit_map(out, entries, level),
-        Node::Seq(items) => emit_seq(out, items, level),
-        scalar => emit_scalar(out, scalar, level),
-    }
-}
-
-/// Emits a scalar followed by a newline; a literal block's content is indented by `level` spaces.
-fn emit_scalar(out: &mut String, node: &Node, level: usize) {
-    match node {
-        Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Node::Str(s) if is_plain_safe(s) => out.push_str(s),
-        Node::Str(s) if is_block_safe(s) => {
-            emit_literal_block(out, s, level);
-            return;
-        }
-        Node::Str(s) => out.push_str(&double_quoted(s)),
-        Node::Map(_) | Node::Seq(_) => unreachable!("collections are not scalars"),
-    }
-    out.push('\n');
-}
-
-fn emit_literal_block(out: &mut String, s: &str, level: usize) {
-    let body = s.trim_end_matches('\n');
-    let trailing = s.len() - body.len();
-    out.push_str(match trailing {
-        0 => "|-",
-        1 => "|",
-        _ => "|+",
-    });
-    out.push('\n');
-    for line in body.split('\n') {
-        if !line.is_empty() {
-            indent(out, level);
-            out.push_str(line);
-        }
-        out.push('\n');
-    }
-    // Kept trailing newlines beyond the first one are empty lines of the block.
-    for _ in 1..trailing {
-        out.push('\n');
-    }
-}
-
-/// JSON string escaping is valid YAML double-quoted style.
-pub(crate) fn double_quoted(s: &str) -> String {
-    serde_json::to_string(s).expect("serialising a string cannot fail")
 }
 
 /// YAML 1.1 and 1.2 words that a plain scalar would turn into something other than a string.
@@ -211,7 +134,63 @@ mod tests {
         assert!(is_block_safe("a\nb\n"));
         assert!(!is_block_safe("  a\nb\n"));
         assert!(!is_block_safe("a\r\nb"));
-        assert_eq!(double_quoted("a\"b\n"), r#""a\"b\n""#);
+        let quoted = Node::Map(vec![("k", Node::str("a\"b\r\n"))]);
+        assert_eq!(document("#h", &quoted), "#h\nk: \"a\\\"b\\r\\n\"\n");
+    }
+
+    #[test]
+    fn every_string_reads_back_as_itself() {
+        let samples = [
+            "kubelet~1.34",
+            "0644",
+            "yes",
+            "a: b",
+            "a #b",
+            "-x",
+            "*x",
+            "'x",
+            "a\\b",
+            "a\tb",
+            "\u{1}",
+            "\u{7f}",
+            "\u{85}",
+            "\u{2028}",
+            "a\u{2029}b\nc",
+            "\u{feff}",
+            "a\u{0}b",
+            "a\r\nb",
+            "é\nü\n",
+            "a\nb",
+            "a\nb\n",
+            "a\nb\n\n\n",
+            "\n",
+            "\n\na",
+            "  a\nb\n",
+            "a\n \nb",
+            "x\n# not a comment\n",
+            "a\n---\nb\n",
+            "",
+            " ",
+            "2001-12-14",
+            "1e3",
+            ".inf",
+            "null",
+            "~",
+        ];
+        for sample in samples {
+            for node in [
+                Node::Map(vec![("k", Node::str(sample))]),
+                Node::Map(vec![(
+                    "k",
+                    Node::Seq(vec![Node::Map(vec![("c", Node::str(sample))])]),
+                )]),
+            ] {
+                let yaml = document("#h", &node);
+                let read: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+                let value = read["k"].as_str().or_else(|| read["k"][0]["c"].as_str());
+                assert_eq!(value, Some(sample), "{yaml:?}");
+            }
+        }
     }
 
     #[test]

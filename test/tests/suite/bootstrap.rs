@@ -1,8 +1,11 @@
-//! Bootstrap provider end to end (issue 4): both managers in the test world, a Cluster with three
-//! control-plane Machines and a MachineDeployment of three workers. The missing AWS backend is stood in
-//! for by the test: it reports the KubeZeroCluster provisioned with a control-plane endpoint (own field
-//! manager), as the backend would; then the first control-plane machine provisioned and its Node
-//! registered in the workload cluster, which initializes the control plane.
+//! Bootstrap provider end to end: both managers in the test world, a Cluster `demo` with
+//! control-plane Machines (three in the main flow, one where a test only needs an initialized
+//! control plane) and a MachineDeployment of three workers; each test starts its own world and sets
+//! up what it needs. The world has no cloud here (the provider's AWS calls go to a closed loopback
+//! port), so the test stands in for the AWS backend: it reports the KubeZeroCluster provisioned with
+//! a control-plane endpoint (own field manager), as the backend would; then the first control-plane
+//! machine provisioned and its Node registered in the workload cluster, which initializes the
+//! control plane.
 
 use std::time::Duration;
 
@@ -26,7 +29,7 @@ fn user_data(secret: &Secret) -> (String, String) {
         .get("format")
         .map(|v| String::from_utf8(v.0.clone()).unwrap())
         .unwrap_or_default();
-    let raw = kubezero_bootstrap::controller::generate::decode_value(&value).unwrap();
+    let raw = kubezero_bootstrap::controller::build::decode_value(&value).unwrap();
     (String::from_utf8(raw).unwrap(), format)
 }
 
@@ -39,11 +42,140 @@ const TOKEN_GROUP_LABEL: &str = "bootstrap.cluster.x-k8s.io/kubezero-token-group
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_control_planes_and_three_workers_get_one_init_two_cp_joins_and_three_identical_worker_joins() {
-    let flags = [("kubezero-bootstrap", TOKEN_TTL)];
-    with_managers_flags(Duration::from_secs(240), &flags, |world| async move {
-        cluster_flow(&world).await
+    with_bootstrap_managers(|world| async move { cluster_flow(&world).await }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_join_token_of_unjoined_workers_is_refreshed_and_recreated_when_deleted() {
+    with_bootstrap_managers(|world| async move {
+        let (apis, _, workload) = initialized_cluster(&world).await;
+        let worker_data = worker_pool_data(&world, &apis).await;
+        let tokens: Api<Secret> = Api::namespaced(workload, "kube-system");
+        let all_tokens = tokens.list(&ListParams::default()).await.unwrap().items;
+        let worker_token = token_of(&all_tokens, &worker_data[0]);
+        token_refresh(&tokens, &worker_token).await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_by_the_schema_or_reported_on_ready_without_a_data_secret() {
+    with_bootstrap_managers(|world| async move {
+        let (apis, _, _) = initialized_cluster(&world).await;
+        bad_input(&world, &apis).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_pki_survives_the_deletion_of_the_first_control_plane_machine() {
+    with_bootstrap_managers(|world| async move {
+        let (apis, init, _) = initialized_cluster(&world).await;
+        let pki_before = pki_secrets(&apis.secrets).await;
+        pki_survives_first_machine_deletion(&apis, &init, &pki_before).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubeconfig_past_half_its_life_is_renewed_from_the_cluster_ca() {
+    with_bootstrap_managers(|world| async move {
+        let (apis, _, _) = initialized_cluster(&world).await;
+        kubeconfig_renewal(&world, &apis.secrets).await;
+    })
+    .await;
+}
+
+/// Runs `flow` in a test world with both managers, join tokens living [`TOKEN_TTL`].
+async fn with_bootstrap_managers<F, Fut>(flow: F)
+where
+    F: FnOnce(WorldView) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let flags = [("kubezero-bootstrap", TOKEN_TTL)];
+    with_managers_flags(Duration::from_secs(240), &flags, flow).await;
+}
+
+/// Cluster `demo` with `control_planes` control-plane Machines (Kubernetes v1.34.1, `alpine-config`)
+/// whose infrastructure is provisioned with an endpoint.
+async fn cluster_with_control_planes(world: &WorldView, apis: &Apis, control_planes: usize) {
+    let infra_clusters = create_cluster(world, "demo").await;
+    for index in 0..control_planes {
+        let name = format!("demo-cp-{index}");
+        apis.machine(world, &name, true, "v1.34.1", json!({"format": "alpine-config"}))
+            .await;
+    }
+    provision_cluster_infrastructure(&infra_clusters).await;
+}
+
+/// The init machine `init` boots: provisioned as an EC2 instance, its Node registers in the workload
+/// cluster (core then initializes the control plane); returns a client of the workload cluster.
+async fn boot_init_machine(apis: &Apis, init: &str) -> kube::Client {
+    let workload = workload_client(&apis.secrets).await;
+    let provider_id = "aws:///eu-central-1a/i-0123456789abcdef0";
+    provision_machine(&apis.infra_machines, init, provider_id).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(workload.clone());
+    let node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "ip-10-0-0-10"}, "spec": {"providerID": provider_id}}))
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    workload
+}
+
+/// Cluster `demo` with one control-plane Machine that got init data and booted: the control plane
+/// is initialized. Returns the APIs, the init machine's name and a client of the workload cluster.
+async fn initialized_cluster(world: &WorldView) -> (Apis, String, kube::Client) {
+    let apis = Apis::new(world);
+    cluster_with_control_planes(world, &apis, 1).await;
+    let init = "demo-cp-0".to_string();
+    eventually("init data", || apis.data(&init)).await;
+    let workload = boot_init_machine(&apis, &init).await;
+    let clusters: Api<kubezero_capi::core::Cluster> = Api::namespaced(world.client(), world.namespace());
+    eventually("the control plane is initialized", || async {
+        let cluster = clusters.get("demo").await.ok()?;
+        cluster.control_plane_initialized().then_some(())
+    })
+    .await;
+    (apis, init, workload)
+}
+
+/// Creates the MachineDeployment `demo-workers` of three workers; their user data once all three
+/// have it.
+async fn worker_pool_data(world: &WorldView, apis: &Apis) -> Vec<String> {
+    create_worker_pool(world, "demo", "demo-workers", 3).await;
+    eventually("three worker data Secrets", || async {
+        let configs = apis
+            .config_api
+            .list(&ListParams::default().labels("cluster.x-k8s.io/deployment-name=demo-workers"))
+            .await
+            .ok()?
+            .items;
+        if configs.len() != 3 {
+            return None;
+        }
+        let mut data = Vec::new();
+        for config in configs {
+            data.push(apis.data(&config.name_any()).await?.0);
+        }
+        Some(data)
+    })
+    .await
+}
+
+/// The token Secret among `all_tokens` whose token the user data `data` carries.
+fn token_of(all_tokens: &[Secret], data: &str) -> Secret {
+    all_tokens
+        .iter()
+        .find(|s| {
+            let id = s
+                .data
+                .as_ref()
+                .and_then(|d| d.get("token-id"))
+                .map(|v| String::from_utf8(v.0.clone()).unwrap());
+            id.is_some_and(|id| data.contains(&format!("{id}.")))
+        })
+        .expect("the workers' token is in the workload cluster")
+        .clone()
 }
 
 /// The APIs the flow uses.
@@ -129,13 +261,7 @@ impl Apis {
 
 async fn cluster_flow(world: &WorldView) {
     let apis = Apis::new(world);
-    let infra_clusters = create_cluster(world, "demo").await;
-    for index in 0..3 {
-        let name = format!("demo-cp-{index}");
-        apis.machine(world, &name, true, "v1.34.1", json!({"format": "alpine-config"}))
-            .await;
-    }
-    provision_cluster_infrastructure(&infra_clusters).await;
+    cluster_with_control_planes(world, &apis, 3).await;
 
     // Exactly one control-plane machine initializes; the other two wait for it.
     let init = eventually("one init config and two waiting", || async {
@@ -163,17 +289,10 @@ async fn cluster_flow(world: &WorldView) {
         kubezero_bootstrap::lock::holder(&lock).as_deref(),
         Some(init.as_str())
     );
-    let pki_before = pki_secrets(&apis.secrets).await;
+    pki_secrets(&apis.secrets).await;
 
     // The init machine boots: its Node registers, core initializes the control plane.
-    let workload = workload_client(&apis.secrets).await;
-    let provider_id = "aws:///eu-central-1a/i-0123456789abcdef0";
-    provision_machine(&apis.infra_machines, &init, provider_id).await;
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(workload.clone());
-    let node = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": "ip-10-0-0-10"}, "spec": {"providerID": provider_id}}))
-    .unwrap();
-    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let workload = boot_init_machine(&apis, &init).await;
 
     // The other two join the control plane, with the cluster key pairs as files.
     let joins: Vec<String> = (0..3)
@@ -202,24 +321,7 @@ async fn cluster_flow(world: &WorldView) {
     .await;
 
     // Three workers of one MachineDeployment: identical join data, one token.
-    create_worker_pool(world, "demo", "demo-workers", 3).await;
-    let worker_data = eventually("three worker data Secrets", || async {
-        let configs = apis
-            .config_api
-            .list(&ListParams::default().labels("cluster.x-k8s.io/deployment-name=demo-workers"))
-            .await
-            .ok()?
-            .items;
-        if configs.len() != 3 {
-            return None;
-        }
-        let mut data = Vec::new();
-        for config in configs {
-            data.push(apis.data(&config.name_any()).await?.0);
-        }
-        Some(data)
-    })
-    .await;
+    let worker_data = worker_pool_data(world, &apis).await;
     assert!(worker_data[0].contains("kubeadm join"), "{}", worker_data[0]);
     assert!(!worker_data[0].contains("controlPlane"), "{}", worker_data[0]);
     assert!(!worker_data[0].contains(CA_KEY_PATH), "workers never get CA keys");
@@ -239,29 +341,13 @@ async fn cluster_flow(world: &WorldView) {
         3,
         "one token group per control-plane join and one for the MachineSet"
     );
-    let worker_token = all_tokens
-        .iter()
-        .find(|s| {
-            let id = s
-                .data
-                .as_ref()
-                .and_then(|d| d.get("token-id"))
-                .map(|v| String::from_utf8(v.0.clone()).unwrap());
-            id.is_some_and(|id| worker_data[0].contains(&format!("{id}.")))
-        })
-        .expect("the workers' token is in the workload cluster")
-        .clone();
+    let worker_token = token_of(&all_tokens, &worker_data[0]);
     let group = worker_token.labels()[TOKEN_GROUP_LABEL].clone();
     let in_group = all_tokens
         .iter()
         .filter(|s| s.labels().get(TOKEN_GROUP_LABEL) == Some(&group))
         .count();
     assert_eq!(in_group, 1, "one token for the MachineSet");
-
-    token_refresh(&tokens, &worker_token).await;
-    bad_input(world, &apis).await;
-    pki_survives_first_machine_deletion(&apis, &init, &pki_before).await;
-    kubeconfig_renewal(world, &apis.secrets).await;
 }
 
 /// The workers have no nodeRef: their token's expiration moves forward, and a deleted token comes back
@@ -445,7 +531,7 @@ async fn kubeconfig_renewal(world: &WorldView, secrets: &Api<Secret>) {
         (yaml != aged).then_some(yaml)
     })
     .await;
-    let (not_before, _) = kubezero_bootstrap::pki::kubeconfig_client_cert_validity(&renewed).unwrap();
+    let (not_before, _) = kubezero_bootstrap::kubeconfig::kubeconfig_client_cert_validity(&renewed).unwrap();
     assert!(
         now.duration_since(not_before) < jiff::SignedDuration::from_mins(10),
         "fresh: {not_before}"

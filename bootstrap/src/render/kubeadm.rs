@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{
+use crate::api::KubeZeroConfigSpec;
+use crate::api::kubeadm::{
     ApiEndpoint, ApiServer, Arg, CgroupDriver, ControlPlaneComponent, Etcd, JoinControlPlane,
     KubeletConfiguration, Networking, NodeRegistration, Taint, TaintEffect,
 };
-use crate::api::KubeZeroConfigSpec;
 
 /// API version of the kubeadm documents.
 pub const KUBEADM_API_VERSION: &str = "kubeadm.k8s.io/v1beta4";
@@ -485,5 +485,4 @@ struct KubeletDoc {
 }
 
 #[cfg(test)]
-#[path = "tests.rs"]
 mod tests;
