@@ -260,6 +260,11 @@ impl AwsError {
         self.kind == AwsErrorKind::NotFound
     }
 
+    /// EC2 lacks the capacity (instances, addresses) the call asked for; a smaller request may fit.
+    pub fn is_insufficient_capacity(&self) -> bool {
+        self.code.starts_with("Insufficient")
+    }
+
     /// The resource or rule exists already.
     pub fn is_already_exists(&self) -> bool {
         self.kind == AwsErrorKind::AlreadyExists

@@ -9,6 +9,7 @@ pub mod iam;
 pub mod infrastructure;
 pub mod instance_types;
 pub mod instances;
+#[cfg(feature = "test-support")]
 pub mod inventory;
 pub mod launcher;
 pub mod limiter;

@@ -477,6 +477,16 @@ async fn delete(
                 _ => None,
             };
             match backends.aws.release(machine, related.owner.as_ref(), infra).await {
+                Ok(Release::Done) => {
+                    let cluster_deleting = related
+                        .cluster
+                        .as_ref()
+                        .is_some_and(|c| c.metadata.deletion_timestamp.is_some());
+                    if let (true, Some((cluster, spec, _))) = (cluster_deleting, infra) {
+                        backends.aws.forget_cluster(&namespace, cluster, &spec.region);
+                    }
+                    Release::Done
+                }
                 Ok(release) => release,
                 Err(error) => return Err(report_failure(api, context, machine, error).await),
             }

@@ -16,10 +16,11 @@ use kubezero_provider::aws::ami::{AmiError, AmiResolver};
 use kubezero_provider::aws::clients::{
     AWS_REQUESTS_METRIC, AwsClients, AwsIdentity, AwsSettings, ClientRegistry,
 };
+use kubezero_provider::aws::errors::AwsError;
 use kubezero_provider::aws::instance_types::InstanceTypeCache;
-use kubezero_provider::aws::instances::{Fill, LaunchSpec, MACHINE_TAG, MachineKey, run_instances};
+use kubezero_provider::aws::instances::{Fill, Instance, LaunchSpec, MACHINE_TAG, MachineKey, run_instances};
 use kubezero_provider::aws::launcher::{
-    ClusterInstances, Freshness, LaunchStatus, Launcher, LauncherSettings,
+    ClusterInstances, Freshness, LaunchError, LaunchStatus, Launcher, LauncherSettings,
 };
 use kubezero_provider::aws::tags::{ClusterTags, OWNED, ROLE_TAG};
 use kubezero_test::cloud::{Moto, alpine_ami, alpine_amis};
@@ -61,11 +62,39 @@ fn settings() -> LauncherSettings {
 }
 
 fn batcher(aws: &AwsClients, settings: LauncherSettings) -> Arc<ClusterInstances> {
-    Arc::new(ClusterInstances::new(
-        aws.clone(),
+    ClusterInstances::new(
+        Arc::new(aws.clone()),
         ClusterTags::new(CLUSTER, BTreeMap::new()),
         settings,
-    ))
+    )
+}
+
+/// Requests a launch for `machine` and waits for its batch to end, collecting the result as the
+/// machine's next reconcile does.
+async fn launch(
+    instances: &Arc<ClusterInstances>,
+    machine: MachineKey,
+    spec: Arc<LaunchSpec>,
+) -> Result<Instance, LaunchError> {
+    if let LaunchStatus::Done(result) = instances.request_launch(machine.clone(), spec) {
+        return *result;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(result) = instances.take_launch_result(&machine) {
+            return result;
+        }
+    }
+}
+
+/// Requests the termination of `machine`'s instance `id` and waits for its batch to end.
+async fn terminate(instances: &Arc<ClusterInstances>, machine: MachineKey, id: &str) -> Result<(), AwsError> {
+    loop {
+        if let Some(result) = instances.request_termination(machine.clone(), id) {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The ids of the instances moto lists with the machine tag: for `machine` (`<namespace>/<name>`),
@@ -186,8 +215,8 @@ async fn identical_pending_launches_go_out_as_one_run_instances() {
         let before = aws.stats().snapshot();
 
         let started = std::time::Instant::now();
-        let launches = (0..8).map(|i| instances.launch(machine(i), spec.clone()));
-        let odd_one = instances.launch(machine(100), other.clone());
+        let launches = (0..8).map(|i| launch(&instances, machine(i), spec.clone()));
+        let odd_one = launch(&instances, machine(100), other.clone());
         let (launched, odd) = futures::join!(join_all(launches), odd_one);
         let elapsed = started.elapsed();
         // The machine tags are set in the background once the batch is done.
@@ -262,8 +291,7 @@ async fn settled_lookups_reuse_the_view_and_current_ones_refresh_it() {
     bounded(async {
         let (_moto, aws, _, spec) = launch_world().await;
         let instances = batcher(&aws, settings());
-        let launched = instances
-            .launch(machine(0), Arc::new(spec))
+        let launched = launch(&instances, machine(0), Arc::new(spec))
             .await
             .expect("launched");
         let before = aws.stats().snapshot();
@@ -310,7 +338,7 @@ async fn launches_without_a_failure_domain_spread_evenly_with_one_call_per_zone(
         let spec = Arc::new(spec);
         let instances = batcher(&aws, settings());
         let before = aws.stats().snapshot();
-        let launched: Vec<_> = join_all((0..7).map(|i| instances.launch(machine(i), spec.clone())))
+        let launched: Vec<_> = join_all((0..7).map(|i| launch(&instances, machine(i), spec.clone())))
             .await
             .into_iter()
             .map(|r| r.expect("launched"))
@@ -348,7 +376,7 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicat
         let restarted = batcher(&aws, settings());
         let before = aws.stats().snapshot();
         let spec = Arc::new(spec);
-        let adopted = join_all((0..3).map(|i| restarted.launch(machine(i), spec.clone()))).await;
+        let adopted = join_all((0..3).map(|i| launch(&restarted, machine(i), spec.clone()))).await;
         let mut adopted: Vec<String> = adopted.into_iter().map(|r| r.expect("adopted").id).collect();
         adopted.sort();
         let after = aws.stats().snapshot();
@@ -377,8 +405,7 @@ async fn a_restarted_provider_adopts_its_instances_instead_of_launching_duplicat
                 .expect("describe");
             assert!(found.is_some_and(|f| original.contains(&f.id)), "machine {i}");
         }
-        let again = third
-            .launch(machine(1), spec.clone())
+        let again = launch(&third, machine(1), spec.clone())
             .await
             .expect("already has one");
         assert!(original.contains(&again.id));
@@ -395,7 +422,7 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
         let subnet = default_subnet(&moto);
         let instances = batcher(&aws, settings());
         let spec = Arc::new(launch_spec(&subnet, "I2FscGluZS1jb25maWcK"));
-        let launched: Vec<_> = join_all((0..5).map(|i| instances.launch(machine(i), spec.clone())))
+        let launched: Vec<_> = join_all((0..5).map(|i| launch(&instances, machine(i), spec.clone())))
             .await
             .into_iter()
             .map(|r| r.expect("launched"))
@@ -403,7 +430,13 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
         assert_eq!(live_instances(&moto).len(), 5);
 
         let before = aws.stats().snapshot();
-        let results = join_all(launched.iter().map(|i| instances.terminate(&i.id))).await;
+        let results = join_all(
+            launched
+                .iter()
+                .enumerate()
+                .map(|(n, i)| terminate(&instances, machine(n), &i.id)),
+        )
+        .await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(
             delta(&before, &aws.stats().snapshot(), "TerminateInstances"),
@@ -425,8 +458,7 @@ async fn terminations_are_batched_and_instances_leave_the_view() {
         }
         assert!(live_instances(&moto).is_empty(), "nothing left in moto");
         // Terminating again (a retried deletion) is harmless.
-        instances
-            .terminate(&launched[0].id)
+        terminate(&instances, machine(0), &launched[0].id)
             .await
             .expect("terminating a terminated instance is fine");
     })
@@ -444,7 +476,7 @@ async fn every_aws_request_is_counted_in_the_managers_metrics() {
         let instances = batcher(&aws, settings());
         instances.instances().await.expect("describe");
         let spec = Arc::new(launch_spec(&default_subnet(&moto), "I2FscGluZS1jb25maWcK"));
-        instances.launch(machine(0), spec).await.expect("launched");
+        launch(&instances, machine(0), spec).await.expect("launched");
 
         let text = metrics.encode();
         let count = |operation: &str| {
@@ -565,7 +597,7 @@ async fn create_ready_and_delete_cost_about_one_aws_call_per_machine() {
         let machines = 20;
         let keys: Vec<MachineKey> = (0..machines).map(machine).collect();
         let before = aws.stats().snapshot();
-        let launched: Vec<_> = join_all((0..machines).map(|i| instances.launch(machine(i), spec.clone())))
+        let launched: Vec<_> = join_all((0..machines).map(|i| launch(&instances, machine(i), spec.clone())))
             .await
             .into_iter()
             .map(|r| r.expect("launched"))
@@ -582,10 +614,15 @@ async fn create_ready_and_delete_cost_about_one_aws_call_per_machine() {
             .await;
             assert!(found.iter().all(|f| matches!(f, Ok(Some(_)))));
         }
-        join_all(launched.iter().map(|i| instances.terminate(&i.id)))
-            .await
-            .into_iter()
-            .for_each(|r| r.expect("terminated"));
+        join_all(
+            launched
+                .iter()
+                .enumerate()
+                .map(|(n, i)| terminate(&instances, machine(n), &i.id)),
+        )
+        .await
+        .into_iter()
+        .for_each(|r| r.expect("terminated"));
         tokio::time::sleep(Duration::from_millis(250)).await;
         let gone = join_all(
             launched

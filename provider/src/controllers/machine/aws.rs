@@ -555,6 +555,14 @@ impl AwsMachines {
         Ok(None)
     }
 
+    /// Drops the launch batcher of cluster `cluster` in `namespace` and `region` (the Cluster is
+    /// being deleted and a machine of it was released) once nothing of it is in flight.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str, region: &str) {
+        if self.launcher.forget(region, namespace, cluster) {
+            tracing::debug!(cluster, "launch batcher of the deleted cluster dropped");
+        }
+    }
+
     /// Deregisters (control plane) and terminates the machine's instance and waits for it to be
     /// gone. `infra` is the Cluster name and the KubeZeroCluster's spec and status when they exist.
     pub async fn release(
