@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kubezero_capi::contract::KUBECONFIG_SECRET_VALUE_KEY;
 use serde_json::Value;
 
 use crate::pki::{
@@ -24,8 +25,6 @@ use crate::pki::{
     mint_admin_client_certificate, parse_certificate,
 };
 
-/// Key of the kubeconfig Secret holding the kubeconfig.
-pub const KUBECONFIG_VALUE: &str = "value";
 
 /// Default validity of the admin kubeconfig's client certificate: 365 days (`certs.DefaultCertDuration`).
 pub const DEFAULT_KUBECONFIG_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -118,7 +117,7 @@ pub fn kubeconfig_secret(cluster: &str, cluster_uid: &str, namespace: &str, kube
         metadata: cluster_owned_meta(format!("{cluster}-kubeconfig"), cluster, cluster_uid, namespace),
         type_: Some(CLUSTER_SECRET_TYPE.to_string()),
         data: Some(BTreeMap::from([(
-            KUBECONFIG_VALUE.to_string(),
+            KUBECONFIG_SECRET_VALUE_KEY.to_string(),
             ByteString(kubeconfig.into_bytes()),
         )])),
         ..Secret::default()

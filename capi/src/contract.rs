@@ -40,6 +40,25 @@ pub const PAUSED_REASON: &str = "Paused";
 /// Reason of a `Paused` condition that is False.
 pub const NOT_PAUSED_REASON: &str = "NotPaused";
 
+/// `Ready` reasons every kubezero kind owned by a Machine or a Cluster reports while what it needs
+/// from Cluster API is missing.
+pub mod waiting_reasons {
+    /// No owner reference from Cluster API yet.
+    pub const WAITING_FOR_OWNER: &str = "WaitingForOwner";
+    /// The owning Cluster does not exist (yet).
+    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
+    /// The Cluster's infrastructure is not provisioned yet.
+    pub const WAITING_FOR_CLUSTER_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+}
+
+/// Key of a bootstrap data Secret (the Machine's `spec.bootstrap.dataSecretName`) holding the user
+/// data.
+pub const DATA_SECRET_VALUE_KEY: &str = "value";
+/// Key of a bootstrap data Secret naming the user-data format (`cloud-config`, ...).
+pub const DATA_SECRET_FORMAT_KEY: &str = "format";
+/// Key of the `<cluster>-kubeconfig` Secret holding the workload cluster's kubeconfig.
+pub const KUBECONFIG_SECRET_VALUE_KEY: &str = "value";
+
 /// Where the workload cluster's API server is reached (`spec.controlPlaneEndpoint`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -119,5 +119,6 @@ pub fn context(client: Client) -> Context {
         args,
         metrics: Arc::new(Metrics::new()),
         shutdown: tokio_util::sync::CancellationToken::new(),
+        statuses: Arc::default(),
     }
 }

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use kubezero_capi::alpine::{Selection, VersionError};
+use kubezero_capi::contract::{DATA_SECRET_FORMAT_KEY, DATA_SECRET_VALUE_KEY};
 use kubezero_capi::core::{Cluster, Machine};
 
 use super::reasons;
@@ -27,10 +28,6 @@ use crate::render::kubeadm::{
 use crate::render::{self, RenderError};
 use crate::tokens::BootstrapToken;
 
-/// Key of the data Secret holding the user data.
-pub const VALUE_KEY: &str = "value";
-/// Key of the data Secret naming the user-data format.
-pub const FORMAT_KEY: &str = "format";
 /// Key of a join's data Secret holding the bootstrap token its user data carries, so the token can be
 /// refreshed, or re-created in the workload cluster, while the Machine has not joined.
 pub const TOKEN_KEY: &str = "bootstrap-token";
@@ -288,9 +285,9 @@ pub fn data_secret(
     token: Option<&BootstrapToken>,
 ) -> Secret {
     let mut data = BTreeMap::from([
-        (VALUE_KEY.to_string(), ByteString(rendered.value.clone())),
+        (DATA_SECRET_VALUE_KEY.to_string(), ByteString(rendered.value.clone())),
         (
-            FORMAT_KEY.to_string(),
+            DATA_SECRET_FORMAT_KEY.to_string(),
             ByteString(rendered.format.as_str().as_bytes().to_vec()),
         ),
     ]);

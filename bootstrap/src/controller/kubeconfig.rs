@@ -30,7 +30,8 @@ use kubezero_capi::runtime::reconcile::{
 use tracing::Instrument;
 
 use crate::api::KubeZeroConfig;
-use crate::kubeconfig::{self, KUBECONFIG_VALUE, Renewal};
+use crate::kubeconfig::{self, Renewal};
+use kubezero_capi::contract::KUBECONFIG_SECRET_VALUE_KEY;
 use crate::pki::{self, CertificateKind};
 
 /// Controller name (metrics label, logs).
@@ -158,7 +159,7 @@ async fn reconcile(cluster: Arc<Cluster>, context: Arc<Context>) -> Result<Actio
                 secret
                     .data
                     .get_or_insert_default()
-                    .insert(KUBECONFIG_VALUE.to_string(), ByteString(renewed.into_bytes()));
+                    .insert(KUBECONFIG_SECRET_VALUE_KEY.to_string(), ByteString(renewed.into_bytes()));
                 // `replace` carries the resourceVersion read above: a concurrent writer wins, we retry.
                 secrets
                     .replace(&kubeconfig_name, &PostParams::default(), &secret)
@@ -186,7 +187,7 @@ async fn reconcile(cluster: Arc<Cluster>, context: Arc<Context>) -> Result<Actio
 }
 
 fn secret_value(secret: &Secret) -> Option<String> {
-    let bytes = secret.data.as_ref()?.get(KUBECONFIG_VALUE)?;
+    let bytes = secret.data.as_ref()?.get(KUBECONFIG_SECRET_VALUE_KEY)?;
     String::from_utf8(bytes.0.clone()).ok()
 }
 

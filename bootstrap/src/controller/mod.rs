@@ -45,12 +45,7 @@ pub const FIELD_MANAGER: &str = "kubezero-bootstrap";
 
 /// Condition reasons this provider reports on `Ready`.
 pub mod reasons {
-    /// No owner reference from Cluster API yet.
-    pub const WAITING_FOR_OWNER: &str = "WaitingForOwner";
-    /// The owning Cluster does not exist (yet).
-    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
-    /// The Cluster's infrastructure is not provisioned yet.
-    pub const WAITING_FOR_CLUSTER_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+    pub use kubezero_capi::contract::waiting_reasons::*;
     /// The Cluster has no control-plane endpoint yet.
     pub const WAITING_FOR_CONTROL_PLANE_ENDPOINT: &str = "WaitingForControlPlaneEndpoint";
     /// The data Secret exists and is named in the status.

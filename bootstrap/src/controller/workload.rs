@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use kubezero_capi::contract::KUBECONFIG_SECRET_VALUE_KEY;
 use kubezero_capi::core::{Cluster, Machine};
 use kubezero_capi::runtime::reconcile::Error;
 
@@ -33,8 +34,6 @@ pub const TOKEN_RECHECK: Duration = Duration::from_secs(30);
 const IDLE_EVICTION: Duration = Duration::from_secs(60 * 60);
 /// Bound on every call to the workload cluster, so an unreachable endpoint cannot stall a worker.
 pub const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Key of the workload kubeconfig in `<cluster>-kubeconfig`.
-const KUBECONFIG_KEY: &str = "value";
 
 /// Why a workload cluster could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +197,7 @@ impl Workloads {
         let yaml = secret
             .as_ref()
             .and_then(|secret| secret.data.as_ref())
-            .and_then(|data| data.get(KUBECONFIG_KEY))
+            .and_then(|data| data.get(KUBECONFIG_SECRET_VALUE_KEY))
             .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
         let Some(yaml) = yaml else {
             return Err(WorkloadError::MissingKubeconfig { namespace, name });

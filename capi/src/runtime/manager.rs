@@ -14,6 +14,7 @@ use super::events::EventPublisher;
 use super::http::{self, Readiness};
 use super::leader::{LeaderElector, LeadershipEnd, LeaseConfig};
 use super::metrics::Metrics;
+use super::status::WrittenStatuses;
 use super::telemetry;
 
 /// How often the CRD check polls while CRDs are missing.
@@ -32,6 +33,8 @@ pub struct Context {
     pub recorder: EventPublisher,
     /// Cancelled on SIGTERM/SIGINT or lost leadership; controllers drain and return.
     pub shutdown: CancellationToken,
+    /// The statuses this manager's controllers wrote last (a write that changes nothing is skipped).
+    pub statuses: Arc<WrittenStatuses>,
 }
 
 /// Why the manager stopped with an error.
@@ -178,6 +181,7 @@ where
         args: args.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        statuses: Arc::default(),
     };
     let controllers = controllers(context);
     tokio::pin!(controllers);

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use kube::runtime::controller::Action;
-use kube::runtime::finalizer;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -94,28 +93,6 @@ impl Error {
             source: Box::new(source),
         }
     }
-
-    /// Unwraps the finalizer helper's error, so metrics and logs show the real cause.
-    pub fn from_finalizer<E>(object: String, error: finalizer::Error<E>) -> E
-    where
-        E: std::error::Error + From<Error> + 'static,
-    {
-        match error {
-            finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => inner,
-            finalizer::Error::AddFinalizer(source) | finalizer::Error::RemoveFinalizer(source) => {
-                E::from(Error::Finalizer {
-                    object,
-                    message: source.to_string(),
-                    source: Some(Box::new(source)),
-                })
-            }
-            other => E::from(Error::Finalizer {
-                object,
-                message: other.to_string(),
-                source: None,
-            }),
-        }
-    }
 }
 
 impl ReconcileError for Error {
@@ -159,6 +136,7 @@ where
         object,
         field_manager,
         &context.recorder,
+        &context.statuses,
         observed,
         carry_over,
         status_with,

@@ -36,8 +36,8 @@ where
 }
 
 /// Writes the observed conditions of `object` as the status built by `status_with`, then publishes an
-/// Event if the Ready condition changed. When that status is exactly the object's status nothing is
-/// written (most reconciles observe what they observed before; each write would wake every watcher
+/// Event if the Ready condition changed. When that status is exactly the object's status, and the
+/// last one `written` remembers for it, nothing is written (most reconciles observe what they observed before; each write would wake every watcher
 /// of the kind, this controller included).
 ///
 /// `status_with` receives the conditions this controller owns (timestamps carried over from the
@@ -49,6 +49,7 @@ pub async fn apply_conditions<K, S>(
     object: &K,
     field_manager: &str,
     recorder: &super::events::EventPublisher,
+    written: &WrittenStatuses,
     observed: &[Observed],
     carry_over: &[&str],
     status_with: impl FnOnce(Vec<conditions::Condition>) -> S,
@@ -85,14 +86,14 @@ where
         .clone()
         .map(|uid| (K::kind(&()).into_owned(), uid));
     if let (Some((true, wanted)), Some(key)) = (wanted, key.as_ref())
-        && last_written(key).is_none_or(|last| last == wanted)
+        && written.last_written(key).is_none_or(|last| last == wanted)
     {
         return Ok(object.clone());
     }
     let name = object.meta().name.clone().unwrap_or_default();
     let updated = apply_status(api, &name, field_manager, &status).await?;
     if let (Some((_, wanted)), Some(key)) = (wanted, key) {
-        remember_written(key, wanted);
+        written.remember(key, wanted);
     }
     super::events::report_ready_change(recorder, object, previous, &owned).await;
     Ok(updated)
@@ -102,26 +103,31 @@ where
 /// only means trusting the cache).
 const REMEMBERED_STATUSES: usize = 100_000;
 
-/// The status this process last wrote to each object (a hash, by kind and uid). A write is
-/// skipped only when the object shows the wanted status and that is also the last status written:
-/// a cached object that lags behind a write must not hide the write that reverts it.
-type WrittenStatuses = std::sync::Mutex<std::collections::HashMap<(String, String), u64>>;
-
-fn written_statuses() -> std::sync::MutexGuard<'static, std::collections::HashMap<(String, String), u64>> {
-    static WRITTEN: std::sync::LazyLock<WrittenStatuses> = std::sync::LazyLock::new(WrittenStatuses::default);
-    WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The status this process last wrote to each object (a hash, by kind and uid), shared by the
+/// controllers of one manager through its [`super::manager::Context`]. A write is skipped only
+/// when the object shows the wanted status and that is also the last status written: a cached
+/// object that lags behind a write must not hide the write that reverts it.
+#[derive(Debug, Default)]
+pub struct WrittenStatuses {
+    last: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
 }
 
-fn last_written(key: &(String, String)) -> Option<u64> {
-    written_statuses().get(key).copied()
-}
-
-fn remember_written(key: (String, String), status: u64) {
-    let mut written = written_statuses();
-    if written.len() >= REMEMBERED_STATUSES && !written.contains_key(&key) {
-        written.clear();
+impl WrittenStatuses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<(String, String), u64>> {
+        self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-    written.insert(key, status);
+
+    fn last_written(&self, key: &(String, String)) -> Option<u64> {
+        self.lock().get(key).copied()
+    }
+
+    fn remember(&self, key: (String, String), status: u64) {
+        let mut written = self.lock();
+        if written.len() >= REMEMBERED_STATUSES && !written.contains_key(&key) {
+            written.clear();
+        }
+        written.insert(key, status);
+    }
 }
 
 fn hash(value: &serde_json::Value) -> u64 {
@@ -194,15 +200,18 @@ mod tests {
                 instance: None,
             },
         );
+        let written = std::sync::Arc::new(WrittenStatuses::default());
         let write = |object: Probe, reason: &'static str| {
             let probes = probes.clone();
             let recorder = recorder.clone();
+            let written = written.clone();
             async move {
                 apply_conditions(
                     &probes,
                     &object,
                     "test",
                     &recorder,
+                    &written,
                     &[Observed::false_("Ready", reason, "")],
                     &[],
                     |conditions| ProbeStatus { conditions },

@@ -253,7 +253,7 @@ pub async fn describe_image(aws: &AwsClients, id: &str) -> Result<ResolvedImage,
         .await;
     let out = match out {
         Ok(out) => out,
-        Err(error) if error.is_not_found() || error.code.starts_with("InvalidAMIID") => {
+        Err(error) if error.is_unknown_image() => {
             return Err(AmiError::UnknownId(id.to_owned()));
         }
         Err(source) => {

@@ -260,6 +260,16 @@ impl AwsError {
         self.kind == AwsErrorKind::NotFound
     }
 
+    /// EC2 does not know the image id asked for (malformed or not found).
+    pub fn is_unknown_image(&self) -> bool {
+        self.is_not_found() || self.code.starts_with("InvalidAMIID")
+    }
+
+    /// EC2 does not know the instance type asked for.
+    pub fn is_unknown_instance_type(&self) -> bool {
+        self.code.starts_with("InvalidInstanceType")
+    }
+
     /// EC2 lacks the capacity (instances, addresses) the call asked for; a smaller request may fit.
     pub fn is_insufficient_capacity(&self) -> bool {
         self.code.starts_with("Insufficient")
@@ -326,6 +336,27 @@ mod tests {
             assert_eq!(classify_code(code, Some(400)), AwsErrorKind::Throttled, "{code}");
         }
         assert_eq!(classify_code("", Some(429)), AwsErrorKind::Throttled);
+    }
+
+    fn answered(operation: &'static str, code: &str) -> AwsError {
+        AwsError {
+            operation,
+            code: code.to_owned(),
+            message: String::new(),
+            status: Some(400),
+            kind: classify_code(code, Some(400)),
+        }
+    }
+
+    #[test]
+    fn unknown_images_instance_types_and_short_capacity_are_told_by_code() {
+        assert!(answered("DescribeImages", "InvalidAMIID.Malformed").is_unknown_image());
+        assert!(answered("DescribeImages", "InvalidAMIID.NotFound").is_unknown_image());
+        assert!(!answered("DescribeImages", "UnauthorizedOperation").is_unknown_image());
+        assert!(answered("DescribeInstanceTypes", "InvalidInstanceType").is_unknown_instance_type());
+        assert!(!answered("DescribeInstanceTypes", "InvalidParameterValue").is_unknown_instance_type());
+        assert!(answered("RunInstances", "InsufficientInstanceCapacity").is_insufficient_capacity());
+        assert!(!answered("RunInstances", "InstanceLimitExceeded").is_insufficient_capacity());
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl InstanceTypeCache {
             .await;
         let out = match out {
             Ok(out) => out,
-            Err(error) if error.code.starts_with("InvalidInstanceType") => {
+            Err(error) if error.is_unknown_instance_type() => {
                 return Err(InstanceTypeError::Unknown(instance_type.to_owned()));
             }
             Err(source) => {

@@ -52,12 +52,7 @@ pub const FIELD_MANAGER: &str = "kubezero-provider";
 
 /// Condition reasons this provider reports on `Ready`.
 pub mod reasons {
-    /// No owner reference from Cluster API yet.
-    pub const WAITING_FOR_OWNER: &str = "WaitingForOwner";
-    /// The owning Cluster does not exist (yet).
-    pub const WAITING_FOR_CLUSTER: &str = "WaitingForCluster";
-    /// The Cluster's infrastructure is not provisioned yet.
-    pub const WAITING_FOR_CLUSTER_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+    pub use kubezero_capi::contract::waiting_reasons::*;
     /// The owning Machine has no bootstrap data Secret yet.
     pub const WAITING_FOR_BOOTSTRAP_DATA: &str = "WaitingForBootstrapData";
     /// The Machine and its Cluster use different platforms.

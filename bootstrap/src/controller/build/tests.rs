@@ -191,16 +191,16 @@ fn the_data_secret_of_a_join_is_named_after_the_config_owned_by_it_and_carries_t
     let data = secret.data.clone().unwrap();
     assert_eq!(
         data.keys().map(String::as_str).collect::<Vec<_>>(),
-        [TOKEN_KEY, FORMAT_KEY, VALUE_KEY]
+        [TOKEN_KEY, DATA_SECRET_FORMAT_KEY, DATA_SECRET_VALUE_KEY]
     );
-    assert_eq!(data[FORMAT_KEY].0, b"alpine-config");
+    assert_eq!(data[DATA_SECRET_FORMAT_KEY].0, b"alpine-config");
     assert_eq!(data[TOKEN_KEY].0, token.to_string().into_bytes());
-    let text = String::from_utf8(decode_value(&data[VALUE_KEY].0).unwrap()).unwrap();
+    let text = String::from_utf8(decode_value(&data[DATA_SECRET_VALUE_KEY].0).unwrap()).unwrap();
     assert!(text.starts_with("#alpine-config"), "{text}");
     assert!(text.contains("kubeadm join"), "{text}");
     assert!(text.contains(&token.to_string()), "the token is in the user data");
     assert!(text.contains(PIN), "the CA pin is in the user data");
-    assert_eq!(built.gzipped, data[VALUE_KEY].0.starts_with(&[0x1f, 0x8b]));
+    assert_eq!(built.gzipped, data[DATA_SECRET_VALUE_KEY].0.starts_with(&[0x1f, 0x8b]));
 }
 
 #[test]
@@ -210,10 +210,10 @@ fn the_data_secret_of_an_init_has_no_token_key() {
     let data = built.secret.data.unwrap();
     assert_eq!(
         data.keys().map(String::as_str).collect::<Vec<_>>(),
-        [FORMAT_KEY, VALUE_KEY]
+        [DATA_SECRET_FORMAT_KEY, DATA_SECRET_VALUE_KEY]
     );
-    assert_eq!(data[FORMAT_KEY].0, b"cloud-config");
-    let text = String::from_utf8(decode_value(&data[VALUE_KEY].0).unwrap()).unwrap();
+    assert_eq!(data[DATA_SECRET_FORMAT_KEY].0, b"cloud-config");
+    let text = String::from_utf8(decode_value(&data[DATA_SECRET_VALUE_KEY].0).unwrap()).unwrap();
     assert!(text.contains("kubeadm init"), "{text}");
 }
 
