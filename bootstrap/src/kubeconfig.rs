@@ -25,7 +25,6 @@ use crate::pki::{
     mint_admin_client_certificate, parse_certificate,
 };
 
-
 /// Default validity of the admin kubeconfig's client certificate: 365 days (`certs.DefaultCertDuration`).
 pub const DEFAULT_KUBECONFIG_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 

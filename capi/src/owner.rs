@@ -5,6 +5,7 @@ use kube::api::{Api, ObjectMeta};
 
 use crate::contract::{CAPI_GROUP, CLUSTER_NAME_LABEL};
 use crate::core::{Cluster, Machine};
+use crate::runtime::reconcile::Error;
 
 /// Name of the ownerReference of `kind` in the CAPI core group (any version), if present.
 pub fn capi_owner_name(meta: &ObjectMeta, kind: &str) -> Option<String> {
@@ -58,6 +59,44 @@ pub async fn get_cluster(
     Api::<Cluster>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await
+}
+
+/// The Cluster API objects a Machine-owned object (an infrastructure machine, a bootstrap config)
+/// belongs to; `None` for what does not exist yet.
+#[derive(Clone, Debug, Default)]
+pub struct MachineOwners {
+    /// The owning Machine (by ownerReference).
+    pub machine: Option<Machine>,
+    /// The Cluster: the Machine's `spec.clusterName`, else the object's cluster-name label.
+    pub cluster: Option<Cluster>,
+}
+
+/// Fetches the owners of the object with `meta` in `namespace` (contract: `util.GetOwnerMachine`,
+/// then `util.GetClusterFromMetadata`).
+pub async fn fetch_machine_owners(
+    client: &Client,
+    namespace: &str,
+    meta: &ObjectMeta,
+) -> Result<MachineOwners, Error> {
+    let machine = get_owner_machine(client, namespace, meta)
+        .await
+        .map_err(Error::read(
+            "Machine",
+            namespace,
+            &owner_machine_name(meta).unwrap_or_default(),
+        ))?;
+    let cluster_name = machine
+        .as_ref()
+        .map(|machine| machine.spec.cluster_name.clone())
+        .filter(|name| !name.is_empty())
+        .or_else(|| cluster_name_label(meta).map(str::to_string));
+    let cluster = match cluster_name {
+        Some(name) => get_cluster(client, namespace, &name)
+            .await
+            .map_err(Error::read("Cluster", namespace, &name))?,
+        None => None,
+    };
+    Ok(MachineOwners { machine, cluster })
 }
 
 #[cfg(test)]

@@ -285,7 +285,10 @@ pub fn data_secret(
     token: Option<&BootstrapToken>,
 ) -> Secret {
     let mut data = BTreeMap::from([
-        (DATA_SECRET_VALUE_KEY.to_string(), ByteString(rendered.value.clone())),
+        (
+            DATA_SECRET_VALUE_KEY.to_string(),
+            ByteString(rendered.value.clone()),
+        ),
         (
             DATA_SECRET_FORMAT_KEY.to_string(),
             ByteString(rendered.format.as_str().as_bytes().to_vec()),

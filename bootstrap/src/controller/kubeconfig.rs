@@ -31,8 +31,8 @@ use tracing::Instrument;
 
 use crate::api::KubeZeroConfig;
 use crate::kubeconfig::{self, Renewal};
-use kubezero_capi::contract::KUBECONFIG_SECRET_VALUE_KEY;
 use crate::pki::{self, CertificateKind};
+use kubezero_capi::contract::KUBECONFIG_SECRET_VALUE_KEY;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubeconfig-renewal";
@@ -156,10 +156,10 @@ async fn reconcile(cluster: Arc<Cluster>, context: Arc<Context>) -> Result<Actio
                         return Ok(Action::requeue(Duration::from_secs(300)));
                     }
                 };
-                secret
-                    .data
-                    .get_or_insert_default()
-                    .insert(KUBECONFIG_SECRET_VALUE_KEY.to_string(), ByteString(renewed.into_bytes()));
+                secret.data.get_or_insert_default().insert(
+                    KUBECONFIG_SECRET_VALUE_KEY.to_string(),
+                    ByteString(renewed.into_bytes()),
+                );
                 // `replace` carries the resourceVersion read above: a concurrent writer wins, we retry.
                 secrets
                     .replace(&kubeconfig_name, &PostParams::default(), &secret)

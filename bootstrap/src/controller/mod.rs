@@ -27,7 +27,7 @@ use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
 use kubezero_capi::contract::{BootstrapInitialization, READY_CONDITION};
 use kubezero_capi::core::{Cluster, Machine};
-use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, owner_machine_name};
+use kubezero_capi::owner::{MachineOwners, fetch_machine_owners};
 use kubezero_capi::pause::{pause_reason, paused_condition};
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::reconcile::{
@@ -245,24 +245,10 @@ async fn reconcile(
     let namespace = namespace_of(config.as_ref())?;
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, %namespace, %name);
     async {
-        let owner = get_owner_machine(&context.client, &namespace, &config.metadata)
-            .await
-            .map_err(Error::read(
-                "Machine",
-                &namespace,
-                &owner_machine_name(&config.metadata).unwrap_or_default(),
-            ))?;
-        let cluster_name = owner
-            .as_ref()
-            .map(|machine| machine.spec.cluster_name.clone())
-            .filter(|cluster_name| !cluster_name.is_empty())
-            .or_else(|| cluster_name_label(&config.metadata).map(str::to_string));
-        let cluster = match cluster_name {
-            Some(cluster_name) => get_cluster(&context.client, &namespace, &cluster_name)
-                .await
-                .map_err(Error::read("Cluster", &namespace, &cluster_name))?,
-            None => None,
-        };
+        let MachineOwners {
+            machine: owner,
+            cluster,
+        } = fetch_machine_owners(&context.client, &namespace, &config.metadata).await?;
 
         let api: Api<KubeZeroConfig> = Api::namespaced(context.client.clone(), &namespace);
         if let Some(reason) = pause_reason(cluster.as_ref(), &config.metadata) {
@@ -657,15 +643,7 @@ mod tests {
     async fn oversized_data_is_refused_and_no_data_secret_is_written() {
         let mut config = config(None);
         // 24 KB that gzip cannot shrink below the 16 KB limit: pseudo-random bytes, base64-encoded.
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let noise: Vec<u8> = (0..18_000)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let noise = crate::render::incompressible(18_000, 0x2545_f491_4f6c_dd1d);
         let content = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, noise);
         config["spec"]["files"] = json!([{"path": "/etc/big", "content": content}]);
         let (status, requests) = reconcile_with(

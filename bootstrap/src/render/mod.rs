@@ -38,6 +38,21 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+/// `len` pseudo-random bytes from `seed` (xorshift64) that gzip cannot shrink: for tests of the
+/// user-data size limit.
+#[cfg(test)]
+pub(crate) fn incompressible(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
 use std::collections::BTreeMap;
 use std::io::Write as _;
 

@@ -492,15 +492,7 @@ fn both_formats_share_the_boot_script() {
 #[test]
 fn oversized_input_is_refused_never_truncated() {
     // 24 KB that gzip cannot shrink below the limit: pseudo-random bytes, base64-encoded.
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let noise: Vec<u8> = (0..18_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let noise = super::incompressible(18_000, 0x9e37_79b9_7f4a_7c15);
     let mut input = fixture(Role::WorkerJoin, Format::AlpineConfig);
     let text = base64::engine::general_purpose::STANDARD.encode(noise);
     input

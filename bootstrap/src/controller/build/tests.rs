@@ -200,7 +200,10 @@ fn the_data_secret_of_a_join_is_named_after_the_config_owned_by_it_and_carries_t
     assert!(text.contains("kubeadm join"), "{text}");
     assert!(text.contains(&token.to_string()), "the token is in the user data");
     assert!(text.contains(PIN), "the CA pin is in the user data");
-    assert_eq!(built.gzipped, data[DATA_SECRET_VALUE_KEY].0.starts_with(&[0x1f, 0x8b]));
+    assert_eq!(
+        built.gzipped,
+        data[DATA_SECRET_VALUE_KEY].0.starts_with(&[0x1f, 0x8b])
+    );
 }
 
 #[test]
@@ -239,15 +242,7 @@ fn build_errors_carry_the_reason_the_user_sees() {
     assert!(malformed.to_string().contains("1.34"), "{malformed}");
 
     // Pseudo-random content gzip cannot shrink below the limit.
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    let noise: Vec<u8> = (0..18_000)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let noise = crate::render::incompressible(18_000, 0x2545_f491_4f6c_dd1d);
     let content = base64::engine::general_purpose::STANDARD.encode(noise);
     let too_large = join(
         json!({"files": [{"path": "/etc/big", "content": content}]}),

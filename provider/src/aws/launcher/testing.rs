@@ -25,18 +25,9 @@ pub fn now() -> i64 {
 /// An instance with only an id, a state and a machine tag.
 pub fn instance(id: &str, state: InstanceState, machine: Option<&str>) -> Instance {
     Instance {
-        id: id.to_owned(),
         state,
-        zone: String::new(),
-        subnet_id: None,
-        private_ip: None,
-        private_dns: None,
-        public_ip: None,
-        public_dns: None,
         machine: machine.map(str::to_owned),
-        launch_spec: None,
-        spot: false,
-        launched_at: None,
+        ..super::view::terminating(id)
     }
 }
 
