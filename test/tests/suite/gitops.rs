@@ -1,4 +1,4 @@
-//! GitOps re-apply (issue 6): for every flavor, the manifests `clusterctl generate cluster` renders
+//! GitOps re-apply: for every flavor, the manifests `clusterctl generate cluster` renders
 //! plus the addon HelmChartProxies are applied with server-side apply as a GitOps controller would
 //! (its own field manager, no force), the managers run until the cluster is provisioned (AWS flavors,
 //! on moto) or has been reconciled (bare metal, whose backend comes later), and the same manifests are

@@ -1,4 +1,4 @@
-//! How the management cluster reaches a workload API (issue 12, item 5): an internet-facing load
+//! How the management cluster reaches a workload API: an internet-facing load
 //! balancer answers only the CIDRs the KubeZeroCluster lists (never `0.0.0.0/0`), a CIDR removed
 //! from the list is revoked, and the KubeZeroCluster says whether the endpoint answers the manager
 //! (`ControlPlaneEndpointReachable`).
