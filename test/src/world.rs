@@ -127,6 +127,8 @@ struct ManagerProcess {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Its `--metrics-bind-address`.
+    metrics: std::net::SocketAddr,
     /// The extra `run` flags it was started with, for [`World::restart_manager`].
     flags: Vec<String>,
 }
@@ -162,6 +164,8 @@ pub struct WorldView {
     client: Client,
     namespace: String,
     preparer: ClusterPreparer,
+    /// The metrics addresses of the managers running when the view was taken.
+    metrics: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl WorldView {
@@ -178,6 +182,27 @@ impl WorldView {
     /// See [`World::prepare_cluster`].
     pub async fn prepare_cluster(&self, name: &str) -> Result<String, WorldError> {
         prepare(&self.preparer, &self.namespace, name).await
+    }
+
+    /// The sum of manager `name`'s metric series whose line starts with `series` (e.g.
+    /// `kubezero_reconcile_total{controller="addon-gates"}`), `None` when the manager was not
+    /// running when the view was taken or its metrics endpoint does not answer.
+    pub async fn manager_metric(&self, name: &str, series: &str) -> Option<u64> {
+        let address = self.metrics.iter().find(|(manager, _)| manager == name)?.1;
+        let response = tokio::task::spawn_blocking(move || {
+            crate::cloud::http::get(address, "/metrics", std::time::Duration::from_secs(5))
+        })
+        .await
+        .ok()?
+        .ok()?;
+        Some(
+            response
+                .text()
+                .lines()
+                .filter(|line| line.starts_with(series))
+                .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+                .sum(),
+        )
     }
 }
 
@@ -435,6 +460,11 @@ impl World {
             client: self.client.clone(),
             namespace: self.namespace.clone(),
             preparer: self.preparer.clone(),
+            metrics: self
+                .managers
+                .iter()
+                .map(|manager| (manager.name.clone(), manager.metrics))
+                .collect(),
         }
     }
 
@@ -586,7 +616,11 @@ impl World {
             path: log.display().to_string(),
             source,
         })?;
-        let port = |offset| free_port().map(|port| format!("127.0.0.1:{port}")).ok_or(offset);
+        let port = |offset| {
+            free_port()
+                .map(|port| std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                .ok_or(offset)
+        };
         let (metrics, health) = match (port(0), port(1)) {
             (Ok(metrics), Ok(health)) => (metrics, health),
             _ => {
@@ -623,6 +657,7 @@ impl World {
             name: name.to_string(),
             child,
             log,
+            metrics,
             flags: extra_flags.iter().map(|flag| (*flag).to_owned()).collect(),
         })
     }

@@ -280,10 +280,19 @@ async fn cni_gate(world: &WorldView) {
                 .unwrap();
         }
     };
+    // A reconcile of the gate controller that ends after this point saw the release not Ready (the
+    // controller starts once it finds the CRD, within 5 s, and reconciles on the release's change).
+    let ended = r#"kubezero_reconcile_duration_seconds_count{controller="addon-gates"}"#;
+    let before = world
+        .manager_metric("kubezero-provider", ended)
+        .await
+        .unwrap_or(0);
     set_ready("False").await;
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), namespace);
-    // The provider looks for the CRD every 5 s; give it two rounds, then check nothing opened early.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    eventually("a gate reconcile after the release is not Ready", || async {
+        (world.manager_metric("kubezero-provider", ended).await? > before).then_some(())
+    })
+    .await;
     let cluster = clusters.get(CLUSTER).await.unwrap();
     assert!(
         !cluster.labels().contains_key(CNI_READY_LABEL.0),
