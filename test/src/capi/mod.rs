@@ -189,6 +189,15 @@ pub enum CapiKind {
 }
 
 impl CapiKind {
+    fn index(self) -> usize {
+        match self {
+            CapiKind::Cluster => 0,
+            CapiKind::Machine => 1,
+            CapiKind::MachineSet => 2,
+            CapiKind::MachineDeployment => 3,
+        }
+    }
+
     /// The kind's name.
     pub fn kind(self) -> &'static str {
         match self {
@@ -339,6 +348,8 @@ impl Ctx {
 /// The running stand-in; its controllers stop when this is dropped or [`CapiCore::stop`]ped.
 pub struct CapiCore {
     tasks: Vec<JoinHandle<()>>,
+    /// Reconciles ended, by kind (in [`CapiKind`] order), successful or not.
+    reconciled: Arc<[std::sync::atomic::AtomicU64; 4]>,
 }
 
 impl fmt::Debug for CapiCore {
@@ -476,6 +487,14 @@ impl CapiCore {
                     .map(|cluster| ObjectRef::new_with(cluster, cluster_ar.clone()).within(&namespace))
             }
         };
+        let reconciled: Arc<[std::sync::atomic::AtomicU64; 4]> = Arc::default();
+        let count = |kind: CapiKind| {
+            let reconciled = reconciled.clone();
+            move |_| {
+                reconciled[kind.index()].fetch_add(1, Ordering::Relaxed);
+                ready(())
+            }
+        };
         let clusters = Controller::new_with(all(&cluster_ar), wc(), cluster_ar.clone())
             .watches_with(
                 all(&machine_ar),
@@ -487,24 +506,25 @@ impl CapiCore {
             .watches(Api::<Secret>::all(client.clone()), wc(), secret_to_cluster)
             .reconcile_on(infra_changed)
             .run(cluster::reconcile, error_policy, ctx.clone())
-            .for_each(|_| ready(()));
+            .for_each(count(CapiKind::Cluster));
 
         let machines = machine_controller
             .reconcile_on(externals_changed)
             .run(machine::reconcile, error_policy, ctx.clone())
-            .for_each(|_| ready(()));
+            .for_each(count(CapiKind::Machine));
 
         let machinesets = machineset_controller
             .owns_with(all(&machine_ar), machine_ar.clone(), wc())
             .run(machineset::reconcile, error_policy, ctx.clone())
-            .for_each(|_| ready(()));
+            .for_each(count(CapiKind::MachineSet));
 
         let machinedeployments = machinedeployment_controller
             .owns_with(all(&ms_ar), ms_ar.clone(), wc())
             .run(machinedeployment::reconcile, error_policy, ctx.clone())
-            .for_each(|_| ready(()));
+            .for_each(count(CapiKind::MachineDeployment));
 
         CapiCore {
+            reconciled,
             tasks: vec![
                 tokio::spawn(clusters),
                 tokio::spawn(machines),
@@ -512,6 +532,25 @@ impl CapiCore {
                 tokio::spawn(machinedeployments),
             ],
         }
+    }
+
+    /// How many reconciles of `kind` have ended (with success or an error) since the start: a
+    /// test that checks that nothing happens waits for a few more instead of sleeping.
+    pub fn reconciled(&self, kind: CapiKind) -> u64 {
+        self.reconciled[kind.index()].load(Ordering::Relaxed)
+    }
+
+    /// Waits until `rounds` more reconciles of `kind` have ended than when called (at most 30 s).
+    pub async fn reconcile_rounds(&self, kind: CapiKind, rounds: u64) -> Result<(), Error> {
+        let target = self.reconciled(kind) + rounds;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.reconciled(kind) < target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!("{rounds} {} reconciles", kind.kind())));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Stops the controllers (in-flight reconciles are abandoned; every write is idempotent).

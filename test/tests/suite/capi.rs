@@ -458,7 +458,7 @@ async fn machine_deployment_0_3_0_clones_owns_and_deletes_in_contract_order() {
         })
         .await;
         // A few reconcile rounds later the configs are still untouched: infra first, and waited for.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        world.core.reconcile_rounds(CapiKind::Machine, 9).await.expect("Machine reconciles");
         let configs = kzc.list(&ListParams::default()).await.unwrap().items;
         assert_eq!(configs.len(), 3);
         assert!(configs.iter().all(|c| c.metadata.deletion_timestamp.is_none()));
@@ -643,7 +643,7 @@ async fn cluster_copies_infra_provisioning_endpoint_and_writes_kubeconfig() {
         )
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        world.core.reconcile_rounds(CapiKind::Cluster, 2).await.expect("Cluster reconciles");
         let cluster = clusters.get("demo").await.unwrap();
         assert_eq!(cluster.data["status"]["initialization"]["infrastructureProvisioned"], json!(true));
         world.stop().await;
@@ -817,7 +817,11 @@ async fn cluster_deletion_removes_descendants_before_the_infra_cluster() {
             o.metadata.deletion_timestamp.is_some().then_some(())
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        world
+            .core
+            .reconcile_rounds(CapiKind::Cluster, 2)
+            .await
+            .expect("Cluster reconciles");
         let infra = kzc.get("demo").await.expect("InfraCluster still there");
         assert!(
             infra.metadata.deletion_timestamp.is_none(),
@@ -882,8 +886,12 @@ async fn paused_cluster_is_left_alone() {
         let clusters = world.capi(CapiKind::Cluster);
         let ms_api = world.capi(CapiKind::MachineSet);
         let kzc = world.kzc().await;
-        // Several poll intervals: core adds its finalizer and the Paused condition, nothing else.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Several reconciles: core adds its finalizer and the Paused condition, nothing else.
+        world
+            .core
+            .reconcile_rounds(CapiKind::Cluster, 3)
+            .await
+            .expect("Cluster reconciles");
         let cluster = clusters.get("demo").await.unwrap();
         assert_eq!(
             cluster.finalizers(),
@@ -956,7 +964,16 @@ async fn paused_cluster_is_left_alone() {
         // Let any reconcile that started before the pause finish.
         tokio::time::sleep(Duration::from_millis(500)).await;
         world.scale("workers", 0).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        world
+            .core
+            .reconcile_rounds(CapiKind::MachineDeployment, 2)
+            .await
+            .expect("MachineDeployment reconciles");
+        world
+            .core
+            .reconcile_rounds(CapiKind::MachineSet, 2)
+            .await
+            .expect("MachineSet reconciles");
         let machines = world.machines_of("workers").await;
         assert_eq!(machines.len(), 2, "scale-down ignored while paused");
         assert!(machines.iter().all(|m| m.metadata.deletion_timestamp.is_none()));
