@@ -2,7 +2,7 @@
 //!
 //! Flow (contract §2): find the owning Cluster → honour pause and the `cluster.x-k8s.io/managed-by`
 //! annotation (externally managed infrastructure is left alone) → finalizer → provision the platform's
-//! infrastructure ([`super::cluster_aws`] on AWS): `spec.controlPlaneEndpoint` once, then
+//! infrastructure ([`aws`] on AWS): `spec.controlPlaneEndpoint` once, then
 //! `status.failureDomains`, `status.aws` and `status.initialization.provisioned`. Deletion waits for the
 //! cluster's KubeZeroMachines to be gone, releases the cloud resources over as many reconciles as they
 //! take, then removes the finalizer.
@@ -10,9 +10,11 @@
 //! Wake-ups: the KubeZeroCluster itself only when its metadata or spec change (not on status
 //! writes, its own or anyone's), its Cluster only when the Cluster's identity, metadata or spec
 //! change: core rewrites the Cluster's status (replica counters, conditions) on every Machine
-//! change, and none of that is read here. Between two resyncs ([`cluster_aws::RESYNC`]) a reconcile
-//! reuses the last complete observation of the infrastructure ([`cluster_aws::Observations`])
+//! change, and none of that is read here. Between two resyncs ([`aws::RESYNC`]) a reconcile
+//! reuses the last complete observation of the infrastructure ([`aws::Observations`])
 //! instead of describing it again.
+
+pub mod aws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +39,12 @@ use kubezero_capi::runtime::reconcile::{
 use serde_json::json;
 use tracing::Instrument;
 
-use super::cluster_aws::{self, CloudFailure, Observations, ObservedObject, PROGRESS_REQUEUE};
+use self::aws::{CloudFailure, Observations, ObservedObject, PROGRESS_REQUEUE};
 use super::machine::backend_unavailable;
 use super::{Error, Platform, ProviderError, endpoint, reasons, write_conditions};
 use crate::api::{FINALIZER_CLUSTER, GROUP, KubeZeroCluster, KubeZeroClusterStatus, KubeZeroMachine};
 use crate::aws::DeleteProgress;
-use crate::settings::Backends;
+use crate::aws::clients::ClientRegistry;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezerocluster";
@@ -50,25 +52,25 @@ pub const CONTROLLER: &str = "kubezerocluster";
 /// What the controller keeps across reconciles.
 #[derive(Debug)]
 pub struct State {
-    /// The process's platform backends.
-    pub backends: Arc<Backends>,
+    /// The process's AWS client sets.
+    pub clients: Arc<ClientRegistry>,
     /// The last complete observation of each cluster's infrastructure.
     pub observations: Observations,
 }
 
 impl State {
-    /// State over `backends`, with nothing observed yet.
-    pub fn new(backends: Arc<Backends>) -> Arc<Self> {
+    /// State over the AWS client sets `clients`, with nothing observed yet.
+    pub fn new(clients: Arc<ClientRegistry>) -> Arc<Self> {
         Arc::new(Self {
-            backends,
+            clients,
             observations: Observations::default(),
         })
     }
 }
 
 /// Runs the KubeZeroCluster controller until the manager shuts down.
-pub async fn run(context: Context, backends: Arc<Backends>) {
-    let state = State::new(backends);
+pub async fn run(context: Context, clients: Arc<ClientRegistry>) {
+    let state = State::new(clients);
     let results = changes_controller::<KubeZeroCluster>(&context)
         .watches(
             context.args.api::<Cluster>(&context.client),
@@ -252,7 +254,7 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
     let observations = &scope.state.observations;
     let (provisioned, fresh) = match observations.fresh(&observed) {
         Some(provisioned) => (provisioned, false),
-        None => match cluster_aws::provision(&scope.state.backends, &cluster, spec).await {
+        None => match aws::provision(&scope.state.clients, &cluster, spec).await {
             Ok(provisioned) => (provisioned, true),
             Err(failure) => {
                 observations.forget(&scope.namespace, &scope.name);
@@ -403,7 +405,7 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
         &cluster,
     ) {
         (Platform::Aws, Some(spec), Some(cluster)) => {
-            match cluster_aws::release(&scope.state.backends, cluster, spec).await {
+            match aws::release(&scope.state.clients, cluster, spec).await {
                 Ok(progress) => progress,
                 Err(failure) => {
                     scope.write(failure.ready.clone(), scope.recorded()).await?;
@@ -477,7 +479,9 @@ mod tests {
                     _ => not_found(&request.path),
                 },
             );
-        let state = State::new(Backends::new(&crate::settings::ProviderArgs::default()));
+        let state = State::new(Arc::new(ClientRegistry::new(
+            crate::settings::ProviderArgs::default().aws_settings(),
+        )));
         reconcile(Arc::new(typed), Arc::new(context(client)), state)
             .await
             .unwrap();
