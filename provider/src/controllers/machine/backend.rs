@@ -45,7 +45,9 @@ pub enum Release {
 
 /// A platform that provisions KubeZeroMachines (AWS in this build, bare metal later). It keeps
 /// what it shares across reconciles (clients, caches, batchers); the controller fetches, gates and
-/// writes the status, and calls it with read-only data.
+/// writes the status, and calls it with the read-only fetched data. The `client` a call gets is for
+/// what the backend records on the machine's own metadata and spec (the AWS backend: instance id,
+/// launch marks); the status is not its to write.
 pub trait MachineBackend: Send + Sync + std::fmt::Debug {
     /// The platform section (`spec.<platform>`) of the machines this backend provisions.
     fn platform(&self) -> Platform;
