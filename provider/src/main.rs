@@ -2,13 +2,14 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use kubezero_capi::runtime::{Command, Context, execute};
 use kubezero_provider::api;
-use kubezero_provider::aws::clients::AWS_REQUESTS_METRIC;
+use kubezero_provider::aws::clients::{AWS_REQUESTS_METRIC, ClientRegistry};
 use kubezero_provider::controllers::{addon_gates, cluster, machine, machine_template};
-use kubezero_provider::settings::{Backends, ProviderArgs};
+use kubezero_provider::settings::ProviderArgs;
 
 /// Name of the manager: Lease name, event reporter, logs.
 const MANAGER: &str = "kubezero-provider";
@@ -24,15 +25,16 @@ struct Cli {
 #[tokio::main]
 async fn main() -> ExitCode {
     let controllers = |context: Context, args: ProviderArgs| async move {
-        let backends = Backends::new(&args);
+        // One AWS client set per (credentials, region), shared by every controller.
+        let clients = Arc::new(ClientRegistry::new(args.aws_settings()));
         let (name, help) = AWS_REQUESTS_METRIC;
         context
             .metrics
-            .register(name, help, backends.aws.request_counter().clone());
+            .register(name, help, clients.request_counter().clone());
         tokio::join!(
-            cluster::run(context.clone(), backends.clone()),
-            machine::run(context.clone(), backends.clone()),
-            machine_template::run(context.clone(), backends),
+            cluster::run(context.clone(), clients.clone()),
+            machine::run(context.clone(), clients.clone(), args.launcher_settings()),
+            machine_template::run(context.clone(), clients),
             addon_gates::run(context)
         );
     };

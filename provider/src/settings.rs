@@ -1,10 +1,9 @@
-//! Flags of `kubezero-provider run` beyond the ones every manager has, and the backends built from
-//! them once per process and shared by all controllers.
+//! Flags of `kubezero-provider run` beyond the ones every manager has, and the AWS client and
+//! launch batching settings they describe.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::aws::clients::{AwsSettings, ClientRegistry};
+use crate::aws::clients::AwsSettings;
 use crate::aws::launcher::LauncherSettings;
 
 /// Flags of the infrastructure provider's `run`.
@@ -57,25 +56,6 @@ impl ProviderArgs {
             max_launch_wait: self.aws_launch_max_wait,
             ..LauncherSettings::default()
         }
-    }
-}
-
-/// The platform backends of one provider process, shared by every controller.
-#[derive(Debug)]
-pub struct Backends {
-    /// AWS client sets per (credentials, region).
-    pub aws: ClientRegistry,
-    /// How instance launches are batched.
-    pub launcher: LauncherSettings,
-}
-
-impl Backends {
-    /// The backends for `args`.
-    pub fn new(args: &ProviderArgs) -> Arc<Self> {
-        Arc::new(Self {
-            aws: ClientRegistry::new(args.aws_settings()),
-            launcher: args.launcher_settings(),
-        })
     }
 }
 

@@ -204,6 +204,11 @@ pub struct LaunchSpec {
     pub tags: BTreeMap<String, String>,
 }
 
+/// User data as [`LaunchSpec::user_data`] holds it: base64, as RunInstances takes it. Pure.
+pub fn encode_user_data(user_data: &[u8]) -> String {
+    aws_smithy_types::base64::encode(user_data)
+}
+
 /// User data enters the fingerprint as its own hash, so the serialized spec never carries it.
 fn fingerprint_only<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format!("{:016x}", fnv1a(value.as_bytes(), FNV_OFFSET)))

@@ -2,7 +2,7 @@
 //!
 //! Flow (contract §2): find the owning Cluster → honour pause and the `cluster.x-k8s.io/managed-by`
 //! annotation (externally managed infrastructure is left alone) → finalizer → provision the platform's
-//! infrastructure ([`super::cluster_aws`] on AWS): `spec.controlPlaneEndpoint` once, then
+//! infrastructure ([`aws`] on AWS): `spec.controlPlaneEndpoint` once, then
 //! `status.failureDomains`, `status.aws` and `status.initialization.provisioned`. Deletion waits for the
 //! cluster's KubeZeroMachines to be gone, releases the cloud resources over as many reconciles as they
 //! take, then removes the finalizer.
@@ -10,9 +10,11 @@
 //! Wake-ups: the KubeZeroCluster itself only when its metadata or spec change (not on status
 //! writes, its own or anyone's), its Cluster only when the Cluster's identity, metadata or spec
 //! change: core rewrites the Cluster's status (replica counters, conditions) on every Machine
-//! change, and none of that is read here. Between two resyncs ([`cluster_aws::RESYNC`]) a reconcile
-//! reuses the last complete observation of the infrastructure ([`cluster_aws::Observations`])
+//! change, and none of that is read here. Between two resyncs ([`aws::RESYNC`]) a reconcile
+//! reuses the last complete observation of the infrastructure ([`aws::Observations`])
 //! instead of describing it again.
+
+pub mod aws;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,12 +39,12 @@ use kubezero_capi::runtime::reconcile::{
 use serde_json::json;
 use tracing::Instrument;
 
-use super::cluster_aws::{self, CloudFailure, Observations, ObservedObject, PROGRESS_REQUEUE};
+use self::aws::{CloudFailure, Observations, ObservedObject, PROGRESS_REQUEUE};
 use super::machine::backend_unavailable;
 use super::{Error, Platform, ProviderError, endpoint, reasons, write_conditions};
 use crate::api::{FINALIZER_CLUSTER, GROUP, KubeZeroCluster, KubeZeroClusterStatus, KubeZeroMachine};
 use crate::aws::DeleteProgress;
-use crate::settings::Backends;
+use crate::aws::clients::ClientRegistry;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezerocluster";
@@ -50,25 +52,25 @@ pub const CONTROLLER: &str = "kubezerocluster";
 /// What the controller keeps across reconciles.
 #[derive(Debug)]
 pub struct State {
-    /// The process's platform backends.
-    pub backends: Arc<Backends>,
+    /// The process's AWS client sets.
+    pub clients: Arc<ClientRegistry>,
     /// The last complete observation of each cluster's infrastructure.
     pub observations: Observations,
 }
 
 impl State {
-    /// State over `backends`, with nothing observed yet.
-    pub fn new(backends: Arc<Backends>) -> Arc<Self> {
+    /// State over the AWS client sets `clients`, with nothing observed yet.
+    pub fn new(clients: Arc<ClientRegistry>) -> Arc<Self> {
         Arc::new(Self {
-            backends,
+            clients,
             observations: Observations::default(),
         })
     }
 }
 
 /// Runs the KubeZeroCluster controller until the manager shuts down.
-pub async fn run(context: Context, backends: Arc<Backends>) {
-    let state = State::new(backends);
+pub async fn run(context: Context, clients: Arc<ClientRegistry>) {
+    let state = State::new(clients);
     let results = changes_controller::<KubeZeroCluster>(&context)
         .watches(
             context.args.api::<Cluster>(&context.client),
@@ -108,8 +110,8 @@ pub fn cluster_name(infra_cluster: &KubeZeroCluster) -> Option<String> {
         .filter(|name| !name.is_empty())
 }
 
-/// The reconciled object, its API and the things every step needs.
-struct Scope<'a> {
+/// One reconcile of a KubeZeroCluster: the object, its API, the controller's context and state.
+struct Pass<'a> {
     api: Api<KubeZeroCluster>,
     context: &'a Context,
     state: &'a State,
@@ -118,7 +120,7 @@ struct Scope<'a> {
     name: String,
 }
 
-impl Scope<'_> {
+impl Pass<'_> {
     /// Writes `ready` (and `Paused=False`) with `status` as the rest of the status; the endpoint's
     /// reachability is kept as last reported.
     async fn write(&self, ready: Observed, status: KubeZeroClusterStatus) -> Result<(), Error> {
@@ -175,7 +177,7 @@ async fn reconcile(
             tracing::debug!("externally managed, skipping");
             return Ok(Action::await_change());
         }
-        let scope = Scope {
+        let pass = Pass {
             api: Api::namespaced(context.client.clone(), &namespace),
             context: &context,
             state: &state,
@@ -191,13 +193,13 @@ async fn reconcile(
         };
         if let Some(reason) = pause_reason(cluster.as_ref(), &infra_cluster.metadata) {
             let observed = [paused_condition(Some(&reason))];
-            let recorded = scope.recorded();
+            let recorded = pass.recorded();
             let with = |conditions| KubeZeroClusterStatus {
                 conditions,
                 ..recorded
             };
             write_conditions(
-                &scope.api,
+                &pass.api,
                 infra_cluster.as_ref(),
                 &context,
                 &observed,
@@ -208,7 +210,7 @@ async fn reconcile(
             return Ok(Action::await_change());
         }
         if infra_cluster.metadata.deletion_timestamp.is_some() {
-            return delete(&scope).await;
+            return delete(&pass).await;
         }
         if cluster.is_none() {
             let ready = Observed::false_(
@@ -216,48 +218,47 @@ async fn reconcile(
                 reasons::WAITING_FOR_OWNER,
                 "waiting for Cluster API to set the owner Cluster",
             );
-            scope.write(ready, KubeZeroClusterStatus::default()).await?;
+            pass.write(ready, KubeZeroClusterStatus::default()).await?;
             return Ok(Action::requeue(Duration::from_secs(60)));
         }
-        if finalizers::add(&scope.api, infra_cluster.as_ref(), FINALIZER_CLUSTER)
+        if finalizers::add(&pass.api, infra_cluster.as_ref(), FINALIZER_CLUSTER)
             .await
             .map_err(Error::write("update", "KubeZeroCluster", &namespace, &name))?
         {
             // The write wakes the controller again with the finalizer in place.
             return Ok(Action::await_change());
         }
-        apply(&scope).await
+        apply(&pass).await
     }
     .instrument(span)
     .await
 }
 
-async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
-    let infra_cluster = scope.infra_cluster;
+async fn apply(pass: &Pass<'_>) -> Result<Action, ProviderError> {
+    let infra_cluster = pass.infra_cluster;
     let (Some(spec), Some(cluster)) = (infra_cluster.spec.aws.as_ref(), cluster_name(infra_cluster)) else {
-        scope
-            .write(
-                backend_unavailable(infra_cluster.platform()),
-                KubeZeroClusterStatus::default(),
-            )
-            .await?;
+        pass.write(
+            backend_unavailable(infra_cluster.platform()),
+            KubeZeroClusterStatus::default(),
+        )
+        .await?;
         return Ok(Action::await_change());
     };
     let mut observed = ObservedObject {
-        namespace: scope.namespace.clone(),
-        name: scope.name.clone(),
+        namespace: pass.namespace.clone(),
+        name: pass.name.clone(),
         uid: infra_cluster.uid().unwrap_or_default(),
         generation: infra_cluster.metadata.generation,
     };
-    let observations = &scope.state.observations;
+    let observations = &pass.state.observations;
     let (provisioned, fresh) = match observations.fresh(&observed) {
         Some(provisioned) => (provisioned, false),
-        None => match cluster_aws::provision(&scope.state.backends, &cluster, spec).await {
+        None => match aws::provision(&pass.state.clients, &cluster, spec).await {
             Ok(provisioned) => (provisioned, true),
             Err(failure) => {
-                observations.forget(&scope.namespace, &scope.name);
-                scope.write(failure.ready.clone(), scope.recorded()).await?;
-                return Err(scope.cloud_error(failure));
+                observations.forget(&pass.namespace, &pass.name);
+                pass.write(failure.ready.clone(), pass.recorded()).await?;
+                return Err(pass.cloud_error(failure));
             }
         },
     };
@@ -265,7 +266,7 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
         Some(endpoint) => endpoint.is_valid(),
         None if !provisioned.endpoint.0.is_empty() => {
             // This controller's own spec write: the observation stays valid at the new generation.
-            observed.generation = set_endpoint(scope, &provisioned.endpoint).await?;
+            observed.generation = set_endpoint(pass, &provisioned.endpoint).await?;
             true
         }
         None => false,
@@ -291,7 +292,7 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
     };
     let mut requeue = provisioned.requeue;
     let mut observed = vec![provisioned.ready];
-    if now_provisioned && let Some(facts) = endpoint_facts(scope, spec).await? {
+    if now_provisioned && let Some(facts) = endpoint_facts(pass, spec).await? {
         let probe = match facts.machines_up_for {
             Some(_) => Some(endpoint::probe(&facts.endpoint).await),
             None => None,
@@ -301,7 +302,7 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
         }
         observed.push(endpoint::condition(&facts, probe.as_ref()));
     }
-    scope.write_all(observed, status).await?;
+    pass.write_all(observed, status).await?;
     Ok(Action::requeue(requeue))
 }
 
@@ -309,10 +310,10 @@ async fn apply(scope: &Scope<'_>) -> Result<Action, ProviderError> {
 /// provider made the load balancer, and how long ago the cluster's first machine was provisioned
 /// (from its `Ready` condition). `None` while the spec has no valid endpoint.
 async fn endpoint_facts(
-    scope: &Scope<'_>,
+    pass: &Pass<'_>,
     spec: &crate::api::aws::AwsClusterSpec,
 ) -> Result<Option<endpoint::Facts>, Error> {
-    let Some(endpoint) = scope
+    let Some(endpoint) = pass
         .infra_cluster
         .spec
         .control_plane_endpoint
@@ -321,10 +322,10 @@ async fn endpoint_facts(
     else {
         return Ok(None);
     };
-    let Some(cluster) = cluster_name(scope.infra_cluster) else {
+    let Some(cluster) = cluster_name(pass.infra_cluster) else {
         return Ok(None);
     };
-    let listed = cluster_machines(scope, &cluster).await?;
+    let listed = cluster_machines(pass, &cluster).await?;
     let now = k8s_openapi::jiff::Timestamp::now();
     let machines_up_for = listed
         .iter()
@@ -336,7 +337,7 @@ async fn endpoint_facts(
             provisioned.then(|| Duration::try_from(up_for).unwrap_or_default())
         })
         .max();
-    let provider_made_it = scope
+    let provider_made_it = pass
         .infra_cluster
         .status
         .as_ref()
@@ -349,15 +350,15 @@ async fn endpoint_facts(
     }))
 }
 
-/// The KubeZeroMachines of Cluster `cluster` in the scope's namespace (by the cluster-name label).
-async fn cluster_machines(scope: &Scope<'_>, cluster: &str) -> Result<Vec<KubeZeroMachine>, Error> {
-    let machines: Api<KubeZeroMachine> = Api::namespaced(scope.context.client.clone(), &scope.namespace);
+/// The KubeZeroMachines of Cluster `cluster` in the pass's namespace (by the cluster-name label).
+async fn cluster_machines(pass: &Pass<'_>, cluster: &str) -> Result<Vec<KubeZeroMachine>, Error> {
+    let machines: Api<KubeZeroMachine> = Api::namespaced(pass.context.client.clone(), &pass.namespace);
     let listed = machines
         .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={cluster}")))
         .await
         .map_err(Error::read(
             "KubeZeroMachine",
-            &scope.namespace,
+            &pass.namespace,
             &format!("of Cluster {cluster}"),
         ))?;
     Ok(listed.items)
@@ -365,35 +366,35 @@ async fn cluster_machines(scope: &Scope<'_>, cluster: &str) -> Result<Vec<KubeZe
 
 /// Sets `spec.controlPlaneEndpoint` (once; the CRD keeps it immutable afterwards); returns the
 /// object's generation after the write.
-async fn set_endpoint(scope: &Scope<'_>, (host, port): &(String, i32)) -> Result<Option<i64>, Error> {
+async fn set_endpoint(pass: &Pass<'_>, (host, port): &(String, i32)) -> Result<Option<i64>, Error> {
     let patch = json!({"spec": {"controlPlaneEndpoint": {"host": host, "port": port}}});
-    let written = scope
+    let written = pass
         .api
-        .patch(&scope.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&pass.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::write(
             "update",
             "KubeZeroCluster",
-            &scope.namespace,
-            &scope.name,
+            &pass.namespace,
+            &pass.name,
         ))?;
     tracing::info!(%host, port, "control-plane endpoint set");
     Ok(written.metadata.generation)
 }
 
-async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
-    let infra_cluster = scope.infra_cluster;
+async fn delete(pass: &Pass<'_>) -> Result<Action, ProviderError> {
+    let infra_cluster = pass.infra_cluster;
     if !finalizers::has_finalizer(infra_cluster, FINALIZER_CLUSTER) {
         return Ok(Action::await_change());
     }
-    scope.state.observations.forget(&scope.namespace, &scope.name);
+    pass.state.observations.forget(&pass.namespace, &pass.name);
     let deleting = |message: String| Observed::false_(READY_CONDITION, reasons::DELETING, message);
     let cluster = cluster_name(infra_cluster);
     if let Some(cluster) = &cluster {
-        let left = cluster_machines(scope, cluster).await?.len();
+        let left = cluster_machines(pass, cluster).await?.len();
         if left > 0 {
             let message = format!("waiting for {left} KubeZeroMachine(s) of Cluster {cluster} to be deleted");
-            scope.write(deleting(message), scope.recorded()).await?;
+            pass.write(deleting(message), pass.recorded()).await?;
             return Ok(Action::requeue(PROGRESS_REQUEUE));
         }
     }
@@ -403,11 +404,11 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
         &cluster,
     ) {
         (Platform::Aws, Some(spec), Some(cluster)) => {
-            match cluster_aws::release(&scope.state.backends, cluster, spec).await {
+            match aws::release(&pass.state.clients, cluster, spec).await {
                 Ok(progress) => progress,
                 Err(failure) => {
-                    scope.write(failure.ready.clone(), scope.recorded()).await?;
-                    return Err(scope.cloud_error(failure));
+                    pass.write(failure.ready.clone(), pass.recorded()).await?;
+                    return Err(pass.cloud_error(failure));
                 }
             }
         }
@@ -416,7 +417,7 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
     };
     match progress {
         DeleteProgress::Waiting(what) => {
-            scope.write(deleting(what), scope.recorded()).await?;
+            pass.write(deleting(what), pass.recorded()).await?;
             Ok(Action::requeue(PROGRESS_REQUEUE))
         }
         DeleteProgress::Done => {
@@ -424,13 +425,13 @@ async fn delete(scope: &Scope<'_>) -> Result<Action, ProviderError> {
                 platform = infra_cluster.platform().as_str(),
                 "cloud resources released"
             );
-            finalizers::remove(&scope.api, infra_cluster, FINALIZER_CLUSTER)
+            finalizers::remove(&pass.api, infra_cluster, FINALIZER_CLUSTER)
                 .await
                 .map_err(Error::write(
                     "update",
                     "KubeZeroCluster",
-                    &scope.namespace,
-                    &scope.name,
+                    &pass.namespace,
+                    &pass.name,
                 ))?;
             Ok(Action::await_change())
         }
@@ -477,7 +478,9 @@ mod tests {
                     _ => not_found(&request.path),
                 },
             );
-        let state = State::new(Backends::new(&crate::settings::ProviderArgs::default()));
+        let state = State::new(Arc::new(ClientRegistry::new(
+            crate::settings::ProviderArgs::default().aws_settings(),
+        )));
         reconcile(Arc::new(typed), Arc::new(context(client)), state)
             .await
             .unwrap();

@@ -1,13 +1,23 @@
 //! KubeZeroMachine controller.
 //!
-//! Flow (contract §3): find the owner Machine and its Cluster → honour pause (only the `Paused`
-//! condition is written) → finalizer → wait for the Cluster's infrastructure and the Machine's
-//! bootstrap data → hand the machine to the platform backend ([`aws`] for `spec.aws`; the metal
-//! backend is not in this build). Deletion runs the backend's cleanup over as many reconciles as
-//! it takes (the instance must be terminated) and only then releases the finalizer; an object being
-//! deleted is cleaned up even when its owners are gone.
+//! A reconcile is a pipeline (contract §3), one module per step:
+//! 1. fetch ([`scope`]): the owner Machine and its Cluster, then, for the steps that need it, the
+//!    KubeZeroCluster, and the bootstrap data only when a launch needs it; read-only once fetched;
+//! 2. gate ([`gate`], pure): pause (only the `Paused` condition is written; a launch the machine
+//!    joined still settles), deletion, the owners, then the finalizer, the Cluster's
+//!    infrastructure, the platform match and the bootstrap data;
+//! 3. the platform's [`MachineBackend`] ([`aws`] for `spec.aws`; the metal backend is not in this
+//!    build): find or adopt the machine's instance, else plan its launch from the fetched data
+//!    (pure, [`aws::plan`]) and start it; on deletion, release it over as many reconciles as it
+//!    takes, and only then the finalizer goes (an object being deleted is cleaned up even when its
+//!    owners are gone);
+//! 4. status ([`status`]): written once per reconcile, also when a cloud step failed.
 
 pub mod aws;
+pub mod backend;
+pub mod gate;
+pub mod scope;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,30 +27,31 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::Observed;
 use kubezero_capi::contract::READY_CONDITION;
-use kubezero_capi::core::{Cluster, Machine};
-use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, owner_machine_name};
-use kubezero_capi::pause::{pause_reason, paused_condition};
+use kubezero_capi::core::Machine;
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::errors::{ErrorClass, ReconcileError};
 use kubezero_capi::runtime::finalizers;
 use kubezero_capi::runtime::reconcile::{describe, namespace_of, referenced, run_machine_controller};
 use tracing::Instrument;
 
-use self::aws::{AwsMachines, Observation, Release, Scope, previous_status};
-use super::{Error, Platform, reasons, write_conditions};
-use crate::api::{FINALIZER_MACHINE, GROUP, KubeZeroCluster, KubeZeroMachine, KubeZeroMachineStatus};
+use self::aws::AwsMachineBackend;
+use self::backend::previous_status;
+pub use self::backend::{Found, MachineBackend, Observation, Release};
+pub use self::gate::backend_unavailable;
+use self::gate::{Gate, Ready};
+use self::scope::Scope;
+use self::status::Report;
+use super::{Error, Platform};
+use crate::api::{FINALIZER_MACHINE, GROUP, KubeZeroMachine};
+use crate::aws::clients::ClientRegistry;
 use crate::aws::instances::MachineKey;
-use crate::aws::launcher::{LauncherSettings, Wake};
-use crate::settings::Backends;
+use crate::aws::launcher::LauncherSettings;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezeromachine";
 
 /// How soon to look again while an instance is being terminated.
 pub const DELETE_REQUEUE: Duration = Duration::from_secs(3);
-/// How soon to look again while waiting for the Cluster's infrastructure or bootstrap data (the
-/// Machine and Cluster watches usually trigger sooner).
-pub const WAIT_REQUEUE: Duration = Duration::from_secs(30);
 
 /// Errors of a KubeZeroMachine reconcile: the Kubernetes side, or a cloud step (whose class
 /// was decided where the cloud error was classified, [`crate::aws::errors`]).
@@ -89,29 +100,24 @@ impl ReconcileError for MachineError {
     }
 }
 
-/// The platform backends of the machine controller.
-#[derive(Debug)]
-pub struct MachineBackends {
-    /// EC2.
-    pub aws: AwsMachines,
+/// The machine backends of this build, at most one per platform.
+pub type Backends = Arc<[Box<dyn MachineBackend>]>;
+
+/// The backend of `platform` among `backends`, if this build has one.
+fn backend_for(backends: &[Box<dyn MachineBackend>], platform: Platform) -> Option<&dyn MachineBackend> {
+    backends
+        .iter()
+        .find(|backend| backend.platform() == platform)
+        .map(AsRef::as_ref)
 }
 
-impl MachineBackends {
-    /// The backends over the process's shared clients, batching with `settings`; machines whose
-    /// launch or termination batch ended are sent to `wake` when given.
-    pub fn new(backends: Arc<Backends>, settings: LauncherSettings, wake: Option<Wake>) -> Self {
-        Self {
-            aws: AwsMachines::new(backends, settings, wake),
-        }
-    }
-}
-
-/// Runs the KubeZeroMachine controller until the manager shuts down. A machine whose launch or
-/// termination batch ended is reconciled again at once.
-pub async fn run(context: Context, backends: Arc<Backends>) {
+/// Runs the KubeZeroMachine controller until the manager shuts down, launching on AWS over
+/// `clients` and batching launches with `settings`. A machine whose launch or termination batch
+/// ended is reconciled again at once.
+pub async fn run(context: Context, clients: Arc<ClientRegistry>, settings: LauncherSettings) {
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
-    let settings = backends.launcher.clone();
-    let machines = Arc::new(MachineBackends::new(backends, settings, Some(wake)));
+    let aws: Box<dyn MachineBackend> = Box::new(AwsMachineBackend::new(clients, settings, Some(wake)));
+    let backends: Backends = Arc::new([aws]);
     let woken = futures::stream::unfold(woken, |mut woken| async move {
         let machine: MachineKey = woken.recv().await?;
         Some((
@@ -124,7 +130,7 @@ pub async fn run(context: Context, backends: Arc<Backends>) {
         CONTROLLER,
         machine_to_infra_machine,
         woken,
-        move |machine, context| reconcile(machine, context, machines.clone()),
+        move |machine, context| reconcile(machine, context, backends.clone()),
     )
     .await;
 }
@@ -139,98 +145,66 @@ pub fn machine_to_infra_machine(machine: Machine) -> Option<ObjectRef<KubeZeroMa
     )
 }
 
-/// What the fetch step found.
-struct Related {
-    owner: Option<Machine>,
-    cluster: Option<Cluster>,
-}
-
 async fn reconcile(
     machine: Arc<KubeZeroMachine>,
     context: Arc<Context>,
-    backends: Arc<MachineBackends>,
+    backends: Backends,
 ) -> Result<Action, MachineError> {
     let _timer = context.metrics.reconcile(CONTROLLER);
     let name = machine.name_any();
     let namespace = namespace_of(machine.as_ref())?;
     let span = tracing::info_span!("reconcile", controller = CONTROLLER, %namespace, %name);
     async {
-        let related = fetch(&context, &namespace, &machine).await?;
+        let scope = Scope::fetch(&context.client, &namespace, machine.clone()).await?;
         let api: Api<KubeZeroMachine> = Api::namespaced(context.client.clone(), &namespace);
-        if let Some(reason) = pause_reason(related.cluster.as_ref(), &machine.metadata) {
-            let settling = settle_launch(&context, &machine, &related, &backends).await?;
-            write_conditions(
-                &api,
-                machine.as_ref(),
-                &context,
-                &[paused_condition(Some(&reason))],
-                &[READY_CONDITION],
-                |conditions| with_conditions(previous_status(&machine), conditions),
-            )
-            .await?;
-            return Ok(settling.map_or_else(Action::await_change, Action::requeue));
+        let backend = backend_for(&backends, machine.platform());
+        match gate::admit(&scope) {
+            Gate::Paused(reason) => paused(&api, &context, scope, backend, &reason).await,
+            Gate::Deleting => delete(&api, &context, scope, backend).await,
+            Gate::Waiting(ready) => {
+                Report::ready(ready, previous_status(&machine))
+                    .write(&api, &context, &machine)
+                    .await?;
+                Ok(Action::requeue(gate::OWNER_REQUEUE))
+            }
+            Gate::Admitted => {
+                if finalizers::add(&api, machine.as_ref(), FINALIZER_MACHINE)
+                    .await
+                    .map_err(|source| finalizer_error(&namespace, &name, source))?
+                {
+                    // The write is watched: the next reconcile provisions.
+                    return Ok(Action::await_change());
+                }
+                apply(&api, &context, scope, backend).await
+            }
         }
-        if machine.metadata.deletion_timestamp.is_some() {
-            return delete(&api, &context, &machine, &related, &backends).await;
-        }
-        let waiting = match (&related.owner, &related.cluster) {
-            (None, _) => Some((
-                reasons::WAITING_FOR_OWNER,
-                "waiting for Cluster API to set the owner Machine",
-            )),
-            (Some(_), None) => Some((
-                reasons::WAITING_FOR_CLUSTER,
-                "waiting for the Machine's Cluster to exist",
-            )),
-            _ => None,
-        };
-        if let Some((reason, message)) = waiting {
-            let observed = vec![
-                Observed::false_(READY_CONDITION, reason, message),
-                paused_condition(None),
-            ];
-            write_conditions(&api, machine.as_ref(), &context, &observed, &[], |conditions| {
-                with_conditions(previous_status(&machine), conditions)
-            })
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(60)));
-        }
-        if finalizers::add(&api, machine.as_ref(), FINALIZER_MACHINE)
-            .await
-            .map_err(|source| finalizer_error(&namespace, &name, source))?
-        {
-            // The write is watched: the next reconcile provisions.
-            return Ok(Action::await_change());
-        }
-        apply(&api, &context, &machine, &related, &backends).await
     }
     .instrument(span)
     .await
 }
 
-/// A paused machine still finishes the launch it joined ([`AwsMachines::settle_launch`]), so that
+/// A paused machine still finishes the launch it joined ([`MachineBackend::settle`]), so that
 /// `clusterctl move`, which pauses the Cluster and then waits for the block-move annotation to go,
-/// can proceed; `Some(wait)` while the launch is in flight.
-async fn settle_launch(
+/// can proceed; only the `Paused` condition is written.
+async fn paused(
+    api: &Api<KubeZeroMachine>,
     context: &Context,
-    machine: &KubeZeroMachine,
-    related: &Related,
-    backends: &MachineBackends,
-) -> Result<Option<Duration>, MachineError> {
-    if !aws::blocks_move(machine) {
-        return Ok(None);
-    }
-    let Some(cluster) = related.cluster.as_ref() else {
-        return Ok(None);
+    scope: Scope,
+    backend: Option<&dyn MachineBackend>,
+    reason: &str,
+) -> Result<Action, MachineError> {
+    let machine = scope.machine.clone();
+    let settling = match backend {
+        Some(backend) if gate::blocks_move(&machine) && scope.cluster.is_some() => {
+            let scope = scope.with_infra_cluster(&context.client).await?;
+            backend.settle(&context.client, &scope).await?
+        }
+        _ => None,
     };
-    let infra_cluster = infra_cluster_of(context, cluster).await?;
-    let Some(infra_spec) = infra_cluster.as_ref().and_then(|infra| infra.spec.aws.as_ref()) else {
-        return Ok(None);
-    };
-    backends
-        .aws
-        .settle_launch(&context.client, machine, &cluster.name_any(), infra_spec)
-        .await
+    Report::paused(reason, previous_status(&machine))
+        .write(api, context, &machine)
+        .await?;
+    Ok(settling.map_or_else(Action::await_change, Action::requeue))
 }
 
 fn finalizer_error(namespace: &str, name: &str, source: kube::Error) -> MachineError {
@@ -241,163 +215,26 @@ fn finalizer_error(namespace: &str, name: &str, source: kube::Error) -> MachineE
     })
 }
 
-async fn fetch(context: &Context, namespace: &str, machine: &KubeZeroMachine) -> Result<Related, Error> {
-    let owner = get_owner_machine(&context.client, namespace, &machine.metadata)
-        .await
-        .map_err(Error::read(
-            "Machine",
-            namespace,
-            &owner_machine_name(&machine.metadata).unwrap_or_default(),
-        ))?;
-    let cluster_name = owner
-        .as_ref()
-        .map(|owner| owner.spec.cluster_name.clone())
-        .filter(|name| !name.is_empty())
-        .or_else(|| cluster_name_label(&machine.metadata).map(str::to_string));
-    let cluster = match cluster_name {
-        Some(cluster_name) => get_cluster(&context.client, namespace, &cluster_name)
-            .await
-            .map_err(Error::read("Cluster", namespace, &cluster_name))?,
-        None => None,
-    };
-    Ok(Related { owner, cluster })
-}
-
-async fn infra_cluster_of(context: &Context, cluster: &Cluster) -> Result<Option<KubeZeroCluster>, Error> {
-    let namespace = cluster.namespace().unwrap_or_default();
-    match cluster.spec.infrastructure_ref.as_ref() {
-        Some(reference) if reference.refers_to(GROUP, "KubeZeroCluster") => {
-            Api::<KubeZeroCluster>::namespaced(context.client.clone(), &namespace)
-                .get_opt(&reference.name)
-                .await
-                .map_err(Error::read("KubeZeroCluster", &namespace, &reference.name))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// Why the machine cannot be provisioned yet (or on this platform), if so: the Cluster's
-/// infrastructure, the platform match and the bootstrap data are checked in that order. Pure.
-pub fn readiness(
-    machine: &KubeZeroMachine,
-    owner: &Machine,
-    cluster: &Cluster,
-    infra_cluster: Option<&KubeZeroCluster>,
-) -> Option<Observed> {
-    let waiting = |reason, message: String| Some(Observed::false_(READY_CONDITION, reason, message));
-    let Some(infra_cluster) = infra_cluster else {
-        return waiting(
-            reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
-            format!(
-                "waiting for the KubeZeroCluster of Cluster {}",
-                cluster.name_any()
-            ),
-        );
-    };
-    if infra_cluster.platform() != machine.platform() {
-        return Some(Observed::false_(
-            READY_CONDITION,
-            reasons::PLATFORM_MISMATCH,
-            format!(
-                "the machine uses spec.{} but KubeZeroCluster {} uses spec.{}",
-                machine.platform().as_str(),
-                infra_cluster.name_any(),
-                infra_cluster.platform().as_str()
-            ),
-        ));
-    }
-    let aws_status_missing = machine.platform() == Platform::Aws
-        && infra_cluster
-            .status
-            .as_ref()
-            .and_then(|s| s.aws.as_ref())
-            .is_none();
-    if !cluster.infrastructure_provisioned() || aws_status_missing {
-        return waiting(
-            reasons::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
-            format!(
-                "waiting for the infrastructure of Cluster {} to be provisioned",
-                cluster.name_any()
-            ),
-        );
-    }
-    if owner
-        .spec
-        .bootstrap
-        .data_secret_name
-        .as_deref()
-        .is_none_or(str::is_empty)
-    {
-        return waiting(
-            reasons::WAITING_FOR_BOOTSTRAP_DATA,
-            format!(
-                "waiting for the bootstrap data Secret of Machine {}",
-                owner.name_any()
-            ),
-        );
-    }
-    None
-}
-
-/// The condition reported while this build has no backend for `platform`.
-pub fn backend_unavailable(platform: Platform) -> Observed {
-    Observed::false_(
-        READY_CONDITION,
-        reasons::BACKEND_UNAVAILABLE,
-        format!(
-            "this build of kubezero-provider has no {} backend; the machine is not provisioned",
-            platform.as_str()
-        ),
-    )
-}
-
+/// Provisions an admitted machine with its finalizer in place: the gates, then the backend, then
+/// the one status write.
 async fn apply(
     api: &Api<KubeZeroMachine>,
     context: &Context,
-    machine: &KubeZeroMachine,
-    related: &Related,
-    backends: &MachineBackends,
+    scope: Scope,
+    backend: Option<&dyn MachineBackend>,
 ) -> Result<Action, MachineError> {
-    let (Some(owner), Some(cluster)) = (&related.owner, &related.cluster) else {
-        return Ok(Action::await_change());
-    };
-    let infra_cluster = infra_cluster_of(context, cluster).await?;
-    let observation = match readiness(machine, owner, cluster, infra_cluster.as_ref()) {
-        Some(waiting) => Observation {
-            requeue: if waiting.reason == reasons::PLATFORM_MISMATCH {
-                Duration::from_secs(300)
-            } else {
-                WAIT_REQUEUE
-            },
-            ready: waiting,
+    let scope = scope.with_infra_cluster(&context.client).await?;
+    let machine = scope.machine.as_ref();
+    let observation = match (gate::readiness(&scope), backend) {
+        (Err(waiting), _) => waiting.into_observation(machine),
+        (Ok(_), None) => Observation {
+            ready: backend_unavailable(machine.platform()),
             status: previous_status(machine),
+            requeue: gate::UNSUPPORTED_REQUEUE,
         },
-        None => match (machine.spec.aws.as_ref(), infra_cluster.as_ref()) {
-            (Some(spec), Some(infra_cluster)) => {
-                let (Some(infra_spec), Some(infra_status)) = (
-                    infra_cluster.spec.aws.as_ref(),
-                    infra_cluster.status.as_ref().and_then(|s| s.aws.as_ref()),
-                ) else {
-                    return Ok(Action::requeue(WAIT_REQUEUE));
-                };
-                let scope = Scope {
-                    machine,
-                    spec,
-                    owner,
-                    cluster: &cluster.name_any(),
-                    infra_spec,
-                    infra_status,
-                };
-                match backends.aws.provision(&context.client, scope).await {
-                    Ok(observation) => observation,
-                    Err(error) => return Err(report_failure(api, context, machine, error).await),
-                }
-            }
-            _ => Observation {
-                ready: backend_unavailable(machine.platform()),
-                status: previous_status(machine),
-                requeue: Duration::from_secs(300),
-            },
+        (Ok(ready), Some(backend)) => match provision(&context.client, backend, &ready).await {
+            Ok(observation) => observation,
+            Err(error) => return Err(report_failure(api, context, machine, error).await),
         },
     };
     let Observation {
@@ -405,16 +242,24 @@ async fn apply(
         status,
         requeue,
     } = observation;
-    write_conditions(
-        api,
-        machine,
-        context,
-        &[ready, paused_condition(None)],
-        &[],
-        |conditions| with_conditions(status, conditions),
-    )
-    .await?;
+    Report::ready(ready, status).write(api, context, machine).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Observes the machine's instance; without one, reads the bootstrap data and launches.
+async fn provision(
+    client: &kube::Client,
+    backend: &dyn MachineBackend,
+    ready: &Ready<'_>,
+) -> Result<Observation, MachineError> {
+    if let Found::Observed(observation) = backend.observe(client, ready).await? {
+        return Ok(observation);
+    }
+    let bootstrap_data = scope::bootstrap_data(client, ready.namespace, ready.owner).await?;
+    match gate::user_data(ready, bootstrap_data) {
+        Ok(user_data) => backend.launch(client, ready, user_data).await,
+        Err(waiting) => Ok(waiting.into_observation(ready.machine)),
+    }
 }
 
 /// Writes the `Ready` condition of a failed cloud step, then hands the error to the error
@@ -427,15 +272,9 @@ async fn report_failure(
 ) -> MachineError {
     if let MachineError::Cloud { reason, message, .. } = &error {
         let ready = Observed::false_(READY_CONDITION, reason, message.clone());
-        if let Err(write_error) = write_conditions(
-            api,
-            machine,
-            context,
-            &[ready, paused_condition(None)],
-            &[],
-            |conditions| with_conditions(previous_status(machine), conditions),
-        )
-        .await
+        if let Err(write_error) = Report::ready(ready, previous_status(machine))
+            .write(api, context, machine)
+            .await
         {
             tracing::warn!(error = %write_error, "writing the failure condition failed");
         }
@@ -443,90 +282,56 @@ async fn report_failure(
     error
 }
 
+/// Releases the machine's cloud resources through its backend, then the finalizer.
 async fn delete(
     api: &Api<KubeZeroMachine>,
     context: &Context,
-    machine: &KubeZeroMachine,
-    related: &Related,
-    backends: &MachineBackends,
+    scope: Scope,
+    backend: Option<&dyn MachineBackend>,
 ) -> Result<Action, MachineError> {
-    let namespace = machine.namespace().unwrap_or_default();
+    let machine = scope.machine.clone();
+    let namespace = scope.namespace.clone();
     let name = machine.name_any();
-    if !finalizers::has_finalizer(machine, FINALIZER_MACHINE) {
+    if !finalizers::has_finalizer(machine.as_ref(), FINALIZER_MACHINE) {
         return Ok(Action::await_change());
     }
-    let release = match machine.platform() {
-        Platform::Metal => {
-            tracing::info!("metal backend not in this build: no resources to release");
+    let release = match backend {
+        None => {
+            tracing::info!(
+                platform = machine.platform().as_str(),
+                "no backend for the platform in this build: no resources to release"
+            );
             Release::Done
         }
-        Platform::Aws => {
-            let infra_cluster = match &related.cluster {
-                Some(cluster) => infra_cluster_of(context, cluster).await?,
-                None => None,
-            };
-            let cluster_name = related.cluster.as_ref().map(ResourceExt::name_any);
-            let infra = match (&cluster_name, &infra_cluster) {
-                (Some(cluster), Some(infra_cluster)) => infra_cluster.spec.aws.as_ref().map(|spec| {
-                    (
-                        cluster.as_str(),
-                        spec,
-                        infra_cluster.status.as_ref().and_then(|s| s.aws.as_ref()),
-                    )
-                }),
-                _ => None,
-            };
-            match backends.aws.release(machine, related.owner.as_ref(), infra).await {
-                Ok(Release::Done) => {
-                    let cluster_deleting = related
-                        .cluster
-                        .as_ref()
-                        .is_some_and(|c| c.metadata.deletion_timestamp.is_some());
-                    if let (true, Some((cluster, spec, _))) = (cluster_deleting, infra) {
-                        backends.aws.forget_cluster(&namespace, cluster, &spec.region);
-                    }
-                    Release::Done
-                }
+        Some(backend) => {
+            let scope = scope.with_infra_cluster(&context.client).await?;
+            match backend.release(&scope).await {
                 Ok(release) => release,
-                Err(error) => return Err(report_failure(api, context, machine, error).await),
+                Err(error) => return Err(report_failure(api, context, &machine, error).await),
             }
         }
     };
     match release {
         Release::Done => {
-            finalizers::remove(api, machine, FINALIZER_MACHINE)
+            finalizers::remove(api, machine.as_ref(), FINALIZER_MACHINE)
                 .await
                 .map_err(|source| finalizer_error(&namespace, &name, source))?;
             tracing::info!("released; finalizer removed");
             Ok(Action::await_change())
         }
         Release::Waiting(ready) => {
-            write_conditions(
-                api,
-                machine,
-                context,
-                &[ready, paused_condition(None)],
-                &[],
-                |conditions| with_conditions(previous_status(machine), conditions),
-            )
-            .await?;
+            Report::ready(ready, previous_status(&machine))
+                .write(api, context, &machine)
+                .await?;
             Ok(Action::requeue(DELETE_REQUEUE))
         }
     }
 }
 
-/// `status` with `conditions`.
-fn with_conditions(
-    mut status: KubeZeroMachineStatus,
-    conditions: Vec<kubezero_capi::conditions::Condition>,
-) -> KubeZeroMachineStatus {
-    status.conditions = conditions;
-    status
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controllers::reasons;
     use kubezero_capi::testing::{Recorded, Reply, ScriptedApi, context, not_found};
     use serde_json::{Value, json};
 
@@ -627,11 +432,10 @@ mod tests {
     async fn reconcile_once(world: World) -> (Result<Action, MachineError>, Vec<Recorded>) {
         let object: KubeZeroMachine = serde_json::from_value(world.infra_machine.clone()).unwrap();
         let (client, api) = ScriptedApi::start(move |request| respond(&world, request));
-        let backends = Arc::new(MachineBackends::new(
-            Backends::new(&ProviderArgs::default()),
-            LauncherSettings::default(),
-            None,
-        ));
+        let clients = Arc::new(ClientRegistry::new(ProviderArgs::default().aws_settings()));
+        let aws: Box<dyn MachineBackend> =
+            Box::new(AwsMachineBackend::new(clients, LauncherSettings::default(), None));
+        let backends: Backends = Arc::new([aws]);
         let result = reconcile(Arc::new(object), Arc::new(context(client)), backends).await;
         (result, api.requests())
     }

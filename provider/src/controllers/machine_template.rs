@@ -25,9 +25,8 @@ use tracing::Instrument;
 use super::machine::MachineError;
 use super::{Error, reasons, write_conditions};
 use crate::api::{GROUP, KubeZeroCluster, KubeZeroMachineTemplate, KubeZeroMachineTemplateStatus};
-use crate::aws::clients::AwsIdentity;
+use crate::aws::clients::{AwsIdentity, ClientRegistry};
 use crate::aws::instance_types::{InstanceTypeCache, InstanceTypeError};
-use crate::settings::Backends;
 
 /// Controller name (metrics label, logs).
 pub const CONTROLLER: &str = "kubezeromachinetemplate";
@@ -45,14 +44,14 @@ impl HasConditions for KubeZeroMachineTemplate {
 }
 
 struct State {
-    backends: Arc<Backends>,
+    clients: Arc<ClientRegistry>,
     instance_types: InstanceTypeCache,
 }
 
 /// Runs the KubeZeroMachineTemplate controller until the manager shuts down.
-pub async fn run(context: Context, backends: Arc<Backends>) {
+pub async fn run(context: Context, clients: Arc<ClientRegistry>) {
     let state = Arc::new(State {
-        backends,
+        clients,
         instance_types: InstanceTypeCache::default(),
     });
     // Its own status writes do not wake it again.
@@ -97,12 +96,7 @@ async fn reconcile(
             return Ok(Action::requeue(WAIT_REQUEUE));
         };
         let object = describe("KubeZeroMachineTemplate", &namespace, &name);
-        let described = match state
-            .backends
-            .aws
-            .clients(&AwsIdentity::DefaultChain, &region)
-            .await
-        {
+        let described = match state.clients.clients(&AwsIdentity::DefaultChain, &region).await {
             Ok(aws) => state
                 .instance_types
                 .get(&aws, &aws_spec.instance_type)

@@ -1,11 +1,11 @@
-//! Controllers of the infrastructure provider, one file per kind.
+//! Controllers of the infrastructure provider, one module per kind; the platform parts of a kind sit
+//! beside it (`cluster/aws.rs`, `machine/aws.rs`).
 //!
 //! Each reconcile is a pipeline: fetch (owner, Cluster, pause) → validate → plan → apply → status,
 //! with the status written once by server-side apply under [`FIELD_MANAGER`].
 
 pub mod addon_gates;
 pub mod cluster;
-pub mod cluster_aws;
 pub mod endpoint;
 pub mod machine;
 pub mod machine_template;

@@ -545,7 +545,7 @@ async fn cluster_deletion_terminates_orphaned_instances_before_the_network() {
         loop {
             rounds += 1;
             assert!(rounds <= 50, "deletion did not finish");
-            match kubezero_provider::controllers::cluster_aws::release_with(&aws.clients, &tags)
+            match kubezero_provider::controllers::cluster::aws::release_with(&aws.clients, &tags)
                 .await
                 .expect("release")
             {

@@ -13,19 +13,18 @@ use kubezero_capi::conditions::Observed;
 use kubezero_capi::contract::{FailureDomain, READY_CONDITION};
 use kubezero_capi::runtime::errors::ErrorClass;
 
-use super::reasons;
 use crate::api::aws::{
     AwsClusterSpec, AwsClusterStatus, AwsInstanceProfilesStatus, AwsLoadBalancerStatus,
     AwsSecurityGroupsStatus, AwsSubnetStatus,
 };
 use crate::aws::DeleteProgress;
-use crate::aws::clients::{AwsClients, AwsIdentity};
+use crate::aws::clients::{AwsClients, AwsIdentity, ClientRegistry};
 use crate::aws::infrastructure::{
     ClusterInfrastructure, cluster_tags, delete_cluster_infrastructure, ensure_cluster_infrastructure,
 };
 use crate::aws::instances::{TERMINATE_CHUNK, describe_cluster_instances, terminate_instances};
 use crate::aws::tags::ClusterTags;
-use crate::settings::Backends;
+use crate::controllers::reasons;
 
 /// How often a provisioned cluster's infrastructure is checked again (drift, deleted resources).
 pub const RESYNC: Duration = Duration::from_secs(600);
@@ -162,13 +161,12 @@ impl CloudFailure {
     }
 }
 
-async fn clients(
-    backends: &Backends,
+async fn client_set(
+    clients: &ClientRegistry,
     spec: &AwsClusterSpec,
     reason: &str,
 ) -> Result<AwsClients, CloudFailure> {
-    backends
-        .aws
+    clients
         .clients(&AwsIdentity::DefaultChain, &spec.region)
         .await
         .map_err(|error| CloudFailure::new(reason, ErrorClass::Invalid, format!("AWS clients: {error}")))
@@ -177,11 +175,11 @@ async fn clients(
 /// Finds or creates the infrastructure of cluster `cluster` (the name its AWS resources are tagged
 /// with) as `spec` describes it.
 pub async fn provision(
-    backends: &Backends,
+    clients: &ClientRegistry,
     cluster: &str,
     spec: &AwsClusterSpec,
 ) -> Result<Provisioned, CloudFailure> {
-    let aws = clients(backends, spec, reasons::INFRASTRUCTURE_FAILED).await?;
+    let aws = client_set(clients, spec, reasons::INFRASTRUCTURE_FAILED).await?;
     let tags = cluster_tags(cluster, spec);
     let infrastructure = ensure_cluster_infrastructure(&aws, &tags, spec)
         .await
@@ -219,11 +217,11 @@ pub async fn provision(
 /// instance still tagged for the cluster (left by a crash between launch and recording it), then the
 /// network, security groups, load balancer and IAM; `Waiting` while something is still going away.
 pub async fn release(
-    backends: &Backends,
+    clients: &ClientRegistry,
     cluster: &str,
     spec: &AwsClusterSpec,
 ) -> Result<DeleteProgress, CloudFailure> {
-    let aws = clients(backends, spec, reasons::DELETION_FAILED).await?;
+    let aws = client_set(clients, spec, reasons::DELETION_FAILED).await?;
     release_with(&aws, &cluster_tags(cluster, spec)).await
 }
 
