@@ -6,14 +6,12 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
+use kubezero_capi::contract::DATA_SECRET_VALUE_KEY;
 use kubezero_capi::core::{Cluster, Machine};
-use kubezero_capi::owner::{cluster_name_label, get_cluster, get_owner_machine, owner_machine_name};
+use kubezero_capi::owner::{MachineOwners, fetch_machine_owners};
 
 use crate::api::{GROUP, KubeZeroCluster, KubeZeroMachine};
 use crate::controllers::Error;
-
-/// Bootstrap data Secret key holding the user data.
-pub const BOOTSTRAP_VALUE_KEY: &str = "value";
 
 /// What a reconcile of one KubeZeroMachine read: the machine, its owner Machine, the Machine's
 /// Cluster and, for the steps that need it (provisioning, releasing, settling a launch while
@@ -41,24 +39,10 @@ impl Scope {
         namespace: &str,
         machine: Arc<KubeZeroMachine>,
     ) -> Result<Self, Error> {
-        let owner = get_owner_machine(client, namespace, &machine.metadata)
-            .await
-            .map_err(Error::read(
-                "Machine",
-                namespace,
-                &owner_machine_name(&machine.metadata).unwrap_or_default(),
-            ))?;
-        let cluster_name = owner
-            .as_ref()
-            .map(|owner| owner.spec.cluster_name.clone())
-            .filter(|name| !name.is_empty())
-            .or_else(|| cluster_name_label(&machine.metadata).map(str::to_string));
-        let cluster = match cluster_name {
-            Some(cluster_name) => get_cluster(client, namespace, &cluster_name)
-                .await
-                .map_err(Error::read("Cluster", namespace, &cluster_name))?,
-            None => None,
-        };
+        let MachineOwners {
+            machine: owner,
+            cluster,
+        } = fetch_machine_owners(client, namespace, &machine.metadata).await?;
         Ok(Self {
             machine,
             namespace: namespace.to_owned(),
@@ -98,7 +82,7 @@ async fn infra_cluster_of(
     }
 }
 
-/// The user data of `owner`'s bootstrap data Secret in `namespace` (key [`BOOTSTRAP_VALUE_KEY`],
+/// The user data of `owner`'s bootstrap data Secret in `namespace` (key [`DATA_SECRET_VALUE_KEY`],
 /// passed on as stored, e.g. gzip'd); `None` while the Secret or the key is missing or empty.
 pub async fn bootstrap_data(
     client: &kube::Client,
@@ -120,7 +104,7 @@ pub async fn bootstrap_data(
         .map_err(Error::read("Secret", namespace, name))?;
     Ok(secret
         .and_then(|secret| secret.data)
-        .and_then(|mut data| data.remove(BOOTSTRAP_VALUE_KEY))
+        .and_then(|mut data| data.remove(DATA_SECRET_VALUE_KEY))
         .map(|bytes| bytes.0)
         .filter(|bytes| !bytes.is_empty()))
 }
