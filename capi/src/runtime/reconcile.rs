@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::errors::{Backoff, ErrorClass, ReconcileError, classify_kube};
 use super::manager::Context;
-use super::status::apply_conditions;
+use super::status::{StatusWriter, apply_conditions};
 use crate::conditions::{Condition, HasConditions, Observed};
 use crate::core::{Cluster, ContractVersionedObjectReference};
 use crate::owner::cluster_name_label;
@@ -131,25 +131,21 @@ where
     K: Resource<DynamicType = ()> + HasConditions + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
-    apply_conditions(
-        api,
-        object,
+    let writer = StatusWriter {
         field_manager,
-        &context.recorder,
-        &context.statuses,
-        observed,
-        carry_over,
-        status_with,
-    )
-    .await
-    .map_err(|source| Error::WriteStatus {
-        object: describe(
-            &K::kind(&()),
-            &object.namespace().unwrap_or_default(),
-            &object.name_any(),
-        ),
-        source: Box::new(source),
-    })?;
+        recorder: &context.recorder,
+        written: &context.statuses,
+    };
+    apply_conditions(api, object, &writer, observed, carry_over, status_with)
+        .await
+        .map_err(|source| Error::WriteStatus {
+            object: describe(
+                &K::kind(&()),
+                &object.namespace().unwrap_or_default(),
+                &object.name_any(),
+            ),
+            source: Box::new(source),
+        })?;
     Ok(())
 }
 

@@ -35,6 +35,18 @@ where
     .await
 }
 
+/// Who writes a status: the field manager, the Event publisher, and the manager's memory of the
+/// statuses it wrote last.
+#[derive(Clone, Copy)]
+pub struct StatusWriter<'a> {
+    /// The server-side apply field manager.
+    pub field_manager: &'a str,
+    /// Publishes the Event of a `Ready` change.
+    pub recorder: &'a super::events::EventPublisher,
+    /// The statuses written last.
+    pub written: &'a WrittenStatuses,
+}
+
 /// Writes the observed conditions of `object` as the status built by `status_with`, then publishes an
 /// Event if the Ready condition changed. When that status is exactly the object's status, and the
 /// last one `written` remembers for it, nothing is written (most reconciles observe what they observed before; each write would wake every watcher
@@ -47,9 +59,7 @@ where
 pub async fn apply_conditions<K, S>(
     api: &Api<K>,
     object: &K,
-    field_manager: &str,
-    recorder: &super::events::EventPublisher,
-    written: &WrittenStatuses,
+    writer: &StatusWriter<'_>,
     observed: &[Observed],
     carry_over: &[&str],
     status_with: impl FnOnce(Vec<conditions::Condition>) -> S,
@@ -86,16 +96,16 @@ where
         .clone()
         .map(|uid| (K::kind(&()).into_owned(), uid));
     if let (Some((true, wanted)), Some(key)) = (wanted, key.as_ref())
-        && written.last_written(key).is_none_or(|last| last == wanted)
+        && writer.written.last_written(key).is_none_or(|last| last == wanted)
     {
         return Ok(object.clone());
     }
     let name = object.meta().name.clone().unwrap_or_default();
-    let updated = apply_status(api, &name, field_manager, &status).await?;
+    let updated = apply_status(api, &name, writer.field_manager, &status).await?;
     if let (Some((_, wanted)), Some(key)) = (wanted, key) {
-        written.remember(key, wanted);
+        writer.written.remember(key, wanted);
     }
-    super::events::report_ready_change(recorder, object, previous, &owned).await;
+    super::events::report_ready_change(writer.recorder, object, previous, &owned).await;
     Ok(updated)
 }
 
@@ -206,12 +216,15 @@ mod tests {
             let recorder = recorder.clone();
             let written = written.clone();
             async move {
+                let writer = StatusWriter {
+                    field_manager: "test",
+                    recorder: &recorder,
+                    written: &written,
+                };
                 apply_conditions(
                     &probes,
                     &object,
-                    "test",
-                    &recorder,
-                    &written,
+                    &writer,
                     &[Observed::false_("Ready", reason, "")],
                     &[],
                     |conditions| ProbeStatus { conditions },
