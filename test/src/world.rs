@@ -189,21 +189,27 @@ impl WorldView {
     /// running when the view was taken or its metrics endpoint does not answer.
     pub async fn manager_metric(&self, name: &str, series: &str) -> Option<u64> {
         let address = self.metrics.iter().find(|(manager, _)| manager == name)?.1;
-        let response = tokio::task::spawn_blocking(move || {
-            crate::cloud::http::get(address, "/metrics", std::time::Duration::from_secs(5))
-        })
-        .await
-        .ok()?
-        .ok()?;
-        Some(
-            response
-                .text()
-                .lines()
-                .filter(|line| line.starts_with(series))
-                .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
-                .sum(),
-        )
+        metric_sum(address, series).await
     }
+}
+
+/// The sum of the metric series whose line starts with `series` at the manager metrics endpoint
+/// `address`, `None` while it does not answer.
+pub async fn metric_sum(address: std::net::SocketAddr, series: &str) -> Option<u64> {
+    let response = tokio::task::spawn_blocking(move || {
+        crate::cloud::http::get(address, "/metrics", std::time::Duration::from_secs(5))
+    })
+    .await
+    .ok()?
+    .ok()?;
+    Some(
+        response
+            .text()
+            .lines()
+            .filter(|line| line.starts_with(series))
+            .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 async fn prepare(preparer: &ClusterPreparer, namespace: &str, name: &str) -> Result<String, WorldError> {

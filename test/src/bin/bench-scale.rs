@@ -54,9 +54,9 @@ use kubezero_capi::core::{Cluster, Machine};
 use kubezero_provider::api::KubeZeroMachine;
 use kubezero_provider::aws::inventory::inventory;
 use kubezero_provider::aws::tags::ClusterTags;
-use kubezero_test::cloud::{FaultConfig, FaultProxy, Moto, alpine_amis, http as emulator_http};
+use kubezero_test::cloud::{FaultConfig, FaultProxy, Moto, alpine_amis};
 use kubezero_test::templates::{self, GenerateOptions, documents, generate_cluster, repo_root};
-use kubezero_test::world::World;
+use kubezero_test::world::{World, metric_sum};
 use serde_json::json;
 
 /// Name of the benchmark cluster.
@@ -385,24 +385,6 @@ async fn metrics_address(pid: u32) -> BenchResult<SocketAddr> {
             None => return Err("the provider has no --metrics-bind-address".into()),
         }
     }
-}
-
-/// The sum of the provider's metric series whose line starts with `series`, or `None` while its
-/// metrics endpoint does not answer.
-async fn metric_sum(metrics: SocketAddr, series: &'static str) -> Option<u64> {
-    let response =
-        tokio::task::spawn_blocking(move || emulator_http::get(metrics, "/metrics", Duration::from_secs(5)))
-            .await
-            .ok()?
-            .ok()?;
-    Some(
-        response
-            .text()
-            .lines()
-            .filter(|line| line.starts_with(series))
-            .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
-            .sum(),
-    )
 }
 
 /// `kubezero_reconcile_total{controller="kubezeromachine"}` of the provider.
