@@ -707,6 +707,22 @@ async fn real_client(path: &str) -> Result<Client, WorldError> {
     Client::try_from(config).map_err(|e| error(e.to_string()))
 }
 
+/// Waits (at most 30 s) until CRD `name` is established.
+pub async fn crd_established(client: &Client, name: &str) -> Result<(), WorldError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let established = kube::runtime::wait::await_condition(
+        api,
+        name,
+        kube::runtime::wait::conditions::is_crd_established(),
+    );
+    tokio::time::timeout(Duration::from_secs(30), established)
+        .await
+        .map_err(|_| WorldError::Emulator(format!("CRD {name} not established within 30 s")))?
+        .map_err(|error| WorldError::Emulator(format!("waiting for CRD {name}: {error}")))?;
+    Ok(())
+}
+
 /// Applies the kubezero CRDs (server-side, forced) and waits until they are established.
 async fn install_kubezero_crds(client: &Client) -> Result<(), WorldError> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -727,16 +743,7 @@ async fn install_kubezero_crds(client: &Client) -> Result<(), WorldError> {
         })?;
     }
     for crd in &crds {
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let established = kube::runtime::wait::await_condition(
-            api.clone(),
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        );
-        tokio::time::timeout(Duration::from_secs(30), established)
-            .await
-            .map_err(|_| WorldError::Emulator(format!("CRD {name} not established within 30 s")))?
-            .map_err(|error| WorldError::Emulator(format!("waiting for CRD {name}: {error}")))?;
+        crd_established(client, &crd.metadata.name.clone().unwrap_or_default()).await?;
     }
     Ok(())
 }

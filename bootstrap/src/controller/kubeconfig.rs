@@ -11,12 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
-use kube::runtime::controller::{Action, Config};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -24,9 +23,7 @@ use kube::{Api, Resource, ResourceExt};
 use kubezero_capi::contract::CLUSTER_NAME_LABEL;
 use kubezero_capi::core::Cluster;
 use kubezero_capi::runtime::Context;
-use kubezero_capi::runtime::reconcile::{
-    Error, changes_controller, drain_results, error_policy, namespace_of,
-};
+use kubezero_capi::runtime::reconcile::{Error, changes_controller, namespace_of, run_controller};
 use tracing::Instrument;
 
 use crate::api::KubeZeroConfig;
@@ -55,16 +52,8 @@ pub async fn run(context: Context) {
     let secrets = context.args.api::<Secret>(&context.client);
     let secret_watch = watcher::Config::default().labels(CLUSTER_NAME_LABEL);
     // Clusters wake it for their spec and metadata, not for core's status rewrites.
-    let results = changes_controller::<Cluster>(&context)
-        .watches(secrets, secret_watch, secret_to_cluster)
-        .with_config(Config::default().concurrency(context.args.concurrency))
-        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-        .run(
-            reconcile,
-            error_policy::<Cluster, Error>(CONTROLLER),
-            Arc::new(context),
-        );
-    drain_results(CONTROLLER, results.boxed()).await;
+    let watching = changes_controller::<Cluster>(&context).watches(secrets, secret_watch, secret_to_cluster);
+    run_controller(watching, CONTROLLER, context, reconcile).await;
 }
 
 /// Maps `<cluster>-kubeconfig` to its Cluster.

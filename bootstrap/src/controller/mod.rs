@@ -69,6 +69,8 @@ pub mod reasons {
     pub const UNSUPPORTED_KUBERNETES_VERSION: &str = "UnsupportedKubernetesVersion";
 }
 
+impl kubezero_capi::runtime::reconcile::WatchedKind for KubeZeroConfig {}
+
 impl HasConditions for KubeZeroConfig {
     fn conditions(&self) -> &[Condition] {
         self.status
@@ -537,6 +539,25 @@ mod tests {
         cluster
     }
 
+    /// The objects of the first control-plane Machine of an initializing Cluster, with the init
+    /// lock ConfigMap `lock` when there is one.
+    fn first_control_plane_machine(lock: Option<Value>) -> Vec<(String, Value)> {
+        let mut objects = vec![
+            (MACHINE.into(), versioned(machine(None), true)),
+            (CLUSTER.into(), cluster(false, true, true)),
+        ];
+        objects.extend(lock.map(|lock| (format!("{NS}/configmaps/demo-lock"), lock)));
+        objects
+    }
+
+    /// `Ready` of a Machine that waits for the control plane to initialize.
+    fn waiting_for_initialization() -> (String, String) {
+        (
+            "False".into(),
+            reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into(),
+        )
+    }
+
     fn posts_to<'a>(requests: &'a [Recorded], collection: &str) -> Vec<&'a Recorded> {
         requests
             .iter()
@@ -546,35 +567,21 @@ mod tests {
 
     #[tokio::test]
     async fn lock_held_by_another_machine_waits() {
-        let lock = serde_json::to_value(crate::lock::lock_config_map(
-            "demo",
-            "u-c",
-            "default",
-            "demo-cp-1",
-        ))
-        .unwrap();
+        let lock = lock_held_by_demo_cp_1();
         let other = json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
             "metadata": {"name": "demo-cp-1", "namespace": "default"}, "spec": {"clusterName": "demo"}});
         let (status, requests) = reconcile_with(
             config(None),
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster(false, true, true)),
-                (format!("{NS}/configmaps/demo-lock"), lock),
-                (
+            first_control_plane_machine(Some(lock))
+                .into_iter()
+                .chain([(
                     "/apis/cluster.x-k8s.io/v1beta2/namespaces/default/machines/demo-cp-1".into(),
                     other,
-                ),
-            ],
+                )])
+                .collect(),
         )
         .await;
-        assert_eq!(
-            ready(&status),
-            (
-                "False".into(),
-                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
-            )
-        );
+        assert_eq!(ready(&status), waiting_for_initialization());
         assert!(
             posts_to(&requests, "secrets").is_empty(),
             "no Secret while waiting"
@@ -595,13 +602,7 @@ mod tests {
             ],
         )
         .await;
-        assert_eq!(
-            ready(&status),
-            (
-                "False".into(),
-                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
-            )
-        );
+        assert_eq!(ready(&status), waiting_for_initialization());
         assert!(
             requests
                 .iter()
@@ -616,14 +617,7 @@ mod tests {
         let mut config = config(None);
         config["spec"]["files"] =
             json!([{"path": "/etc/motd", "contentFrom": {"secret": {"name": "motd", "key": "text"}}}]);
-        let (status, requests) = reconcile_with(
-            config,
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster(false, true, true)),
-            ],
-        )
-        .await;
+        let (status, requests) = reconcile_with(config, first_control_plane_machine(None)).await;
         let (state, reason) = ready(&status);
         assert_eq!(
             (state.as_str(), reason.as_str()),
@@ -646,14 +640,7 @@ mod tests {
         let noise = crate::render::incompressible(18_000, 0x2545_f491_4f6c_dd1d);
         let content = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, noise);
         config["spec"]["files"] = json!([{"path": "/etc/big", "content": content}]);
-        let (status, requests) = reconcile_with(
-            config,
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster(false, true, true)),
-            ],
-        )
-        .await;
+        let (status, requests) = reconcile_with(config, first_control_plane_machine(None)).await;
         assert_eq!(
             ready(&status),
             ("False".into(), reasons::BOOTSTRAP_DATA_TOO_LARGE.into())
@@ -669,14 +656,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_control_plane_machine_takes_the_lock_generates_the_pki_and_writes_init_data() {
-        let (status, requests) = reconcile_with(
-            config(None),
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster(false, true, true)),
-            ],
-        )
-        .await;
+        let (status, requests) = reconcile_with(config(None), first_control_plane_machine(None)).await;
         assert_eq!(
             ready(&status),
             ("True".into(), reasons::DATA_SECRET_AVAILABLE.into())
@@ -790,13 +770,7 @@ mod tests {
             "default",
         ))
         .unwrap();
-        let lock = serde_json::to_value(crate::lock::lock_config_map(
-            "demo",
-            "u-c",
-            "default",
-            "demo-cp-1",
-        ))
-        .unwrap();
+        let lock = lock_held_by_demo_cp_1();
         let (status, requests) = reconcile_with(
             config(None),
             vec![
@@ -820,30 +794,28 @@ mod tests {
         assert!(posts_to(&requests, "secrets").is_empty());
     }
 
-    /// A lock held by `demo-cp-1`, a Machine that does not exist (stale), with uid `u-lock`.
-    fn stale_lock() -> Value {
-        let mut lock = serde_json::to_value(crate::lock::lock_config_map(
+    /// The init lock of Cluster `demo` held by Machine `demo-cp-1`.
+    fn lock_held_by_demo_cp_1() -> Value {
+        serde_json::to_value(crate::lock::lock_config_map(
             "demo",
             "u-c",
             "default",
             "demo-cp-1",
         ))
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A lock held by `demo-cp-1`, a Machine that does not exist (stale), with uid `u-lock`.
+    fn stale_lock() -> Value {
+        let mut lock = lock_held_by_demo_cp_1();
         lock["metadata"]["uid"] = json!("u-lock");
         lock
     }
 
     #[tokio::test]
     async fn a_stale_lock_is_deleted_with_the_uid_that_was_read_as_precondition() {
-        let (_, requests) = reconcile_with(
-            config(None),
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster(false, true, true)),
-                (format!("{NS}/configmaps/demo-lock"), stale_lock()),
-            ],
-        )
-        .await;
+        let (_, requests) =
+            reconcile_with(config(None), first_control_plane_machine(Some(stale_lock()))).await;
         let deletes: Vec<&Recorded> = requests
             .iter()
             .filter(|r| r.method == "DELETE" && r.path == format!("{NS}/configmaps/demo-lock"))
@@ -862,21 +834,11 @@ mod tests {
         );
         let (status, requests) = reconcile_with_delete_reply(
             config(None),
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster(false, true, true)),
-                (format!("{NS}/configmaps/demo-lock"), stale_lock()),
-            ],
+            first_control_plane_machine(Some(stale_lock())),
             precondition_failed,
         )
         .await;
-        assert_eq!(
-            ready(&status),
-            (
-                "False".into(),
-                reasons::WAITING_FOR_CONTROL_PLANE_INITIALIZATION.into()
-            )
-        );
+        assert_eq!(ready(&status), waiting_for_initialization());
         assert!(
             posts_to(&requests, "configmaps").is_empty(),
             "the newer lock is not raced"

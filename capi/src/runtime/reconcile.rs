@@ -263,38 +263,55 @@ fn fingerprint(relevant: &serde_json::Value) -> u64 {
     hasher.finish()
 }
 
-/// The last fingerprint seen of each watched object, so that a watch of a related kind wakes the
-/// objects it maps to only when something they read changed, not on every status update core makes
-/// (with 1,000 Machines, each Cluster status update would otherwise mean 1,000 reconciles, and each
-/// condition core mirrors from a provider object one more reconcile of that object).
-#[derive(Debug, Default)]
-pub struct Changes {
-    seen: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
+/// A kind the kubezero controllers watch: namespaced, with a static API resource. Each crate
+/// names its own kinds (`impl WatchedKind for ... {}`).
+pub trait WatchedKind:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
 }
 
-impl Changes {
-    /// Whether `object` is new, gone, or its `fingerprint` differs from the last one seen. An object
-    /// being deleted without finalizers is gone (its last event): it is forgotten.
-    pub fn changed<K: Resource>(&self, object: &K, fingerprint: u64) -> bool {
-        let key = (object.namespace().unwrap_or_default(), object.name_any());
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+impl WatchedKind for Cluster {}
+impl WatchedKind for crate::core::Machine {}
+
+/// A kube predicate ([`kube::runtime::WatchStreamExt::predicate_filter`]) over `fingerprint`: an
+/// object passes when it is new or its fingerprint differs from the last one seen, so that a watch
+/// wakes a controller only when something its objects read changed, not on every status update
+/// core makes (with 1,000 Machines, each Cluster status update would otherwise mean 1,000
+/// reconciles, and each condition core mirrors from a provider object one more reconcile of that
+/// object). The last event of an object (deleted, no finalizer left) always passes.
+pub fn changed<K: Resource + 'static>(
+    fingerprint: fn(&K) -> u64,
+) -> impl Fn(&K) -> Option<u64> + Send + Sync + 'static {
+    move |object| {
         let meta = object.meta();
-        if meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty) {
-            seen.remove(&key);
-            return true;
-        }
-        seen.insert(key, fingerprint) != Some(fingerprint)
+        let gone = meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_none_or(Vec::is_empty);
+        (!gone).then(|| fingerprint(object))
     }
+}
 
-    /// Objects remembered.
-    pub fn len(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// Whether no object is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// The objects of a related kind `K` (honouring `--namespace` and `--watch-filter`) whose
+/// `fingerprint` changed ([`changed`]), for [`kube::runtime::Controller::watches_stream`].
+pub fn related_changes<K>(
+    context: &Context,
+    fingerprint: fn(&K) -> u64,
+) -> impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static
+where
+    K: WatchedKind,
+{
+    use kube::runtime::{PredicateConfig, WatchStreamExt, watcher};
+    watcher(
+        context.args.api::<K>(&context.client),
+        context.args.watcher_config(),
+    )
+    .default_backoff()
+    .touched_objects()
+    .predicate_filter(changed(fingerprint), PredicateConfig::default())
 }
 
 /// Logs the end of each reconcile of a controller's result stream at debug level.
@@ -318,17 +335,9 @@ pub async fn drain_results<T, E: std::fmt::Display>(
 /// reconcile reads (with 10,000 objects that is most of the memory). Add related watches, then run.
 pub fn changes_controller<K>(context: &Context) -> kube::runtime::Controller<K>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: WatchedKind,
 {
-    use futures::TryStreamExt as _;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let own_changes = Changes::default();
+    use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
     let (reader, writer) = reflector::store();
     let objects = watcher(
         context.args.api::<K>(&context.client),
@@ -338,34 +347,14 @@ where
     .modify(|object: &mut K| object.managed_fields_mut().clear())
     .reflect(writer)
     .touched_objects()
-    .try_filter(move |object| std::future::ready(own_changes.changed(object, object_fingerprint(object))));
+    .predicate_filter(changed(object_fingerprint::<K>), PredicateConfig::default());
     kube::runtime::Controller::for_stream(objects, reader)
-}
-
-/// A watch mapper for a related kind that hands `object` to `map` only when its `fingerprint`
-/// changed since the last event of that object ([`Changes`]).
-pub fn on_change<K, R, I>(
-    fingerprint: fn(&K) -> u64,
-    map: impl Fn(K) -> I + Send + Sync + 'static,
-) -> impl Fn(K) -> Vec<R> + Send + Sync + 'static
-where
-    K: Resource + 'static,
-    I: IntoIterator<Item = R>,
-{
-    let changes = Changes::default();
-    move |object| {
-        if changes.changed(&object, fingerprint(&object)) {
-            map(object).into_iter().collect()
-        } else {
-            Vec::new()
-        }
-    }
 }
 
 /// Runs the controller of a provider kind that belongs to one Machine (an InfraMachine or a
 /// BootstrapConfig) until the manager shuts down: it watches the kind, the Machines (mapped to the
 /// object they reference with `machine_to_object`) and the Clusters (mapped to the objects labelled
-/// with the Cluster's name), each only on a change the object reads ([`Changes`]), honouring
+/// with the Cluster's name), each only on a change the object reads ([`changed`]), honouring
 /// `--namespace`, `--watch-filter` and `--concurrency`. The object's own events count only when
 /// [`object_fingerprint`] changes, so the controller's status writes do not reconcile it again.
 /// Objects sent on `wake` are reconciled too (work the controller started in the background has
@@ -377,39 +366,43 @@ pub async fn run_machine_controller<K, R, Fut, E>(
     wake: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
     reconcile: R,
 ) where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    R: FnMut(Arc<K>, Arc<Context>) -> Fut,
+    K: WatchedKind,
+    R: FnMut(Arc<K>, Arc<Context>) -> Fut + Send,
     Fut: futures::TryFuture<Ok = Action, Error = E> + Send + 'static,
     E: ReconcileError,
 {
-    use kube::runtime::controller::Config;
-    let watcher_config = context.args.watcher_config();
     let object_controller = changes_controller::<K>(&context);
     let store = object_controller.store();
-    let results = object_controller
-        .watches(
-            context.args.api::<crate::core::Machine>(&context.client),
-            watcher_config.clone(),
-            on_change(machine_fingerprint, machine_to_object),
-        )
-        .watches(
-            context.args.api::<Cluster>(&context.client),
-            watcher_config,
-            on_change(cluster_fingerprint, move |cluster| {
-                objects_of_cluster(&store, &cluster)
-            }),
-        )
-        .reconcile_on(wake)
+    let watching = object_controller
+        .watches_stream(related_changes(&context, machine_fingerprint), machine_to_object)
+        .watches_stream(related_changes(&context, cluster_fingerprint), move |cluster| {
+            objects_of_cluster(&store, &cluster)
+        })
+        .reconcile_on(wake);
+    run_controller(watching, controller, context, reconcile).await;
+}
+
+/// Runs `watching` (a controller with its watches) with `reconcile` until the manager shuts down:
+/// `--concurrency` objects at a time, failures retried by [`error_policy`], errors logged by
+/// [`drain_results`].
+pub async fn run_controller<K, R, Fut, E>(
+    watching: kube::runtime::Controller<K>,
+    controller: &'static str,
+    context: Context,
+    reconcile: R,
+) where
+    K: WatchedKind,
+    R: FnMut(Arc<K>, Arc<Context>) -> Fut + Send,
+    Fut: futures::TryFuture<Ok = Action, Error = E> + Send + 'static,
+    E: ReconcileError,
+{
+    use futures::StreamExt;
+    use kube::runtime::controller::Config;
+    let results = watching
         .with_config(Config::default().concurrency(context.args.concurrency))
         .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
         .run(reconcile, error_policy::<K, E>(controller), Arc::new(context));
-    drain_results(controller, results).await;
+    drain_results(controller, results.boxed()).await;
 }
 
 #[cfg(test)]
@@ -444,27 +437,46 @@ mod tests {
         }
     }
 
-    fn changed_(changes: &Changes, cluster: &Cluster) -> bool {
-        changes.changed(cluster, cluster_fingerprint(cluster))
+    /// Objects fed one at a time through kube's predicate filter with [`changed`]`(fingerprint)`,
+    /// as a watch stream feeds them.
+    struct Filter<K: Resource> {
+        input: futures::channel::mpsc::UnboundedSender<Result<K, kube::runtime::watcher::Error>>,
+        output: futures::stream::BoxStream<'static, Result<K, kube::runtime::watcher::Error>>,
+    }
+
+    impl<K: Resource + Clone + Send + 'static> Filter<K> {
+        fn new(fingerprint: fn(&K) -> u64) -> Self {
+            use futures::StreamExt;
+            use kube::runtime::{PredicateConfig, WatchStreamExt};
+            let (input, events) = futures::channel::mpsc::unbounded();
+            let output = events
+                .predicate_filter(changed(fingerprint), PredicateConfig::default())
+                .boxed();
+            Self { input, output }
+        }
+
+        /// Whether `object`, as the next event, passes the filter.
+        fn passes(&mut self, object: &K) -> bool {
+            use futures::{FutureExt, StreamExt};
+            self.input
+                .unbounded_send(Ok(object.clone()))
+                .expect("filter open");
+            matches!(self.output.next().now_or_never(), Some(Some(Ok(_))))
+        }
     }
 
     #[test]
     fn cluster_changes_ignore_what_core_rewrites_while_machines_come_and_go() {
-        let changes = Changes::default();
-        assert!(
-            changed_(&changes, &cluster(json!({}))),
-            "a new Cluster wakes its objects"
-        );
-        assert!(!changed_(&changes, &cluster(json!({}))));
+        let mut changes = Filter::new(cluster_fingerprint);
+        let mut changed_ = |cluster: &Cluster| changes.passes(cluster);
+        assert!(changed_(&cluster(json!({}))), "a new Cluster wakes its objects");
+        assert!(!changed_(&cluster(json!({}))));
         let churn = cluster(json!({
             "metadata": {"resourceVersion": "2"},
             "status": {"conditions": [{"type": "Available", "status": "False", "reason": "Scaling",
                 "message": "2 of 3 replicas", "lastTransitionTime": "2026-11-22T08:01:00Z"}]}
         }));
-        assert!(
-            !changed_(&changes, &churn),
-            "a new message or resourceVersion is no change"
-        );
+        assert!(!changed_(&churn), "a new message or resourceVersion is no change");
         let scaling = cluster(json!({
             "metadata": {"resourceVersion": "3"},
             "status": {
@@ -480,13 +492,10 @@ mod tests {
             }
         }));
         assert!(
-            !changed_(&changes, &scaling),
+            !changed_(&scaling),
             "counters and the conditions core flips while scaling are no change"
         );
-        assert!(
-            !changed_(&changes, &cluster(json!({}))),
-            "and neither is their return"
-        );
+        assert!(!changed_(&cluster(json!({}))), "and neither is their return");
         for change in [
             json!({"spec": {"paused": true}}),
             json!({"metadata": {"annotations": {"cluster.x-k8s.io/paused": ""}}}),
@@ -498,14 +507,18 @@ mod tests {
                 "finalizers": ["cluster.cluster.x-k8s.io"]}}),
         ] {
             let changed = cluster(change.clone());
-            assert!(changed_(&changes, &changed), "{change}");
-            assert_eq!(changes.len(), 1);
-            assert!(!changed_(&changes, &changed), "{change} seen twice");
-            assert!(changed_(&changes, &cluster(json!({}))), "back to the original");
+            assert!(changed_(&changed), "{change}");
+            assert!(!changed_(&changed), "{change} seen twice");
+            assert!(changed_(&cluster(json!({}))), "back to the original");
         }
         let gone = cluster(json!({"metadata": {"deletionTimestamp": "2026-11-22T08:03:00Z"}}));
-        assert!(changed_(&changes, &gone), "the last event of a deleted Cluster");
-        assert!(changes.is_empty(), "a deleted Cluster is forgotten");
+        assert!(changed_(&gone), "the last event of a deleted Cluster");
+        assert!(changed_(&gone), "passes every time");
+        let recreated = cluster(json!({"metadata": {"uid": "u-2"}}));
+        assert!(
+            changed_(&recreated),
+            "a Cluster of the same name created again is new"
+        );
     }
 
     #[test]
@@ -521,8 +534,8 @@ mod tests {
             merge(&mut value, patch);
             serde_json::from_value::<crate::core::Machine>(value).expect("a Machine")
         };
-        let changes = Changes::default();
-        let seen = |m: &crate::core::Machine| changes.changed(m, machine_fingerprint(m));
+        let mut changes = Filter::new(machine_fingerprint);
+        let mut seen = |m: &crate::core::Machine| changes.passes(m);
         assert!(seen(&machine(json!({}))));
         assert!(!seen(&machine(
             json!({"status": {"phase": "Provisioned", "conditions": [{"type":
@@ -551,8 +564,8 @@ mod tests {
             merge(&mut value, patch);
             serde_json::from_value::<crate::core::Machine>(value).expect("an object")
         };
-        let changes = Changes::default();
-        let seen = |o: &crate::core::Machine| changes.changed(o, object_fingerprint(o));
+        let mut changes = Filter::new(object_fingerprint::<crate::core::Machine>);
+        let mut seen = |o: &crate::core::Machine| changes.passes(o);
         assert!(seen(&object(json!({}))), "a new object");
         assert!(
             !seen(&object(json!({"metadata": {"resourceVersion": "11"},

@@ -10,18 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use kubezero_capi::core::Cluster;
 use kubezero_capi::runtime::Context;
-use kubezero_capi::runtime::reconcile::{
-    Error, changes_controller, drain_results, error_policy, namespace_of,
-};
+use kubezero_capi::runtime::reconcile::{Error, changes_controller, namespace_of, run_controller};
 use serde_json::json;
 use tracing::Instrument;
 
@@ -69,21 +66,13 @@ pub async fn run(context: Context) {
         Api::namespaced_with(context.client.clone(), &context.args.namespace, &resource)
     };
     // Clusters wake it for their labels (and deletion), not for core's status rewrites.
-    let results = changes_controller::<Cluster>(&context)
-        .watches_with(
-            releases,
-            resource,
-            watcher::Config::default().labels(CLUSTER_NAME_LABEL),
-            release_to_cluster,
-        )
-        .with_config(Config::default().concurrency(context.args.concurrency))
-        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-        .run(
-            reconcile,
-            error_policy::<Cluster, Error>(CONTROLLER),
-            Arc::new(context),
-        );
-    drain_results(CONTROLLER, results.boxed()).await;
+    let watching = changes_controller::<Cluster>(&context).watches_with(
+        releases,
+        resource,
+        watcher::Config::default().labels(CLUSTER_NAME_LABEL),
+        release_to_cluster,
+    );
+    run_controller(watching, CONTROLLER, context, reconcile).await;
 }
 
 /// Maps a HelmReleaseProxy to the Cluster its cluster-name label names.

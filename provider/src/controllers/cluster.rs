@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Config};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::Observed;
@@ -33,15 +33,15 @@ use kubezero_capi::pause::{pause_reason, paused_condition};
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::finalizers;
 use kubezero_capi::runtime::reconcile::{
-    changes_controller, describe, drain_results, error_policy, namespace_of, object_fingerprint, on_change,
-    referenced,
+    changes_controller, describe, namespace_of, object_fingerprint, referenced, related_changes,
+    run_controller, write_conditions,
 };
 use serde_json::json;
 use tracing::Instrument;
 
 use self::aws::{CloudFailure, Observations, ObservedObject, PROGRESS_REQUEUE};
 use super::machine::backend_unavailable;
-use super::{Error, Platform, ProviderError, endpoint, reasons, write_conditions};
+use super::{Error, FIELD_MANAGER, Platform, ProviderError, endpoint, reasons};
 use crate::api::{FINALIZER_CLUSTER, GROUP, KubeZeroCluster, KubeZeroClusterStatus, KubeZeroMachine};
 use crate::aws::DeleteProgress;
 use crate::aws::clients::ClientRegistry;
@@ -71,20 +71,14 @@ impl State {
 /// Runs the KubeZeroCluster controller until the manager shuts down.
 pub async fn run(context: Context, clients: Arc<ClientRegistry>) {
     let state = State::new(clients);
-    let results = changes_controller::<KubeZeroCluster>(&context)
-        .watches(
-            context.args.api::<Cluster>(&context.client),
-            context.args.watcher_config(),
-            on_change(object_fingerprint::<Cluster>, cluster_to_infra_cluster),
-        )
-        .with_config(Config::default().concurrency(context.args.concurrency))
-        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-        .run(
-            move |infra_cluster, context| reconcile(infra_cluster, context, state.clone()),
-            error_policy::<_, ProviderError>(CONTROLLER),
-            Arc::new(context),
-        );
-    drain_results(CONTROLLER, results).await;
+    let watching = changes_controller::<KubeZeroCluster>(&context).watches_stream(
+        related_changes(&context, object_fingerprint::<Cluster>),
+        cluster_to_infra_cluster,
+    );
+    run_controller(watching, CONTROLLER, context, move |infra_cluster, context| {
+        reconcile(infra_cluster, context, state.clone())
+    })
+    .await;
 }
 
 /// Maps a Cluster to the KubeZeroCluster its `spec.infrastructureRef` names.
@@ -121,6 +115,11 @@ struct Pass<'a> {
 }
 
 impl Pass<'_> {
+    /// The error of a failed update of the KubeZeroCluster.
+    fn update_failed(&self) -> impl FnOnce(kube::Error) -> Error {
+        Error::write("update", "KubeZeroCluster", &self.namespace, &self.name)
+    }
+
     /// Writes `ready` (and `Paused=False`) with `status` as the rest of the status; the endpoint's
     /// reachability is kept as last reported.
     async fn write(&self, ready: Observed, status: KubeZeroClusterStatus) -> Result<(), Error> {
@@ -140,6 +139,7 @@ impl Pass<'_> {
             &self.api,
             self.infra_cluster,
             self.context,
+            FIELD_MANAGER,
             &observed,
             &[endpoint::CONDITION],
             with,
@@ -202,6 +202,7 @@ async fn reconcile(
                 &pass.api,
                 infra_cluster.as_ref(),
                 &context,
+                FIELD_MANAGER,
                 &observed,
                 &[READY_CONDITION, endpoint::CONDITION],
                 with,
@@ -372,12 +373,7 @@ async fn set_endpoint(pass: &Pass<'_>, (host, port): &(String, i32)) -> Result<O
         .api
         .patch(&pass.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map_err(Error::write(
-            "update",
-            "KubeZeroCluster",
-            &pass.namespace,
-            &pass.name,
-        ))?;
+        .map_err(pass.update_failed())?;
     tracing::info!(%host, port, "control-plane endpoint set");
     Ok(written.metadata.generation)
 }
@@ -427,12 +423,7 @@ async fn delete(pass: &Pass<'_>) -> Result<Action, ProviderError> {
             );
             finalizers::remove(&pass.api, infra_cluster, FINALIZER_CLUSTER)
                 .await
-                .map_err(Error::write(
-                    "update",
-                    "KubeZeroCluster",
-                    &pass.namespace,
-                    &pass.name,
-                ))?;
+                .map_err(pass.update_failed())?;
             Ok(Action::await_change())
         }
     }

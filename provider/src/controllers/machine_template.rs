@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::runtime::controller::{Action, Config};
+use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
 use kubezero_capi::contract::{CAPI_GROUP, CAPI_VERSION, READY_CONDITION};
@@ -18,12 +18,12 @@ use kubezero_capi::owner::{cluster_name_label, get_cluster, owner_cluster_name};
 use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::errors::ErrorClass;
 use kubezero_capi::runtime::reconcile::{
-    changes_controller, describe, drain_results, error_policy, namespace_of,
+    changes_controller, describe, namespace_of, run_controller, write_conditions,
 };
 use tracing::Instrument;
 
 use super::machine::MachineError;
-use super::{Error, reasons, write_conditions};
+use super::{Error, FIELD_MANAGER, reasons};
 use crate::api::{GROUP, KubeZeroCluster, KubeZeroMachineTemplate, KubeZeroMachineTemplateStatus};
 use crate::aws::clients::{AwsIdentity, ClientRegistry};
 use crate::aws::instance_types::{InstanceTypeCache, InstanceTypeError};
@@ -55,15 +55,13 @@ pub async fn run(context: Context, clients: Arc<ClientRegistry>) {
         instance_types: InstanceTypeCache::default(),
     });
     // Its own status writes do not wake it again.
-    let results = changes_controller::<KubeZeroMachineTemplate>(&context)
-        .with_config(Config::default().concurrency(context.args.concurrency))
-        .graceful_shutdown_on(context.shutdown.clone().cancelled_owned())
-        .run(
-            move |template, context| reconcile(template, context, state.clone()),
-            error_policy::<_, MachineError>(CONTROLLER),
-            Arc::new(context),
-        );
-    drain_results(CONTROLLER, results).await;
+    run_controller(
+        changes_controller::<KubeZeroMachineTemplate>(&context),
+        CONTROLLER,
+        context,
+        move |template, context| reconcile(template, context, state.clone()),
+    )
+    .await;
 }
 
 async fn reconcile(
@@ -86,13 +84,7 @@ async fn reconcile(
                 reasons::WAITING_FOR_CLUSTER,
                 "waiting for a Cluster using this template (label, owner, or a MachineDeployment)",
             );
-            write_conditions(&api, template.as_ref(), &context, &[ready], &[], |conditions| {
-                KubeZeroMachineTemplateStatus {
-                    conditions,
-                    ..previous(&template)
-                }
-            })
-            .await?;
+            write_ready(&api, &template, &context, ready, previous(&template)).await?;
             return Ok(Action::requeue(WAIT_REQUEUE));
         };
         let object = describe("KubeZeroMachineTemplate", &namespace, &name);
@@ -125,26 +117,18 @@ async fn reconcile(
                         instance_type.instance_type, instance_type.vcpus, instance_type.memory_mib
                     ),
                 );
-                write_conditions(&api, template.as_ref(), &context, &[ready], &[], |conditions| {
-                    KubeZeroMachineTemplateStatus {
-                        capacity: instance_type.capacity(),
-                        node_info: Some(instance_type.node_info()),
-                        conditions,
-                    }
-                })
-                .await?;
+                let status = KubeZeroMachineTemplateStatus {
+                    capacity: instance_type.capacity(),
+                    node_info: Some(instance_type.node_info()),
+                    conditions: Vec::new(),
+                };
+                write_ready(&api, &template, &context, ready, status).await?;
                 Ok(Action::requeue(RESYNC))
             }
             Err(error) => {
                 if let MachineError::Cloud { reason, message, .. } = &error {
                     let ready = Observed::false_(READY_CONDITION, reason, message.clone());
-                    write_conditions(&api, template.as_ref(), &context, &[ready], &[], |conditions| {
-                        KubeZeroMachineTemplateStatus {
-                            conditions,
-                            ..previous(&template)
-                        }
-                    })
-                    .await?;
+                    write_ready(&api, &template, &context, ready, previous(&template)).await?;
                 }
                 Err(error)
             }
@@ -154,6 +138,27 @@ async fn reconcile(
     .await
 }
 
+/// Writes `ready` with `status` as the rest of the template's status.
+async fn write_ready(
+    api: &Api<KubeZeroMachineTemplate>,
+    template: &KubeZeroMachineTemplate,
+    context: &Context,
+    ready: Observed,
+    status: KubeZeroMachineTemplateStatus,
+) -> Result<(), Error> {
+    write_conditions(
+        api,
+        template,
+        context,
+        FIELD_MANAGER,
+        &[ready],
+        &[],
+        |conditions| KubeZeroMachineTemplateStatus { conditions, ..status },
+    )
+    .await
+}
+
+/// The template's status without its conditions.
 fn previous(template: &KubeZeroMachineTemplate) -> KubeZeroMachineTemplateStatus {
     let mut status = template.status.clone().unwrap_or_default();
     status.conditions.clear();

@@ -10,11 +10,10 @@ pub mod endpoint;
 pub mod machine;
 pub mod machine_template;
 
-use kube::{Api, Resource};
-use kubezero_capi::conditions::{Condition, HasConditions, Observed};
-use kubezero_capi::runtime::Context;
+use kubezero_capi::conditions::{Condition, HasConditions};
 use kubezero_capi::runtime::errors::{ErrorClass, ReconcileError};
 pub use kubezero_capi::runtime::reconcile::Error;
+use kubezero_capi::runtime::reconcile::WatchedKind;
 
 /// Errors of the provider's reconciles: the Kubernetes side ([`Error`]) or a cloud backend.
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +41,8 @@ impl ReconcileError for ProviderError {
         }
     }
 }
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::api::{KubeZeroCluster, KubeZeroMachine};
+use crate::api::{KubeZeroCluster, KubeZeroMachine, KubeZeroMachineTemplate};
 
 /// Field manager of every status write of this provider.
 pub const FIELD_MANAGER: &str = "kubezero-provider";
@@ -140,6 +137,10 @@ impl KubeZeroMachine {
     }
 }
 
+impl WatchedKind for KubeZeroCluster {}
+impl WatchedKind for KubeZeroMachine {}
+impl WatchedKind for KubeZeroMachineTemplate {}
+
 impl HasConditions for KubeZeroCluster {
     fn conditions(&self) -> &[Condition] {
         self.status
@@ -154,29 +155,4 @@ impl HasConditions for KubeZeroMachine {
             .as_ref()
             .map_or(&[], |status| status.conditions.as_slice())
     }
-}
-
-/// Writes the observed conditions of `object` as this provider's field manager.
-pub(crate) async fn write_conditions<K, S>(
-    api: &Api<K>,
-    object: &K,
-    context: &Context,
-    observed: &[Observed],
-    carry_over: &[&str],
-    status_with: impl FnOnce(Vec<Condition>) -> S,
-) -> Result<(), Error>
-where
-    K: Resource<DynamicType = ()> + HasConditions + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-    S: Serialize,
-{
-    kubezero_capi::runtime::reconcile::write_conditions(
-        api,
-        object,
-        context,
-        FIELD_MANAGER,
-        observed,
-        carry_over,
-        status_with,
-    )
-    .await
 }

@@ -878,12 +878,20 @@ async fn scale_steps(
         }
         if last_print.elapsed() >= Duration::from_secs(10) {
             let calls = diff(&snapshot(proxy), &base);
+            let machine_reconciles = metric_sum(
+                probe.meter.metrics,
+                r#"kubezero_reconcile_total{controller="kubezeromachine"} "#,
+            )
+            .await
+            .unwrap_or(0);
             println!(
-                "[{:>5.0?}] workers {} created, {} with bootstrap data, {} with provider ID, {} Running; {} AWS calls ({} RunInstances); provider VmRSS {}",
+                "[{:>5.0?}] workers {} created, {} with bootstrap data, {} with provider ID, {} infrastructure provisioned, {} with a Node, {} Running; {} AWS calls ({} RunInstances), {machine_reconciles} KubeZeroMachine reconciles; provider VmRSS {}",
                 scaled.elapsed(),
                 counts.workers,
                 counts.with_bootstrap_data,
                 counts.with_provider_id,
+                counts.infrastructure_provisioned,
+                counts.with_node,
                 counts.running,
                 calls.values().sum::<u64>(),
                 calls.get("RunInstances").copied().unwrap_or(0),
@@ -1031,6 +1039,8 @@ struct WorkerCounts {
     workers: usize,
     with_bootstrap_data: usize,
     with_provider_id: usize,
+    infrastructure_provisioned: usize,
+    with_node: usize,
     running: usize,
     available: usize,
     control_plane_running: usize,
@@ -1062,6 +1072,13 @@ async fn count_machines(api: &Api<Machine>) -> BenchResult<WorkerCounts> {
             counts.with_provider_id += 1;
             counts.running += usize::from(running);
         }
+        let provisioned = machine
+            .status
+            .as_ref()
+            .and_then(|status| status.initialization.as_ref());
+        counts.infrastructure_provisioned +=
+            usize::from(provisioned.and_then(|i| i.infrastructure_provisioned) == Some(true));
+        counts.with_node += usize::from(machine.has_node_ref());
         let available = machine
             .status
             .as_ref()

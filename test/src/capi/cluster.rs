@@ -179,16 +179,7 @@ pub(crate) async fn reconcile(cluster: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Res
     cluster_status::update(
         &mut status,
         &cluster,
-        &cluster_status::Inputs {
-            infrastructure: referenced(&infra),
-            control_plane: referenced(&control_plane),
-            machinedeployments: &descendants.machinedeployments,
-            machinesets: &descendants.machinesets,
-            control_plane_machines: &descendants.control_plane_machines,
-            worker_machines: &descendants.worker_machines,
-            probe,
-            deleting: None,
-        },
+        &descendants.inputs(&infra, &control_plane, probe, None),
     );
     replace_status(&api, &cluster, &old_status, status).await?;
     Ok(if waiting { ctx.wait() } else { ctx.resync() })
@@ -256,6 +247,27 @@ impl Descendants {
             machinesets: sorted(ctx.machinesets.state().into_iter().filter(belongs).collect()),
             control_plane_machines: sorted(control_plane_machines),
             worker_machines: sorted(worker_machines),
+        }
+    }
+
+    /// The inputs of the status computation: these objects, the InfraCluster and control-plane
+    /// object as read, the connection `probe` and the deletion step.
+    fn inputs<'a>(
+        &'a self,
+        infra: &'a Option<(String, Option<Value>)>,
+        control_plane: &'a Option<(String, Option<Value>)>,
+        probe: cluster_status::ProbeState,
+        deleting: Option<(&'a str, String)>,
+    ) -> cluster_status::Inputs<'a> {
+        cluster_status::Inputs {
+            infrastructure: referenced(infra),
+            control_plane: referenced(control_plane),
+            machinedeployments: &self.machinedeployments,
+            machinesets: &self.machinesets,
+            control_plane_machines: &self.control_plane_machines,
+            worker_machines: &self.worker_machines,
+            probe,
+            deleting,
         }
     }
 }
@@ -375,19 +387,11 @@ async fn write_deleting_status(
     };
     let control_plane = control_plane_object(ctx, cluster).await?;
     let descendants = Descendants::of(ctx, &namespace, &cluster.name_any());
+    let probe = ctx.probe(&namespace, &cluster.name_any(), false).await;
     cluster_status::update(
         &mut status,
         cluster,
-        &cluster_status::Inputs {
-            infrastructure: referenced(&infra),
-            control_plane: referenced(&control_plane),
-            machinedeployments: &descendants.machinedeployments,
-            machinesets: &descendants.machinesets,
-            control_plane_machines: &descendants.control_plane_machines,
-            worker_machines: &descendants.worker_machines,
-            probe: ctx.probe(&namespace, &cluster.name_any(), false).await,
-            deleting: Some((reason, message)),
-        },
+        &descendants.inputs(&infra, &control_plane, probe, Some((reason, message))),
     );
     replace_status(&api, cluster, &old_status, status).await
 }

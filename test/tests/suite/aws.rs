@@ -92,9 +92,13 @@ async fn delete_until_done(aws: &AwsClients, tags: &ClusterTags) -> usize {
 /// One AWS Query API call to moto for `service` (what the credential scope names), e.g. to create
 /// what an in-cluster controller would.
 fn query(moto: &Moto, service: &str, version: &str, form: &str) -> String {
+    query_in(moto, service, moto.region(), version, form)
+}
+
+/// [`query`] in `region`.
+pub(crate) fn query_in(moto: &Moto, service: &str, region: &str, version: &str, form: &str) -> String {
     let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{}/{service}/aws4_request, SignedHeaders=host, Signature=0",
-        moto.region()
+        "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
     );
     let body = format!("{form}&Version={version}");
     let response = http::request(

@@ -853,28 +853,6 @@ async fn instance_types_give_the_autoscaler_capacity_once() {
     .await;
 }
 
-/// Calls one AWS Query API of moto (`service` as the credential scope names it) in `region`.
-fn moto_query(moto: &Moto, service: &str, region: &str, version: &str, form: &str) -> String {
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host, Signature=0"
-    );
-    let body = format!("{form}&Version={version}");
-    let response = kubezero_test::cloud::http::request(
-        moto.addr(),
-        "POST",
-        "/",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Authorization", &auth),
-        ],
-        body.as_bytes(),
-        Duration::from_secs(10),
-    )
-    .expect("moto answers");
-    assert_eq!(response.status, 200, "{form}: {}", response.text());
-    response.text()
-}
-
 mod e2e {
     //! Both managers in the test world on moto: a Cluster with one control-plane Machine and a
     //! MachineDeployment scaled 3 → 10 → 0, then deleted; every step asserted, nothing of the
@@ -896,7 +874,8 @@ mod e2e {
     use kubezero_test::world::{World, WorldView};
     use serde_json::json;
 
-    use super::moto_query;
+    use crate::aws::query_in as moto_query;
+    use crate::faults::private_zone;
     use crate::support::{create, create_cluster, create_worker_pool, dynamic, eventually, moto_clients};
 
     const REGION: &str = "eu-central-1";
@@ -989,13 +968,7 @@ mod e2e {
             status.aws.clone()
         })
         .await;
-        let zone = infra
-            .subnets
-            .iter()
-            .find(|s| !s.public)
-            .expect("a private subnet")
-            .availability_zone
-            .clone();
+        let zone = private_zone(&infra);
 
         // One control-plane Machine (machine-based control plane), pinned to a failure domain.
         let name = "demo-cp-0";

@@ -26,7 +26,8 @@ use tokio::sync::Mutex;
 
 use crate::faults::{
     TAGS_SET, check_infrastructure, check_instances, cluster_provisioned, create_control_plane,
-    delete_cluster, leftovers, machines_converged, moto_inventory, scale, tagged_inventory, wait_for,
+    delete_cluster, leftovers, machines_converged, moto_inventory, private_zone, scale, tagged_inventory,
+    wait_for,
 };
 use crate::support::{create, create_cluster, create_worker_pool, dynamic};
 
@@ -177,13 +178,7 @@ async fn flow(world: &WorldView, moto: &Moto, mut monkey: Monkey) {
     let create_machines = async {
         // The control plane needs the cluster's zones: wait for them while the monkey is at work.
         let infra = cluster_provisioned(world, CLUSTER, TIMEOUT).await;
-        let zone = infra
-            .subnets
-            .iter()
-            .find(|s| !s.public)
-            .expect("a private subnet")
-            .availability_zone
-            .clone();
+        let zone = private_zone(&infra);
         create_control_plane(world, CLUSTER, "chaos-cp-0", &zone).await;
         create_worker_pool(world, CLUSTER, WORKERS, 3).await;
     };

@@ -270,6 +270,12 @@ pub(crate) async fn cluster_provisioned(
     .await
 }
 
+/// The availability zone of the first private subnet of `infra`.
+pub(crate) fn private_zone(infra: &kubezero_provider::api::aws::AwsClusterStatus) -> String {
+    let subnet = infra.subnets.iter().find(|s| !s.public);
+    subnet.expect("a private subnet").availability_zone.clone()
+}
+
 /// Creates control-plane Machine `name` of `cluster` (KubeZeroMachine + KubeZeroConfig) in `zone`.
 pub(crate) async fn create_control_plane(world: &WorldView, cluster: &str, name: &str, zone: &str) {
     create(world, &dynamic(world, "cluster.x-k8s.io", "v1beta2", "Machine", "machines"),
@@ -652,13 +658,7 @@ async fn throttled_flow(world: &WorldView, moto: &Moto, proxy: &FaultProxy) {
     let wait = Duration::from_secs(90);
     create_cluster(world, THROTTLED_CLUSTER).await;
     let infra = cluster_provisioned(world, THROTTLED_CLUSTER, wait).await;
-    let zone = infra
-        .subnets
-        .iter()
-        .find(|s| !s.public)
-        .expect("a private subnet")
-        .availability_zone
-        .clone();
+    let zone = private_zone(&infra);
     eprintln!("cluster infrastructure after {:?}", started.elapsed());
     create_control_plane(world, THROTTLED_CLUSTER, "throttled-cp-0", &zone).await;
     create_worker_pool(world, THROTTLED_CLUSTER, THROTTLED_WORKERS, 5).await;

@@ -88,15 +88,9 @@ async fn install_caaph_crds(client: &Client) {
                 .await
                 .unwrap();
         }
-        let established = kube::runtime::wait::await_condition(
-            api.clone(),
-            &name,
-            kube::runtime::wait::conditions::is_crd_established(),
-        );
-        tokio::time::timeout(Duration::from_secs(30), established)
+        kubezero_test::world::crd_established(client, &name)
             .await
-            .expect("CRD established")
-            .unwrap();
+            .expect("CRD established");
     }
 }
 

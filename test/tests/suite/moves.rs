@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::faults::{
     TAGS_SET, api, check_instances, cluster_provisioned, create_control_plane, delete_cluster, leftovers,
-    machines_converged, moto_inventory, tagged_inventory, wait_for,
+    machines_converged, moto_inventory, private_zone, tagged_inventory, wait_for,
 };
 use crate::support::{create_cluster, create_worker_pool, dynamic};
 
@@ -170,13 +170,7 @@ async fn a_moved_cluster_keeps_its_instances_and_nothing_is_launched_twice() {
 async fn provision_then_pause(world: &WorldView) -> BTreeMap<String, String> {
     create_cluster(world, CLUSTER).await;
     let infra = cluster_provisioned(world, CLUSTER, Duration::from_secs(90)).await;
-    let zone = infra
-        .subnets
-        .iter()
-        .find(|s| !s.public)
-        .expect("a private subnet")
-        .availability_zone
-        .clone();
+    let zone = private_zone(&infra);
     create_control_plane(world, CLUSTER, "moved-cp-0", &zone).await;
     wait_for("the control plane", Duration::from_secs(90), || {
         machines_converged(world, CLUSTER, WORKERS, 0, None)

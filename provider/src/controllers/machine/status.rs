@@ -6,9 +6,10 @@ use kubezero_capi::conditions::{Condition, Observed};
 use kubezero_capi::contract::READY_CONDITION;
 use kubezero_capi::pause::paused_condition;
 use kubezero_capi::runtime::Context;
+use kubezero_capi::runtime::reconcile::write_conditions;
 
 use crate::api::{KubeZeroMachine, KubeZeroMachineStatus};
-use crate::controllers::{Error, write_conditions};
+use crate::controllers::{Error, FIELD_MANAGER};
 
 /// The conditions and status fields one reconcile reports.
 #[derive(Clone, Debug)]
@@ -52,9 +53,15 @@ impl Report {
             carry_over,
             status,
         } = self;
-        write_conditions(api, machine, context, &observed, carry_over, |conditions| {
-            with_conditions(status, conditions)
-        })
+        write_conditions(
+            api,
+            machine,
+            context,
+            FIELD_MANAGER,
+            &observed,
+            carry_over,
+            |conditions| with_conditions(status, conditions),
+        )
         .await
     }
 }
