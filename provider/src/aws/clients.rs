@@ -403,23 +403,13 @@ mod tests {
             endpoint_url: Some("http://127.0.0.1:9".to_owned()),
             ..AwsSettings::default()
         });
-        let a = registry
-            .clients(&static_identity("A"), "eu-central-1")
-            .await
-            .unwrap();
-        let again = registry
-            .clients(&static_identity("A"), "eu-central-1")
-            .await
-            .unwrap();
+        let clients =
+            async |key: &str, region: &str| registry.clients(&static_identity(key), region).await.unwrap();
+        let a = clients("A", "eu-central-1").await;
+        let again = clients("A", "eu-central-1").await;
         assert!(Arc::ptr_eq(a.limiter(), again.limiter()), "shared limiter");
-        let other_region = registry
-            .clients(&static_identity("A"), "us-east-1")
-            .await
-            .unwrap();
-        let other_identity = registry
-            .clients(&static_identity("B"), "eu-central-1")
-            .await
-            .unwrap();
+        let other_region = clients("A", "us-east-1").await;
+        let other_identity = clients("B", "eu-central-1").await;
         assert!(!Arc::ptr_eq(a.limiter(), other_region.limiter()));
         assert!(!Arc::ptr_eq(a.limiter(), other_identity.limiter()));
         assert_eq!(registry.len().await, 3);

@@ -127,6 +127,22 @@ pub enum IamError {
 }
 
 impl IamError {
+    /// A closure wrapping the AWS error of a call on role `name`.
+    fn role(name: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::Role {
+            name: name.to_owned(),
+            source,
+        }
+    }
+
+    /// A closure wrapping the AWS error of a call on instance profile `name`.
+    fn instance_profile(name: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::InstanceProfile {
+            name: name.to_owned(),
+            source,
+        }
+    }
+
     /// The error class the error policy requeues by.
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -190,14 +206,8 @@ async fn ensure_role(
     role: IamRole,
 ) -> Result<InstanceProfile, IamError> {
     let name = iam_name(tags.cluster(), role);
-    let role_err = |source| IamError::Role {
-        name: name.clone(),
-        source,
-    };
-    let profile_err = |source| IamError::InstanceProfile {
-        name: name.clone(),
-        source,
-    };
+    let role_err = IamError::role(&name);
+    let profile_err = IamError::instance_profile(&name);
     let not_owned = |kind| IamError::NotOwned {
         kind,
         name: name.clone(),
@@ -338,14 +348,8 @@ pub async fn delete_iam(aws: &AwsClients, tags: &ClusterTags) -> Result<DeletePr
 
 async fn delete_role(aws: &AwsClients, tags: &ClusterTags, role: IamRole) -> Result<(), IamError> {
     let name = iam_name(tags.cluster(), role);
-    let role_err = |source| IamError::Role {
-        name: name.clone(),
-        source,
-    };
-    let profile_err = |source| IamError::InstanceProfile {
-        name: name.clone(),
-        source,
-    };
+    let role_err = IamError::role(&name);
+    let profile_err = IamError::instance_profile(&name);
 
     let profile = ok_if_not_found(
         aws.call(Iam, "GetInstanceProfile", || {

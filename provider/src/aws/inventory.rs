@@ -9,6 +9,7 @@ use aws_sdk_ec2::types::NatGatewayState;
 use super::clients::AwsClients;
 use super::errors::AwsError;
 use super::limiter::Service::{Ec2, Elbv2, Iam};
+use super::load_balancer::describe_tags;
 use super::tags::ClusterTags;
 
 /// One resource: its id (name for IAM, ARN for ELBv2) and tags when the listing returns them.
@@ -250,31 +251,21 @@ pub async fn inventory(aws: &AwsClients) -> Result<Inventory, AwsError> {
 }
 
 async fn elb_resources(aws: &AwsClients, arns: Vec<String>) -> Result<Vec<Resource>, AwsError> {
-    let mut resources = Vec::new();
-    for chunk in arns.chunks(20) {
-        let out = aws
-            .call(Elbv2, "DescribeTags", || {
-                aws.elbv2
-                    .describe_tags()
-                    .set_resource_arns(Some(chunk.to_vec()))
-                    .send()
-            })
-            .await?;
-        resources.extend(out.tag_descriptions().iter().map(|d| {
-            Resource {
-                id: d.resource_arn().unwrap_or_default().to_owned(),
-                tags: d
-                    .tags()
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.key().unwrap_or_default().to_owned(),
-                            t.value().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect(),
-            }
-        }));
-    }
-    Ok(resources)
+    let descriptions = describe_tags(aws, &arns).await?;
+    Ok(descriptions
+        .iter()
+        .map(|d| Resource {
+            id: d.resource_arn().unwrap_or_default().to_owned(),
+            tags: d
+                .tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_owned(),
+                        t.value().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect(),
+        })
+        .collect())
 }

@@ -7,7 +7,7 @@
 //! capacity (a big `RunInstances`) waits instead of hanging.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -228,6 +228,13 @@ impl Default for Limiter {
     }
 }
 
+/// The state of `bucket`, refilled up to `now`.
+fn refilled(buckets: &mut BTreeMap<Bucket, BucketState>, bucket: Bucket, now: Instant) -> &mut BucketState {
+    let state = buckets.get_mut(&bucket).expect("every bucket is seeded");
+    state.refill(now);
+    state
+}
+
 impl Limiter {
     /// A limiter with every bucket full, sized from [`Bucket::spec`].
     pub fn new() -> Self {
@@ -257,14 +264,17 @@ impl Limiter {
         }
     }
 
+    /// The buckets, locked (a poisoned lock is taken over).
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Bucket, BucketState>> {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn reserve(&self, bucket: Bucket, cost: f64) -> Duration {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let state = buckets.get_mut(&bucket).expect("every bucket is seeded");
-        state.refill(now);
+        let mut buckets = self.lock();
+        let state = refilled(&mut buckets, bucket, now);
         state.tokens -= cost;
         state.acquired += cost as u64;
         if state.tokens >= 0.0 || state.spec.refill_per_second <= 0.0 {
@@ -291,13 +301,9 @@ impl Limiter {
     /// Empties the buckets of `draw` after AWS throttled it: callers wait a full refill from zero.
     pub fn drain(&self, draw: Draw) {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut buckets = self.lock();
         for bucket in std::iter::once(draw.request).chain(draw.resource.map(|(b, _)| b)) {
-            let state = buckets.get_mut(&bucket).expect("every bucket is seeded");
-            state.refill(now);
+            let state = refilled(&mut buckets, bucket, now);
             state.tokens = state.tokens.min(0.0);
             state.drained += 1;
         }
@@ -307,12 +313,8 @@ impl Limiter {
     /// Counters and current balance of `bucket`.
     pub fn stats(&self, bucket: Bucket) -> BucketStats {
         let now = Instant::now();
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let state = buckets.get_mut(&bucket).expect("every bucket is seeded");
-        state.refill(now);
+        let mut buckets = self.lock();
+        let state = refilled(&mut buckets, bucket, now);
         BucketStats {
             acquired: state.acquired,
             drained: state.drained,
@@ -328,6 +330,16 @@ mod tests {
 
     fn ec2(operation: &str) -> Draw {
         draw_for(Service::Ec2, operation, 1)
+    }
+
+    /// Asserts that `millis` ms (to within 10 ms) have passed since `start`.
+    #[track_caller]
+    fn assert_elapsed_about(start: Instant, millis: u64) {
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(millis - 10) && elapsed <= Duration::from_millis(millis + 10),
+            "{elapsed:?}"
+        );
     }
 
     #[test]
@@ -375,11 +387,7 @@ mod tests {
         for _ in 0..4 {
             limiter.acquire(ec2("RunInstances")).await;
         }
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(1990) && elapsed <= Duration::from_millis(2010),
-            "{elapsed:?}"
-        );
+        assert_elapsed_about(start, 2000);
         assert_eq!(limiter.stats(Bucket::Ec2RunInstances).acquired, 9);
     }
 
@@ -390,11 +398,7 @@ mod tests {
         for _ in 0..120 {
             limiter.acquire(ec2("DescribeInstances")).await;
         }
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(990) && elapsed <= Duration::from_millis(1010),
-            "{elapsed:?}"
-        );
+        assert_elapsed_about(start, 1000);
     }
 
     #[tokio::test(start_paused = true)]
@@ -408,11 +412,7 @@ mod tests {
         assert_eq!(stats.drained, 1);
         let start = Instant::now();
         limiter.acquire(ec2("CreateSubnet")).await;
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(190) && elapsed <= Duration::from_millis(210),
-            "{elapsed:?}"
-        );
+        assert_elapsed_about(start, 200);
         // Other buckets are untouched.
         let start = Instant::now();
         limiter.acquire(ec2("DescribeVpcs")).await;
@@ -428,11 +428,7 @@ mod tests {
             .await;
         assert_eq!(start.elapsed(), Duration::ZERO, "1000 instances launch at once");
         limiter.acquire(draw_for(Service::Ec2, "RunInstances", 10)).await;
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(4990) && elapsed <= Duration::from_millis(5010),
-            "{elapsed:?}"
-        );
+        assert_elapsed_about(start, 5000);
     }
 
     #[tokio::test(start_paused = true)]
@@ -449,10 +445,6 @@ mod tests {
             task.await.unwrap();
         }
         // 5 at once, 10 more at 2/s.
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(4990) && elapsed <= Duration::from_millis(5010),
-            "{elapsed:?}"
-        );
+        assert_elapsed_about(start, 5000);
     }
 }

@@ -3,11 +3,17 @@
 //! removes load balancers and target groups that in-cluster controllers tagged for the cluster.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
+use aws_sdk_elasticloadbalancingv2::operation::describe_load_balancers::DescribeLoadBalancersOutput;
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_groups::DescribeTargetGroupsOutput;
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum,
     ProtocolEnum, Tag, TagDescription, TargetDescription, TargetTypeEnum,
 };
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::http::Response as HttpResponse;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use kubezero_capi::runtime::errors::ErrorClass;
 
 use super::DeleteProgress;
@@ -419,13 +425,12 @@ pub async fn deregister_targets(
     .map(|_| ())
 }
 
-/// ARNs of every load balancer (or target group) in the region whose tags mark it as the cluster's.
-async fn cluster_arns(
+/// The tags of load balancers or target groups, one DescribeTags call per [`TAGS_PER_CALL`] ARNs.
+pub(super) async fn describe_tags(
     aws: &AwsClients,
-    tags: &ClusterTags,
-    arns: Vec<String>,
-) -> Result<Vec<String>, AwsError> {
-    let mut selected = Vec::new();
+    arns: &[String],
+) -> Result<Vec<TagDescription>, AwsError> {
+    let mut descriptions = Vec::new();
     for chunk in arns.chunks(TAGS_PER_CALL) {
         let described = aws
             .call(Elbv2, "DescribeTags", || {
@@ -435,15 +440,48 @@ async fn cluster_arns(
                     .send()
             })
             .await?;
-        selected.extend(
-            described
-                .tag_descriptions()
-                .iter()
-                .filter(|d| is_cluster_resource(tags, d))
-                .filter_map(|d| d.resource_arn().map(str::to_owned)),
-        );
+        descriptions.extend_from_slice(described.tag_descriptions());
     }
-    Ok(selected)
+    Ok(descriptions)
+}
+
+/// Those of `arns` (load balancers or target groups) whose tags mark them as the cluster's.
+async fn cluster_arns(
+    aws: &AwsClients,
+    tags: &ClusterTags,
+    arns: &[String],
+) -> Result<Vec<String>, AwsError> {
+    Ok(describe_tags(aws, arns)
+        .await?
+        .iter()
+        .filter(|d| is_cluster_resource(tags, d))
+        .filter_map(|d| d.resource_arn().map(str::to_owned))
+        .collect())
+}
+
+/// Every page of an ELBv2 listing paged by `Marker`: `send` fetches the page after a marker (the
+/// first page for `None`), each page one [`AwsClients::call`], until a page has no next marker.
+async fn all_pages<T, E, F, Fut>(
+    aws: &AwsClients,
+    operation: &'static str,
+    send: F,
+    next_marker: fn(&T) -> Option<&str>,
+) -> Result<Vec<T>, AwsError>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    let mut pages = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = aws.call(Elbv2, operation, || send(marker.clone())).await?;
+        marker = next_marker(&page).filter(|m| !m.is_empty()).map(str::to_owned);
+        pages.push(page);
+        if marker.is_none() {
+            return Ok(pages);
+        }
+    }
 }
 
 /// Deletes the API server load balancer and target group, and every ELBv2 load balancer and target
@@ -467,29 +505,20 @@ pub async fn delete_load_balancers(
         source,
     };
 
-    let mut all = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = aws
-            .call(Elbv2, "DescribeLoadBalancers", || {
-                aws.elbv2
-                    .describe_load_balancers()
-                    .set_marker(marker.clone())
-                    .send()
-            })
-            .await
-            .map_err(lb_err)?;
-        all.extend(
-            page.load_balancers()
-                .iter()
-                .filter_map(|lb| lb.load_balancer_arn().map(str::to_owned)),
-        );
-        marker = page.next_marker().filter(|m| !m.is_empty()).map(str::to_owned);
-        if marker.is_none() {
-            break;
-        }
-    }
-    let load_balancers = cluster_arns(aws, tags, all).await.map_err(lb_err)?;
+    let pages = all_pages(
+        aws,
+        "DescribeLoadBalancers",
+        |marker| aws.elbv2.describe_load_balancers().set_marker(marker).send(),
+        DescribeLoadBalancersOutput::next_marker,
+    )
+    .await
+    .map_err(lb_err)?;
+    let all: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.load_balancers())
+        .filter_map(|lb| lb.load_balancer_arn().map(str::to_owned))
+        .collect();
+    let load_balancers = cluster_arns(aws, tags, &all).await.map_err(lb_err)?;
     for arn in &load_balancers {
         ok_if_not_found(
             aws.call(Elbv2, "DeleteLoadBalancer", || {
@@ -501,29 +530,20 @@ pub async fn delete_load_balancers(
         tracing::info!(load_balancer_arn = %arn, "deleted load balancer");
     }
 
-    let mut all = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let page = aws
-            .call(Elbv2, "DescribeTargetGroups", || {
-                aws.elbv2
-                    .describe_target_groups()
-                    .set_marker(marker.clone())
-                    .send()
-            })
-            .await
-            .map_err(tg_err)?;
-        all.extend(
-            page.target_groups()
-                .iter()
-                .filter_map(|g| g.target_group_arn().map(str::to_owned)),
-        );
-        marker = page.next_marker().filter(|m| !m.is_empty()).map(str::to_owned);
-        if marker.is_none() {
-            break;
-        }
-    }
-    let target_groups = cluster_arns(aws, tags, all).await.map_err(tg_err)?;
+    let pages = all_pages(
+        aws,
+        "DescribeTargetGroups",
+        |marker| aws.elbv2.describe_target_groups().set_marker(marker).send(),
+        DescribeTargetGroupsOutput::next_marker,
+    )
+    .await
+    .map_err(tg_err)?;
+    let all: Vec<String> = pages
+        .iter()
+        .flat_map(|page| page.target_groups())
+        .filter_map(|g| g.target_group_arn().map(str::to_owned))
+        .collect();
+    let target_groups = cluster_arns(aws, tags, &all).await.map_err(tg_err)?;
     let mut in_use = Vec::new();
     for arn in &target_groups {
         match aws

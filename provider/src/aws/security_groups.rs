@@ -131,6 +131,15 @@ fn cilium_rules(peer: Peer) -> [RuleSpec; 6] {
 /// from the allowed CIDRs, never from anywhere. Pure.
 pub fn ingress_rules(role: Role, load_balancer: &AwsLoadBalancer) -> Vec<RuleSpec> {
     use Peer::*;
+    let kubelet_from_control_plane = || {
+        rule(
+            "tcp",
+            10250,
+            10250,
+            ControlPlane,
+            "kubelet API from the control plane",
+        )
+    };
     let mut rules = Vec::new();
     match role {
         Role::ControlPlane => {
@@ -151,34 +160,18 @@ pub fn ingress_rules(role: Role, load_balancer: &AwsLoadBalancer) -> Vec<RuleSpe
                 ),
                 rule("tcp", 6443, 6443, Node, "Kubernetes API from nodes"),
                 rule("tcp", 2379, 2380, ControlPlane, "etcd client and peer"),
-                rule(
-                    "tcp",
-                    10250,
-                    10250,
-                    ControlPlane,
-                    "kubelet API from the control plane",
-                ),
+                kubelet_from_control_plane(),
                 rule("tcp", 10257, 10257, ControlPlane, "kube-controller-manager"),
                 rule("tcp", 10259, 10259, ControlPlane, "kube-scheduler"),
             ]);
-            rules.extend(cilium_rules(ControlPlane));
-            rules.extend(cilium_rules(Node));
         }
         Role::Node => {
             rules.extend([
-                rule(
-                    "tcp",
-                    10250,
-                    10250,
-                    ControlPlane,
-                    "kubelet API from the control plane",
-                ),
+                kubelet_from_control_plane(),
                 rule("tcp", 10250, 10250, Node, "kubelet API from nodes"),
                 rule("tcp", 30000, 32767, Vpc, "NodePort services (TCP)"),
                 rule("udp", 30000, 32767, Vpc, "NodePort services (UDP)"),
             ]);
-            rules.extend(cilium_rules(ControlPlane));
-            rules.extend(cilium_rules(Node));
         }
         Role::ApiServerLb => {
             if load_balancer.scheme == LoadBalancerScheme::Internal {
@@ -195,6 +188,10 @@ pub fn ingress_rules(role: Role, load_balancer: &AwsLoadBalancer) -> Vec<RuleSpe
             }
         }
         _ => {}
+    }
+    if matches!(role, Role::ControlPlane | Role::Node) {
+        rules.extend(cilium_rules(ControlPlane));
+        rules.extend(cilium_rules(Node));
     }
     rules
 }

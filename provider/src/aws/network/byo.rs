@@ -20,19 +20,10 @@ pub(super) async fn byo_network(
     spec: &AwsNetwork,
     vpc_id: &str,
 ) -> Result<NetworkState, NetworkError> {
-    let cluster = tags.cluster().to_owned();
-    let invalid = |message: String| NetworkError::Invalid {
-        cluster: cluster.clone(),
-        message,
-    };
-    let vpc_err = |source| NetworkError::Vpc {
-        cluster: cluster.clone(),
-        source,
-    };
-    let subnet_err = |source| NetworkError::Subnets {
-        cluster: cluster.clone(),
-        source,
-    };
+    let cluster = tags.cluster();
+    let invalid = NetworkError::invalid(cluster);
+    let vpc_err = NetworkError::vpc(cluster);
+    let subnet_err = NetworkError::subnets(cluster);
     let vpcs = ok_if_not_found(
         aws.call(Ec2, "DescribeVpcs", || {
             aws.ec2.describe_vpcs().vpc_ids(vpc_id).send()
@@ -77,10 +68,7 @@ pub(super) async fn byo_network(
                 aws.ec2.describe_route_tables().filters(in_vpc.clone()).send()
             })
             .await
-            .map_err(|source| NetworkError::RouteTables {
-                cluster: cluster.clone(),
-                source,
-            })?;
+            .map_err(NetworkError::route_tables(cluster))?;
         public_subnets_by_routes(tables.route_tables(), listed.subnets())
     } else {
         BTreeSet::new()

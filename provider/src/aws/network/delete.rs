@@ -16,23 +16,22 @@ use crate::aws::tags::ClusterTags;
 /// while something is still being deleted or still in use.
 #[tracing::instrument(skip_all, fields(cluster = tags.cluster(), region = aws.region()))]
 pub async fn delete_network(aws: &AwsClients, tags: &ClusterTags) -> Result<DeleteProgress, NetworkError> {
-    let cluster = tags.cluster().to_owned();
+    let cluster = tags.cluster();
     let owned = vec![tags.owned_filter()];
 
     // NAT gateways.
-    let nat_err = |source| NetworkError::NatGateways {
-        cluster: cluster.clone(),
-        source,
-    };
-    let nats = aws
-        .call(Ec2, "DescribeNatGateways", || {
+    let nat_err = NetworkError::nat_gateways(cluster);
+    let describe_nats = async || {
+        aws.call(Ec2, "DescribeNatGateways", || {
             aws.ec2
                 .describe_nat_gateways()
                 .set_filter(Some(owned.clone()))
                 .send()
         })
         .await
-        .map_err(nat_err)?;
+        .map_err(nat_err)
+    };
+    let nats = describe_nats().await?;
     let mut nats_pending = 0;
     for nat in nats.nat_gateways().iter().filter(|n| tags.owns(n.tags())) {
         let id = nat.nat_gateway_id().unwrap_or_default();
@@ -54,15 +53,7 @@ pub async fn delete_network(aws: &AwsClients, tags: &ClusterTags) -> Result<Dele
     }
     if nats_pending > 0 {
         // Re-check once: some implementations delete at once.
-        let again = aws
-            .call(Ec2, "DescribeNatGateways", || {
-                aws.ec2
-                    .describe_nat_gateways()
-                    .set_filter(Some(owned.clone()))
-                    .send()
-            })
-            .await
-            .map_err(nat_err)?;
+        let again = describe_nats().await?;
         let deleting = again
             .nat_gateways()
             .iter()
@@ -108,10 +99,7 @@ pub async fn delete_network(aws: &AwsClients, tags: &ClusterTags) -> Result<Dele
     }
 
     // Internet gateways.
-    let igw_err = |source| NetworkError::InternetGateway {
-        cluster: cluster.clone(),
-        source,
-    };
+    let igw_err = NetworkError::internet_gateway(cluster);
     let gateways = aws
         .call(Ec2, "DescribeInternetGateways", || {
             aws.ec2
@@ -164,10 +152,7 @@ pub async fn delete_network(aws: &AwsClients, tags: &ClusterTags) -> Result<Dele
     }
 
     // Subnets.
-    let subnet_err = |source| NetworkError::Subnets {
-        cluster: cluster.clone(),
-        source,
-    };
+    let subnet_err = NetworkError::subnets(cluster);
     let subnets = aws
         .call(Ec2, "DescribeSubnets", || {
             aws.ec2.describe_subnets().set_filters(Some(owned.clone())).send()
@@ -197,10 +182,7 @@ pub async fn delete_network(aws: &AwsClients, tags: &ClusterTags) -> Result<Dele
     }
 
     // Route tables.
-    let rt_err = |source| NetworkError::RouteTables {
-        cluster: cluster.clone(),
-        source,
-    };
+    let rt_err = NetworkError::route_tables(cluster);
     let tables = aws
         .call(Ec2, "DescribeRouteTables", || {
             aws.ec2
@@ -238,10 +220,7 @@ pub async fn delete_network(aws: &AwsClients, tags: &ClusterTags) -> Result<Dele
     }
 
     // The VPC.
-    let vpc_err = |source| NetworkError::Vpc {
-        cluster: cluster.clone(),
-        source,
-    };
+    let vpc_err = NetworkError::vpc(cluster);
     let vpcs = aws
         .call(Ec2, "DescribeVpcs", || {
             aws.ec2.describe_vpcs().set_filters(Some(owned.clone())).send()

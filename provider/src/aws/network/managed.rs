@@ -24,21 +24,15 @@ pub(super) async fn managed_network(
     tags: &ClusterTags,
     spec: &AwsNetwork,
 ) -> Result<NetworkState, NetworkError> {
-    let cluster = tags.cluster().to_owned();
-    let invalid = |message: String| NetworkError::Invalid {
-        cluster: cluster.clone(),
-        message,
-    };
+    let cluster = tags.cluster();
+    let invalid = NetworkError::invalid(cluster);
     let zone_count = spec.availability_zone_count.clamp(1, 3) as usize;
     let (vpc_id, vpc_cidr) = ensure_vpc(aws, tags, spec).await?;
     let (subnets, zones) = ensure_subnets(aws, tags, &vpc_id, &vpc_cidr, zone_count).await?;
     let igw_id = ensure_internet_gateway(aws, tags, &vpc_id).await?;
 
     // Route tables: all owned ones of the VPC in one call.
-    let rt_err = |source| NetworkError::RouteTables {
-        cluster: cluster.clone(),
-        source,
-    };
+    let rt_err = NetworkError::route_tables(cluster);
     let tables = aws
         .call(Ec2, "DescribeRouteTables", || {
             aws.ec2
@@ -131,15 +125,9 @@ async fn ensure_vpc(
     tags: &ClusterTags,
     spec: &AwsNetwork,
 ) -> Result<(String, String), NetworkError> {
-    let cluster = tags.cluster().to_owned();
-    let invalid = |message: String| NetworkError::Invalid {
-        cluster: cluster.clone(),
-        message,
-    };
-    let vpc_err = |source| NetworkError::Vpc {
-        cluster: cluster.clone(),
-        source,
-    };
+    let cluster = tags.cluster();
+    let invalid = NetworkError::invalid(cluster);
+    let vpc_err = NetworkError::vpc(cluster);
     let owned = [tags.owned_filter(), ClusterTags::role_filter(Role::Common)];
     let vpcs = aws
         .call(Ec2, "DescribeVpcs", || {
@@ -203,17 +191,11 @@ async fn ensure_subnets(
     vpc_cidr: &str,
     zone_count: usize,
 ) -> Result<(Vec<SubnetState>, Vec<String>), NetworkError> {
-    let cluster = tags.cluster().to_owned();
-    let invalid = |message: String| NetworkError::Invalid {
-        cluster: cluster.clone(),
-        message,
-    };
+    let cluster = tags.cluster();
+    let invalid = NetworkError::invalid(cluster);
     let (private_slots, public_slots) = plan_subnet_cidrs(vpc_cidr).map_err(&invalid)?;
 
-    let subnet_err = |source| NetworkError::Subnets {
-        cluster: cluster.clone(),
-        source,
-    };
+    let subnet_err = NetworkError::subnets(cluster);
     let owned_in_vpc = owned_in_vpc(tags, vpc_id);
     let existing = aws
         .call(Ec2, "DescribeSubnets", || {
@@ -313,11 +295,8 @@ async fn ensure_internet_gateway(
     tags: &ClusterTags,
     vpc_id: &str,
 ) -> Result<String, NetworkError> {
-    let cluster = tags.cluster().to_owned();
-    let igw_err = |source| NetworkError::InternetGateway {
-        cluster: cluster.clone(),
-        source,
-    };
+    let cluster = tags.cluster();
+    let igw_err = NetworkError::internet_gateway(cluster);
     let owned_igw = vec![tags.owned_filter()];
     let gateways = aws
         .call(Ec2, "DescribeInternetGateways", || {
@@ -385,15 +364,9 @@ async fn ensure_nat_gateways(
     subnets: &[SubnetState],
     nat_zones: &[&String],
 ) -> Result<(BTreeMap<String, String>, bool), NetworkError> {
-    let cluster = tags.cluster().to_owned();
-    let invalid = |message: String| NetworkError::Invalid {
-        cluster: cluster.clone(),
-        message,
-    };
-    let nat_err = |source| NetworkError::NatGateways {
-        cluster: cluster.clone(),
-        source,
-    };
+    let cluster = tags.cluster();
+    let invalid = NetworkError::invalid(cluster);
+    let nat_err = NetworkError::nat_gateways(cluster);
     let owned_nat = vec![
         filter("vpc-id", &[vpc_id]),
         tags.owned_filter(),

@@ -144,6 +144,51 @@ pub enum NetworkError {
     },
 }
 
+/// Closures wrapping what failed for `cluster` into its variant, for `map_err` and `ok_or_else`.
+impl NetworkError {
+    fn invalid(cluster: &str) -> impl Fn(String) -> Self + Copy + '_ {
+        move |message| Self::Invalid {
+            cluster: cluster.to_owned(),
+            message,
+        }
+    }
+
+    fn vpc(cluster: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::Vpc {
+            cluster: cluster.to_owned(),
+            source,
+        }
+    }
+
+    fn subnets(cluster: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::Subnets {
+            cluster: cluster.to_owned(),
+            source,
+        }
+    }
+
+    fn internet_gateway(cluster: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::InternetGateway {
+            cluster: cluster.to_owned(),
+            source,
+        }
+    }
+
+    fn nat_gateways(cluster: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::NatGateways {
+            cluster: cluster.to_owned(),
+            source,
+        }
+    }
+
+    fn route_tables(cluster: &str) -> impl Fn(AwsError) -> Self + Copy + '_ {
+        move |source| Self::RouteTables {
+            cluster: cluster.to_owned(),
+            source,
+        }
+    }
+}
+
 impl NetworkError {
     /// The error class the error policy requeues by.
     pub fn class(&self) -> ErrorClass {
