@@ -1,5 +1,6 @@
 //! Pieces every kubezero reconciler shares: the Kubernetes-side error type, condition writes, the
-//! error policy and watch mappers.
+//! error policy, watch mappers, the fingerprints of what a controller reads from the objects it
+//! watches (fed to kube's `predicate_filter`), and the controller runner.
 
 use std::sync::Arc;
 
