@@ -1,10 +1,11 @@
-//! Flags of `kubezero-provider run` beyond the ones every manager has, and the AWS client and
-//! launch batching settings they describe.
+//! Flags of `kubezero-provider run` beyond the ones every manager has, and the AWS client, launch
+//! batching and Redfish client settings they describe.
 
 use std::time::Duration;
 
 use crate::aws::clients::AwsSettings;
 use crate::aws::launcher::LauncherSettings;
+use crate::metal::redfish::RedfishSettings;
 
 /// Flags of the infrastructure provider's `run`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -28,6 +29,19 @@ pub struct ProviderArgs {
     /// the cost of that much delay for its first machines.
     #[arg(long, default_value = "30s", value_parser = parse_launch_wait)]
     pub aws_launch_max_wait: Duration,
+
+    /// Redfish requests in flight at once per BMC (`host:port`). BMCs are fragile: one at a time
+    /// unless the hardware is known to take more.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub redfish_requests_per_bmc: u16,
+
+    /// Attempts per Redfish request for 5xx answers, timeouts and connection failures (1 = no retry).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub redfish_max_attempts: u32,
+
+    /// Timeout of one Redfish request (BMCs answer slowly; virtual media inserts download the image).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub redfish_request_timeout: Duration,
 }
 
 /// A `--aws-launch-max-wait` between 0.5 s and 2 min.
@@ -47,6 +61,16 @@ impl ProviderArgs {
             max_attempts: self.aws_max_attempts,
             attempt_timeout: self.aws_call_timeout,
             ..AwsSettings::default()
+        }
+    }
+
+    /// The Redfish client settings these flags describe.
+    pub fn redfish_settings(&self) -> RedfishSettings {
+        RedfishSettings {
+            requests_per_bmc: usize::from(self.redfish_requests_per_bmc),
+            max_attempts: self.redfish_max_attempts,
+            request_timeout: self.redfish_request_timeout,
+            ..RedfishSettings::default()
         }
     }
 
@@ -87,5 +111,12 @@ mod tests {
         assert_eq!(quick.launcher_settings().max_launch_wait, Duration::from_secs(2));
         assert!(Cli::try_parse_from(["k", "--aws-launch-max-wait", "100ms"]).is_err());
         assert!(Cli::try_parse_from(["k", "--aws-launch-max-wait", "5m"]).is_err());
+        let redfish = Cli::try_parse_from(["k", "--redfish-requests-per-bmc", "2"])
+            .unwrap()
+            .args;
+        let redfish = redfish.redfish_settings();
+        assert_eq!((redfish.requests_per_bmc, redfish.max_attempts), (2, 3));
+        assert_eq!(redfish.request_timeout, Duration::from_secs(60));
+        assert!(Cli::try_parse_from(["k", "--redfish-requests-per-bmc", "0"]).is_err());
     }
 }

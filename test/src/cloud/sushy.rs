@@ -63,6 +63,24 @@ impl FakeSystem {
     }
 }
 
+/// One htpasswd line `username:<bcrypt digest>` for sushy's auth file, hashed by the venv's Python
+/// (sushy accepts only bcrypt digests).
+fn htpasswd_entry(username: &str, password: &str) -> Result<String, Error> {
+    let python = venv_tool("python")?;
+    let script = "import bcrypt, sys; print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(4)).decode())";
+    let output = Command::new(&python)
+        .args(["-c", script, username, password])
+        .output()
+        .map_err(|e| Error::io(format!("running {}", python.display()), e))?;
+    if !output.status.success() {
+        return Err(Error::io(
+            "hashing the sushy password",
+            std::io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// A Python string literal (a JSON string is one, escapes included).
 fn py_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
@@ -82,6 +100,21 @@ pub struct Sushy {
 impl Sushy {
     /// Starts sushy-emulator serving `systems` (sushy's own default system when empty).
     pub fn start(systems: &[FakeSystem]) -> Result<Self, Error> {
+        Self::launch(systems, None)
+    }
+
+    /// Starts sushy-emulator serving `systems` behind HTTP Basic authentication: every path but
+    /// the service root needs `username`/`password` (sushy checks an htpasswd file with bcrypt
+    /// digests, made here with the venv's `bcrypt`).
+    pub fn start_with_basic_auth(
+        systems: &[FakeSystem],
+        username: &str,
+        password: &str,
+    ) -> Result<Self, Error> {
+        Self::launch(systems, Some((username, password)))
+    }
+
+    fn launch(systems: &[FakeSystem], auth: Option<(&str, &str)>) -> Result<Self, Error> {
         let program = venv_tool("sushy-emulator")?;
         let dir = TempDir::new("sushy")?;
         let port = free_port()?;
@@ -98,7 +131,20 @@ impl Sushy {
             "SUSHY_EMULATOR_STATE_DIR = {}",
             py_str(&state_dir.to_string_lossy())
         );
-        config.push_str("SUSHY_EMULATOR_AUTH_FILE = None\n");
+        match auth {
+            Some((username, password)) => {
+                let auth_path = dir.path().join("htpasswd");
+                let entry = htpasswd_entry(username, password)?;
+                std::fs::write(&auth_path, entry)
+                    .map_err(|e| Error::io(format!("writing {}", auth_path.display()), e))?;
+                let _ = writeln!(
+                    config,
+                    "SUSHY_EMULATOR_AUTH_FILE = {}",
+                    py_str(&auth_path.to_string_lossy())
+                );
+            }
+            None => config.push_str("SUSHY_EMULATOR_AUTH_FILE = None\n"),
+        }
         config.push_str("SUSHY_EMULATOR_SSL_CERT = None\n");
         config.push_str("SUSHY_EMULATOR_SSL_KEY = None\n");
         if !systems.is_empty() {

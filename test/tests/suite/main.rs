@@ -14,6 +14,7 @@
 //! - [`moves`]: `clusterctl move` of a cluster on moto: no instance launched twice or lost.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
 //! - [`manager`]: the manager binaries as processes (health, metrics, missing CRDs, SIGTERM).
+//! - [`redfish`]: the provider's Redfish client against sushy-tools (power, boot, media, auth).
 //! - [`templates`]: cluster template flavors and the KubeZero addon HelmChartProxies.
 //! - [`workload`]: workload-cluster emulators behind `<cluster>-kubeconfig` and the node simulator.
 
@@ -33,6 +34,7 @@ mod manager;
 mod manifests;
 mod moves;
 mod reachability;
+mod redfish;
 mod support;
 mod templates;
 mod workload;
