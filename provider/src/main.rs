@@ -8,7 +8,8 @@ use clap::Parser;
 use kubezero_capi::runtime::{Command, Context, execute};
 use kubezero_provider::api;
 use kubezero_provider::aws::clients::{AWS_REQUESTS_METRIC, ClientRegistry};
-use kubezero_provider::controllers::{addon_gates, cluster, machine, machine_template};
+use kubezero_provider::controllers::{addon_gates, cluster, host, machine, machine_template};
+use kubezero_provider::metal::redfish::{REDFISH_REQUESTS_METRIC, Redfish};
 use kubezero_provider::settings::ProviderArgs;
 
 /// Name of the manager: Lease name, event reporter, logs.
@@ -31,8 +32,15 @@ async fn main() -> ExitCode {
         context
             .metrics
             .register(name, help, clients.request_counter().clone());
+        // One Redfish client set (connections, per-BMC queues) for every host.
+        let redfish = Arc::new(Redfish::new(args.redfish_settings()));
+        let (name, help) = REDFISH_REQUESTS_METRIC;
+        context
+            .metrics
+            .register(name, help, redfish.request_counter().clone());
         tokio::join!(
             cluster::run(context.clone(), clients.clone()),
+            host::run(context.clone(), redfish, args.host_settings()),
             machine::run(context.clone(), clients.clone(), args.launcher_settings()),
             machine_template::run(context.clone(), clients),
             addon_gates::run(context)

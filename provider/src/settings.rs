@@ -1,10 +1,11 @@
 //! Flags of `kubezero-provider run` beyond the ones every manager has, and the AWS client, launch
-//! batching and Redfish client settings they describe.
+//! batching, Redfish client and host controller settings they describe.
 
 use std::time::Duration;
 
 use crate::aws::clients::AwsSettings;
 use crate::aws::launcher::LauncherSettings;
+use crate::controllers::host::HostSettings;
 use crate::metal::redfish::RedfishSettings;
 
 /// Flags of the infrastructure provider's `run`.
@@ -42,6 +43,19 @@ pub struct ProviderArgs {
     /// Timeout of one Redfish request (BMCs answer slowly; virtual media inserts download the image).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub redfish_request_timeout: Duration,
+
+    /// How often the power state of a settled KubeZeroHost is read from its BMC (one request).
+    #[arg(long, default_value = "60s", value_parser = parse_poll_interval)]
+    pub host_poll_interval: Duration,
+}
+
+/// A `--host-poll-interval` between 1 s and 1 h.
+fn parse_poll_interval(value: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&interval) {
+        return Err(format!("{value} is not between 1s and 1h"));
+    }
+    Ok(interval)
 }
 
 /// A `--aws-launch-max-wait` between 0.5 s and 2 min.
@@ -71,6 +85,13 @@ impl ProviderArgs {
             max_attempts: self.redfish_max_attempts,
             request_timeout: self.redfish_request_timeout,
             ..RedfishSettings::default()
+        }
+    }
+
+    /// The KubeZeroHost controller settings these flags describe.
+    pub fn host_settings(&self) -> HostSettings {
+        HostSettings {
+            poll_interval: self.host_poll_interval,
         }
     }
 
@@ -118,5 +139,7 @@ mod tests {
         assert_eq!((redfish.requests_per_bmc, redfish.max_attempts), (2, 3));
         assert_eq!(redfish.request_timeout, Duration::from_secs(60));
         assert!(Cli::try_parse_from(["k", "--redfish-requests-per-bmc", "0"]).is_err());
+        assert_eq!(args.host_settings().poll_interval, Duration::from_secs(60));
+        assert!(Cli::try_parse_from(["k", "--host-poll-interval", "0s"]).is_err());
     }
 }

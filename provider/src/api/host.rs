@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name": "State", "type": "string", "description": "Provisioning state", "jsonPath": ".status.state"}"#,
     printcolumn = r#"{"name": "Power", "type": "string", "description": "Power state reported by the BMC", "jsonPath": ".status.powerState"}"#,
     printcolumn = r#"{"name": "Consumer", "type": "string", "description": "KubeZeroMachine that claimed the host", "jsonPath": ".status.consumerRef.name"}"#,
+    printcolumn = r#"{"name": "Reason", "type": "string", "description": "Why the host is (not) ready", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "BMC", "type": "string", "description": "BMC address", "jsonPath": ".spec.bmc.address", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -66,7 +67,26 @@ pub struct Bmc {
     /// Skip TLS certificate verification of the BMC (self-signed BMC certificates).
     #[serde(default)]
     pub disable_certificate_verification: bool,
+
+    /// How to authenticate: HTTP `Basic` on every request, or a Redfish `Session` (one login, then
+    /// a token; for BMCs that limit or slow down Basic authentication).
+    #[serde(default)]
+    pub auth_method: BmcAuthMethod,
 }
+
+/// How the provider authenticates to a BMC.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum BmcAuthMethod {
+    /// HTTP Basic authentication on every request.
+    #[default]
+    Basic,
+    /// A Redfish session created with the credentials.
+    Session,
+}
+
+/// Annotation that takes a host out of the pool: it is not claimed and the provider sends its BMC
+/// nothing until the annotation is removed (for a person to work on the server).
+pub const DETACHED_ANNOTATION: &str = "kubezero.io/detached";
 
 /// Hints selecting the root disk of a host.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -94,6 +114,10 @@ pub struct KubeZeroHostStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_ref: Option<ConsumerRef>,
 
+    /// What inspection found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<HostHardware>,
+
     /// Conditions of the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions")]
@@ -105,6 +129,8 @@ pub struct KubeZeroHostStatus {
 pub enum HostState {
     /// BMC credentials and reachability are being checked.
     Registering,
+    /// NICs, power state and virtual-media slots are being read.
+    Inspecting,
     /// Ready to be claimed.
     Available,
     /// Claimed; boot media inserted and the host is booting.
@@ -124,8 +150,42 @@ pub enum PowerState {
     On,
     /// Powered off.
     Off,
+    /// Turning on.
+    PoweringOn,
+    /// Turning off.
+    PoweringOff,
     /// The BMC did not say.
     Unknown,
+}
+
+/// What inspection found on a host.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostHardware {
+    /// MAC addresses of the host's NICs (lower case).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub mac_addresses: Vec<String>,
+
+    /// Virtual-media slots of the BMC.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub media_slots: Vec<MediaSlotInfo>,
+
+    /// Boot mode the system reports (`UEFI`, `Legacy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_mode: Option<String>,
+}
+
+/// One virtual-media slot of a host's BMC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSlotInfo {
+    /// The slot's Redfish id, e.g. `Cd`.
+    pub id: String,
+    /// The media it takes: `CD` (ISO images) and/or `USB` (disk images).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub media: Vec<String>,
 }
 
 /// Reference to the KubeZeroMachine that claimed a host.

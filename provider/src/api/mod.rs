@@ -24,8 +24,8 @@ pub use cluster::{
     KubeZeroClusterTemplateResource, KubeZeroClusterTemplateSpec, KubeZeroClusterTemplateStatus,
 };
 pub use host::{
-    Bmc, ConsumerRef, HostState, KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, PowerState,
-    RootDeviceHints,
+    Bmc, BmcAuthMethod, ConsumerRef, DETACHED_ANNOTATION, HostHardware, HostState, KubeZeroHost,
+    KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo, PowerState, RootDeviceHints,
 };
 pub use machine::{
     KubeZeroMachine, KubeZeroMachineSpec, KubeZeroMachineStatus, KubeZeroMachineTemplate,
@@ -152,6 +152,10 @@ mod tests {
         assert!(template.contains(&("Memory".into(), ".status.capacity.memory".into())));
         let host = columns(KubeZeroHost::crd());
         assert!(host.contains(&("Consumer".into(), ".status.consumerRef.name".into())));
+        assert!(host.contains(&(
+            "Reason".into(),
+            ".status.conditions[?(@.type==\"Ready\")].reason".into()
+        )));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod addon_gates;
 pub mod cluster;
 pub mod endpoint;
+pub mod host;
 pub mod machine;
 pub mod machine_template;
 

@@ -10,6 +10,7 @@
 //! - [`cloud`]: the moto (AWS) and sushy-tools (Redfish) fixtures against their real servers.
 //! - [`faults`]: the fault-injecting AWS proxy and the throttling e2e behind it.
 //! - [`gitops`]: every flavor and the addons applied, provisioned on moto, re-applied without drift.
+//! - [`hosts`]: the KubeZeroHost controller against sushy-tools (registration, inspection, power, bad input).
 //! - [`fixtures`]: CRD validation of the valid and invalid manifests in `test/fixtures/`.
 //! - [`moves`]: `clusterctl move` of a cluster on moto: no instance launched twice or lost.
 //! - [`manifests`]: generated CRDs, RBAC, manager Deployments and the clusterctl repository.
@@ -30,6 +31,7 @@ mod e2e;
 mod faults;
 mod fixtures;
 mod gitops;
+mod hosts;
 mod manager;
 mod manifests;
 mod moves;
