@@ -57,7 +57,8 @@ fn main() {
             let mut last = None;
             for _ in 0..iterations {
                 let started = Instant::now();
-                let rendered = render_data(&spec, role, &inputs, Vec::new(), pki, ProviderIdSource::Aws);
+                let rendered =
+                    render_data(&spec, role, &inputs, Vec::new(), pki, ProviderIdSource::Aws, None);
                 times.push(started.elapsed().as_secs_f64() * 1e6);
                 last = Some(rendered);
             }

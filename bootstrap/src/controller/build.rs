@@ -1,7 +1,8 @@
 //! The pure half of generating a config's bootstrap data: from what was read from the API
 //! ([`BuildInputs`]) to the data Secret, without a client. The kubeadm role from the Cluster and the
 //! Machine, the user's files decoded, the kubeadm inputs from the Cluster and the Machine, the
-//! rendered user data, and the data Secret of contract §4.
+//! kube-vip settings of bare-metal control planes ([`kube_vip`]), the rendered user data, and the
+//! data Secret of contract §4.
 //!
 //! Every failure is a [`BuildError`] whose [`BuildError::reason`] is the `Ready` reason the user
 //! sees; none is retried until the input changes.
@@ -17,6 +18,7 @@ use kube::{Resource, ResourceExt};
 use kubezero_capi::alpine::{Selection, VersionError};
 use kubezero_capi::contract::{DATA_SECRET_FORMAT_KEY, DATA_SECRET_VALUE_KEY};
 use kubezero_capi::core::{Cluster, Machine};
+use serde::Deserialize;
 
 use super::reasons;
 use crate::api::{Alpine, Encoding, File, Format, KubeZeroConfig, KubeZeroConfigSpec};
@@ -62,6 +64,21 @@ pub enum BuildError {
     /// The user data cannot be rendered, or is above the size limit.
     #[error(transparent)]
     Render(RenderError),
+    /// The control-plane endpoint's port is not a TCP port kube-vip can serve the VIP on.
+    #[error("control-plane endpoint port {0} is not a TCP port")]
+    InvalidEndpointPort(i32),
+    /// The API server of a bare-metal control plane would not listen on the VIP's port (kube-vip only
+    /// moves the address, so both must be equal).
+    #[error(
+        "localAPIEndpoint.bindPort {bind_port} differs from the control-plane endpoint port \
+         {endpoint_port}: on bare metal the API server must listen on the VIP's port"
+    )]
+    VipPortMismatch {
+        /// The API server's bind port (6443 when unset).
+        bind_port: i32,
+        /// The port of the Cluster's control-plane endpoint.
+        endpoint_port: i32,
+    },
 }
 
 impl BuildError {
@@ -73,7 +90,9 @@ impl BuildError {
             BuildError::MissingVersion { .. }
             | BuildError::FileContent { .. }
             | BuildError::Kubeadm(_)
-            | BuildError::Render(_) => reasons::INVALID_CONFIGURATION,
+            | BuildError::Render(_)
+            | BuildError::InvalidEndpointPort(_)
+            | BuildError::VipPortMismatch { .. } => reasons::INVALID_CONFIGURATION,
         }
     }
 }
@@ -177,6 +196,88 @@ pub fn kubeadm_inputs(
     })
 }
 
+/// `spec.metal` of the Cluster's KubeZeroCluster, as far as the bootstrap data needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetalCluster {
+    /// The control-plane VIP (IPv4).
+    pub control_plane_vip: String,
+    /// Interface that carries the VIP; unset: the interface of the default route.
+    #[serde(default)]
+    pub vip_interface: Option<String>,
+}
+
+/// The backend of the Cluster's infrastructure, as far as the bootstrap data needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Platform {
+    /// EC2 (a KubeZeroCluster without `spec.metal`, or another infrastructure provider).
+    Aws,
+    /// Bare metal (a KubeZeroCluster with `spec.metal`).
+    Metal(MetalCluster),
+}
+
+impl Platform {
+    /// Where the node finds its provider ID: NoCloud meta-data on bare metal, EC2 IMDSv2 otherwise.
+    pub fn provider_id_source(&self) -> render::ProviderIdSource {
+        match self {
+            Platform::Aws => render::ProviderIdSource::Aws,
+            Platform::Metal(_) => render::ProviderIdSource::NoCloud,
+        }
+    }
+}
+
+/// The API server port kubeadm binds when the config sets none.
+const DEFAULT_BIND_PORT: i32 = 6443;
+
+/// The kube-vip static pod settings of a machine in `role`: on control-plane machines (init and
+/// control-plane join) of bare-metal clusters, the cluster's VIP on the control-plane endpoint's port
+/// with `image`; `None` for workers and other platforms. The API server must listen on that port
+/// ([`BuildError::VipPortMismatch`]).
+pub fn kube_vip(
+    platform: &Platform,
+    role: KubeadmRole,
+    spec: &KubeZeroConfigSpec,
+    cluster: &Cluster,
+    image: &str,
+) -> Result<Option<render::KubeVip>, BuildError> {
+    let Platform::Metal(metal) = platform else {
+        return Ok(None);
+    };
+    let bind_port = match role {
+        KubeadmRole::WorkerJoin => return Ok(None),
+        KubeadmRole::Init => spec
+            .init_configuration
+            .as_ref()
+            .and_then(|init| init.local_api_endpoint.as_ref()),
+        KubeadmRole::ControlPlaneJoin => spec
+            .join_configuration
+            .as_ref()
+            .and_then(|join| join.control_plane.as_ref())
+            .and_then(|control_plane| control_plane.local_api_endpoint.as_ref()),
+    }
+    .and_then(|endpoint| endpoint.bind_port)
+    .unwrap_or(DEFAULT_BIND_PORT);
+    let endpoint_port = cluster
+        .control_plane_endpoint()
+        .map_or(DEFAULT_BIND_PORT, |endpoint| endpoint.port);
+    let port = u16::try_from(endpoint_port)
+        .ok()
+        .filter(|port| *port > 0)
+        .ok_or(BuildError::InvalidEndpointPort(endpoint_port))?;
+    if bind_port != endpoint_port {
+        return Err(BuildError::VipPortMismatch {
+            bind_port,
+            endpoint_port,
+        });
+    }
+    Ok(Some(render::KubeVip {
+        address: metal.control_plane_vip.clone(),
+        interface: metal.vip_interface.clone(),
+        port,
+        image: image.to_string(),
+    }))
+}
+
 /// What a node of `kubernetes_version` installs with `alpine` (release defaulted from the version).
 pub fn alpine_selection(alpine: &Alpine, kubernetes_version: &str) -> Result<Selection, VersionError> {
     kubezero_capi::alpine::select(
@@ -187,7 +288,8 @@ pub fn alpine_selection(alpine: &Alpine, kubernetes_version: &str) -> Result<Sel
 }
 
 /// Renders the user data: kubeadm documents, then the Alpine document with the user's files, the
-/// PKI files of control-plane machines and the kubelet patch of joins.
+/// PKI files of control-plane machines, the kubelet patch of joins and the kube-vip static pod of
+/// bare-metal control planes ([`kube_vip`]).
 pub fn render_data(
     spec: &KubeZeroConfigSpec,
     role: KubeadmRole,
@@ -195,6 +297,7 @@ pub fn render_data(
     user_files: Vec<render::FileSpec>,
     certificates: Option<&ClusterCertificates>,
     provider_id: render::ProviderIdSource,
+    kube_vip: Option<render::KubeVip>,
 ) -> Result<render::Rendered, BuildError> {
     let kubeadm = render_kubeadm_config(spec, role, inputs).map_err(BuildError::Kubeadm)?;
     let selection =
@@ -271,6 +374,7 @@ pub fn render_data(
         post_kubeadm_commands: spec.post_kubeadm_commands.clone(),
         sysctls: spec.sysctls.clone(),
         provider_id,
+        kube_vip,
     };
     render::render(&input).map_err(BuildError::Render)
 }
@@ -344,8 +448,10 @@ pub struct BuildInputs<'a> {
     pub ca_pin: String,
     /// The join token (joins only).
     pub token: Option<&'a BootstrapToken>,
-    /// Where the node finds its provider ID.
-    pub provider_id: render::ProviderIdSource,
+    /// The backend of the Cluster's infrastructure.
+    pub platform: &'a Platform,
+    /// The kube-vip image of bare-metal control planes (`--kube-vip-image`).
+    pub kube_vip_image: &'a str,
 }
 
 /// The data Secret built, with what is logged about it.
@@ -366,13 +472,21 @@ pub fn build(inputs: BuildInputs<'_>) -> Result<Built, BuildError> {
         ca_cert_hashes: vec![inputs.ca_pin.clone()],
     });
     let kubeadm = kubeadm_inputs(inputs.cluster, inputs.machine, discovery)?;
+    let kube_vip = kube_vip(
+        inputs.platform,
+        inputs.role,
+        &inputs.config.spec,
+        inputs.cluster,
+        inputs.kube_vip_image,
+    )?;
     let rendered = render_data(
         &inputs.config.spec,
         inputs.role,
         &kubeadm,
         inputs.user_files,
         inputs.certificates,
-        inputs.provider_id,
+        inputs.platform.provider_id_source(),
+        kube_vip,
     )?;
     let secret = data_secret(inputs.config, &inputs.cluster.name_any(), &rendered, inputs.token);
     Ok(Built {

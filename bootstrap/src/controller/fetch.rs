@@ -1,7 +1,7 @@
 //! What generating a config's bootstrap data reads from, and writes to, the management cluster
 //! before anything is rendered: the init lock (taken or released), the cluster PKI (generated once by
-//! the init machine), the content of files kept in Secrets, the cluster CA pin of workers and where
-//! the node finds its provider ID.
+//! the init machine), the content of files kept in Secrets, the cluster CA pin of workers and the
+//! platform of the Cluster's infrastructure (provider-ID source, control-plane VIP).
 //!
 //! A problem the user can fix ends the step as a report (a `Ready=False` reason and message); an API
 //! failure as an [`Error`], retried with backoff.
@@ -290,17 +290,18 @@ const INFRASTRUCTURE_VERSION: &str = "v1alpha1";
 /// The kubezero InfraCluster kind.
 const KUBEZERO_CLUSTER_KIND: &str = "KubeZeroCluster";
 
-/// How the node finds its provider ID at boot: from the NoCloud meta-data when the Cluster's
-/// KubeZeroCluster uses the bare-metal backend (`spec.metal`), else from EC2 IMDSv2 (also for other
-/// infrastructure providers on EC2).
-pub(super) async fn provider_id_source(client: &Client, cluster: &Cluster) -> Step<render::ProviderIdSource> {
+/// The platform of the Cluster's infrastructure: bare metal when its KubeZeroCluster has `spec.metal`
+/// (provider ID from the NoCloud meta-data, kube-vip on control planes), else EC2 (provider ID from
+/// IMDSv2; also for other infrastructure providers on EC2). A `spec.metal` the bootstrap data cannot
+/// use is reported as `InvalidConfiguration` and looked at again after the requeue.
+pub(super) async fn platform(client: &Client, cluster: &Cluster) -> Step<build::Platform> {
     let Some(reference) = cluster
         .spec
         .infrastructure_ref
         .as_ref()
         .filter(|reference| reference.refers_to(INFRASTRUCTURE_GROUP, KUBEZERO_CLUSTER_KIND))
     else {
-        return Ok(render::ProviderIdSource::Aws);
+        return Ok(build::Platform::Aws);
     };
     let namespace = cluster.namespace().unwrap_or_default();
     let resource = kube::discovery::ApiResource {
@@ -316,10 +317,20 @@ pub(super) async fn provider_id_source(client: &Client, cluster: &Cluster) -> St
         &namespace,
         &reference.name,
     ))?;
-    let metal = infra.is_some_and(|infra| infra.data.pointer("/spec/metal").is_some_and(|m| !m.is_null()));
-    Ok(if metal {
-        render::ProviderIdSource::NoCloud
-    } else {
-        render::ProviderIdSource::Aws
-    })
+    let metal = infra
+        .and_then(|infra| infra.data.pointer("/spec/metal").cloned())
+        .filter(|metal| !metal.is_null());
+    let Some(metal) = metal else {
+        return Ok(build::Platform::Aws);
+    };
+    match serde_json::from_value::<build::MetalCluster>(metal) {
+        Ok(metal) => Ok(build::Platform::Metal(metal)),
+        Err(error) => report(
+            reasons::INVALID_CONFIGURATION,
+            format!(
+                "{KUBEZERO_CLUSTER_KIND} {namespace}/{}: spec.metal: {error}",
+                reference.name
+            ),
+        ),
+    }
 }

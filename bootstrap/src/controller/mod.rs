@@ -80,19 +80,32 @@ impl HasConditions for KubeZeroConfig {
 }
 
 /// Flags of the bootstrap manager's `run`.
-#[derive(clap::Args, Debug, Clone, Copy)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct BootstrapArgs {
     /// Lifetime of the join tokens created in workload clusters; refreshed every TTL/3 while their
     /// Machine has not joined (at least 30s).
     #[arg(long, default_value = "15m", value_parser = parse_token_ttl)]
     pub bootstrap_token_ttl: Duration,
+
+    /// Image of the kube-vip static pod on the control-plane machines of bare-metal clusters.
+    #[arg(long, default_value = crate::render::kube_vip::DEFAULT_IMAGE, value_parser = parse_kube_vip_image)]
+    pub kube_vip_image: String,
 }
 
 impl Default for BootstrapArgs {
     fn default() -> Self {
         Self {
             bootstrap_token_ttl: crate::tokens::DEFAULT_TOKEN_TTL,
+            kube_vip_image: crate::render::kube_vip::DEFAULT_IMAGE.to_string(),
         }
+    }
+}
+
+fn parse_kube_vip_image(value: &str) -> Result<String, String> {
+    if crate::render::kube_vip::valid_image(value) {
+        Ok(value.to_string())
+    } else {
+        Err(format!("{value:?} is not an image reference"))
     }
 }
 
@@ -109,6 +122,8 @@ fn parse_token_ttl(value: &str) -> Result<Duration, String> {
 pub struct State {
     /// Lifetime of the join tokens created in workload clusters.
     pub token_ttl: Duration,
+    /// Image of the kube-vip static pod of bare-metal control planes.
+    pub kube_vip_image: String,
     /// The workload clusters reached so far.
     pub workloads: workload::Workloads,
 }
@@ -118,6 +133,7 @@ impl State {
     pub fn new(args: BootstrapArgs) -> Arc<Self> {
         Arc::new(Self {
             token_ttl: args.bootstrap_token_ttl,
+            kube_vip_image: args.kube_vip_image,
             workloads: workload::Workloads::default(),
         })
     }
@@ -294,6 +310,7 @@ async fn reconcile(
                             machine,
                             cluster,
                             state.token_ttl,
+                            &state.kube_vip_image,
                         )
                         .await?;
                         data_secret_name = outcome.data_secret_name;
@@ -726,16 +743,17 @@ mod tests {
     #[tokio::test]
     async fn metal_clusters_take_the_provider_id_from_nocloud_and_aws_ones_from_imds() {
         let infra = "/apis/infrastructure.cluster.x-k8s.io/v1alpha1/namespaces/default/kubezeroclusters/demo";
+        let manifest = crate::render::kube_vip::MANIFEST_PATH;
         for (backend, expected, absent) in [
             (
-                json!({"metal": {"controlPlaneVIP": "10.0.0.5"}}),
-                "LABEL=cidata",
-                "169.254.169.254",
+                json!({"metal": {"controlPlaneVip": "10.0.0.5", "vipInterface": "eth1"}}),
+                vec!["LABEL=cidata", manifest, "10.0.0.5", "eth1"],
+                vec!["169.254.169.254"],
             ),
             (
                 json!({"aws": {"region": "eu-central-1"}}),
-                "169.254.169.254",
-                "LABEL=cidata",
+                vec!["169.254.169.254"],
+                vec!["LABEL=cidata", "kube-vip", "10.0.0.5"],
             ),
         ] {
             let mut cluster = cluster(false, true, true);
@@ -752,9 +770,42 @@ mod tests {
             )
             .await;
             let text = posted_user_data(&requests, "demo-cp-0");
-            assert!(text.contains(expected), "{expected} in {text}");
-            assert!(!text.contains(absent), "{absent} in {text}");
+            for expected in expected {
+                assert!(text.contains(expected), "{expected} in {text}");
+            }
+            for absent in absent {
+                assert!(!text.contains(absent), "{absent} in {text}");
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_metal_spec_without_a_vip_is_reported_without_a_data_secret() {
+        let infra = "/apis/infrastructure.cluster.x-k8s.io/v1alpha1/namespaces/default/kubezeroclusters/demo";
+        let mut cluster = cluster(false, true, true);
+        cluster["spec"]["infrastructureRef"] =
+            json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"});
+        let kubezero_cluster = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroCluster", "metadata": {"name": "demo", "namespace": "default"},
+            "spec": {"metal": {"vipInterface": "eth1"}}});
+        let (status, requests) = reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster),
+                (infra.into(), kubezero_cluster),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ready(&status),
+            ("False".into(), reasons::INVALID_CONFIGURATION.into())
+        );
+        assert!(
+            posts_to(&requests, "secrets")
+                .iter()
+                .all(|r| r.body["metadata"]["name"] != "demo-cp-0")
+        );
     }
 
     #[tokio::test]
@@ -920,6 +971,25 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.to_string().contains("shorter than 30s"), "{error}");
+    }
+
+    #[test]
+    fn kube_vip_image_flag_defaults_to_the_pinned_tag_and_refuses_blanks() {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BootstrapArgs,
+        }
+        let parsed = Cli::try_parse_from(["k"]).unwrap().args;
+        assert_eq!(parsed.kube_vip_image, crate::render::kube_vip::DEFAULT_IMAGE);
+        assert_eq!(parsed.kube_vip_image, BootstrapArgs::default().kube_vip_image);
+        let parsed = Cli::try_parse_from(["k", "--kube-vip-image", "registry.example/kube-vip:v1.0.4"])
+            .unwrap()
+            .args;
+        assert_eq!(parsed.kube_vip_image, "registry.example/kube-vip:v1.0.4");
+        assert!(Cli::try_parse_from(["k", "--kube-vip-image", "a b"]).is_err());
+        assert!(Cli::try_parse_from(["k", "--kube-vip-image", ""]).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   extra repositories, so air-gapped sites never reach the public CDN) and their signing keys in
 //!   `/etc/apk/keys/`, kernel modules in
 //!   `/etc/modules-load.d/kubezero.conf`, sysctls in `/etc/sysctl.d/90-kubezero.conf`, chrony servers, the
-//!   kubeadm config in `/etc/kubernetes/kubeadm.yaml` (0600), the user's files and the boot script;
+//!   kubeadm config in `/etc/kubernetes/kubeadm.yaml` (0600), on control-plane machines of bare-metal
+//!   clusters the kube-vip static pod that serves the control-plane VIP ([`kube_vip`]), the user's files
+//!   and the boot script;
 //! - `package_update` + `packages`: `kubelet`, `kubeadm`, `kubectl`, `cri-o` pinned with apk's fuzzy
 //!   `~<major>.<minor>` to the Kubernetes minor (cri-o to the minor the release carries), plus `curl` (AWS
 //!   provider-ID discovery) and `sudo` (when a user has a sudo rule);
@@ -20,7 +22,8 @@
 //!   (AWS IMDSv2 `aws:///<az>/<instance-id>`; NoCloud `instance-id` from the `cidata` meta-data, as is) and
 //!   writes it into the kubeadm configuration in place of the provider-id placeholder (kubeadm passes
 //!   it to kubelet as `--provider-id`), runs the pre-kubeadm commands,
-//!   `kubeadm init|join --config`, the post-kubeadm commands and writes [`SENTINEL_PATH`].
+//!   `kubeadm init|join --config` (after `init`, kube-vip switches to `admin.conf` when it started with
+//!   `super-admin.conf`), the post-kubeadm commands and writes [`SENTINEL_PATH`].
 //!
 //! Size rule: above [`GZIP_THRESHOLD`] bytes the document is gzipped when that makes it smaller
 //! (tiny-cloud and cloud-init both decompress gzip user data; small documents stay plain text for
@@ -31,6 +34,7 @@
 //!
 //! The renderer does no I/O and logs nothing (the input holds secrets: tokens, CA keys).
 
+pub mod kube_vip;
 pub mod kubeadm;
 mod script;
 mod yaml;
@@ -229,6 +233,22 @@ pub struct RenderInput {
     pub sysctls: BTreeMap<String, String>,
     /// How the node discovers its provider ID.
     pub provider_id: ProviderIdSource,
+    /// The kube-vip static pod serving the control-plane VIP of a bare-metal cluster; ignored for
+    /// workers.
+    pub kube_vip: Option<KubeVip>,
+}
+
+/// The control-plane VIP a control-plane machine of a bare-metal cluster announces with kube-vip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeVip {
+    /// The VIP, an IPv4 address (the cluster's control-plane endpoint).
+    pub address: String,
+    /// Interface that carries the VIP; `None`: kube-vip takes the interface of the default route.
+    pub interface: Option<String>,
+    /// Port of the API servers behind the VIP (the control-plane endpoint's port).
+    pub port: u16,
+    /// The kube-vip container image.
+    pub image: String,
 }
 
 /// Rendered user data.
@@ -294,6 +314,18 @@ pub enum RenderError {
     /// An NTP server name is invalid.
     #[error("invalid NTP server {0:?}")]
     InvalidNtpServer(String),
+    /// The control-plane VIP is not an IPv4 address (or its port is 0).
+    #[error("invalid control-plane VIP {0:?}: expected an IPv4 address")]
+    InvalidControlPlaneVip(String),
+    /// The VIP interface is not a Linux interface name.
+    #[error("invalid VIP interface {0:?}: expected 1 to 15 characters of [a-zA-Z0-9._-]")]
+    InvalidVipInterface(String),
+    /// The kube-vip image reference is empty or contains whitespace.
+    #[error("invalid kube-vip image {0:?}")]
+    InvalidKubeVipImage(String),
+    /// The kube-vip manifest could not be serialized.
+    #[error("rendering the kube-vip manifest: {0}")]
+    KubeVipManifest(String),
 }
 
 /// Renders the user data for `input`: the raw document, gzipped above [`GZIP_THRESHOLD`] bytes when that
@@ -349,10 +381,24 @@ pub fn render_document(input: &RenderInput) -> Result<String, RenderError> {
         files.push(text_file(CHRONY_FILE, &chrony_conf(&input.ntp_servers), "0644"));
     }
     files.push(text_file(KUBEADM_CONFIG_PATH, &input.kubeadm_config, "0600"));
+    let vip_manifests = kube_vip_manifests(input)?;
+    if let Some(manifests) = &vip_manifests {
+        files.push(text_file(kube_vip::MANIFEST_PATH, &manifests.initial, "0600"));
+        if let Some(after_init) = &manifests.after_init {
+            files.push(text_file(kube_vip::ADMIN_MANIFEST_PATH, after_init, "0600"));
+        }
+    }
     for f in &input.files {
         files.push(user_file(f));
     }
-    let script = script::boot_script(input, &packages, KERNEL_MODULES, SYSCTL_FILE, KUBEADM_CONFIG_PATH);
+    let script = script::boot_script(
+        input,
+        &packages,
+        KERNEL_MODULES,
+        SYSCTL_FILE,
+        KUBEADM_CONFIG_PATH,
+        vip_manifests.as_ref(),
+    );
     files.push(text_file(BOOT_SCRIPT_PATH, &script, "0700"));
 
     let mut root: Vec<(&'static str, Node)> = Vec::new();
@@ -413,7 +459,16 @@ pub fn boot_script(input: &RenderInput) -> Result<String, RenderError> {
         KERNEL_MODULES,
         SYSCTL_FILE,
         KUBEADM_CONFIG_PATH,
+        kube_vip_manifests(input)?.as_ref(),
     ))
+}
+
+/// The kube-vip manifests of a control-plane machine with a VIP; `None` otherwise.
+fn kube_vip_manifests(input: &RenderInput) -> Result<Option<kube_vip::Manifests>, RenderError> {
+    match &input.kube_vip {
+        Some(vip) => kube_vip::manifests(vip, input.role, &input.kubernetes_version),
+        None => Ok(None),
+    }
 }
 
 /// `v1.34.2` → `1.34`.

@@ -126,6 +126,7 @@ fn fixture(role: Role, format: Format) -> RenderInput {
         post_kubeadm_commands: vec![],
         sysctls: BTreeMap::new(),
         provider_id: ProviderIdSource::Aws,
+        kube_vip: None,
     };
     match role {
         Role::Init => {
@@ -217,13 +218,35 @@ fn golden_path(role: &str, format: Format) -> PathBuf {
     golden_dir().join(format!("{role}.{}.yaml", format.as_str()))
 }
 
+/// The VIP of the bare-metal fixtures.
+const VIP: &str = "192.0.2.10";
+
+/// The fixture of `role` on a bare-metal cluster: NoCloud provider ID and kube-vip on [`VIP`].
+fn metal_fixture(role: Role, format: Format) -> RenderInput {
+    let mut input = fixture(role, format);
+    input.provider_id = ProviderIdSource::NoCloud;
+    input.kube_vip = Some(KubeVip {
+        address: VIP.into(),
+        interface: Some("eth0".into()),
+        port: 6443,
+        image: kube_vip::DEFAULT_IMAGE.into(),
+    });
+    input
+}
+
+/// Every fixture: the three roles on AWS, and the three roles on bare metal (`metal-<role>`), in both
+/// formats.
 fn all_documents() -> Vec<(String, Format, RenderInput, String)> {
     let mut out = Vec::new();
     for (name, role) in ROLES {
         for format in FORMATS {
-            let input = fixture(*role, *format);
-            let doc = render_document(&input).expect("fixture renders");
-            out.push((name.to_string(), *format, input, doc));
+            for (name, input) in [
+                (name.to_string(), fixture(*role, *format)),
+                (format!("metal-{name}"), metal_fixture(*role, *format)),
+            ] {
+                let doc = render_document(&input).expect("fixture renders");
+                out.push((name, *format, input, doc));
+            }
         }
     }
     out
@@ -603,6 +626,245 @@ fn boot_script_fills_the_provider_id_placeholder_the_kubeadm_renderer_emits() {
                 "sed -i \"s|{PROVIDER_ID_PLACEHOLDER}|$PROVIDER_ID|g\" {KUBEADM_CONFIG_PATH}"
             )),
             "{script}"
+        );
+    }
+}
+
+/// The decoded `write_files` of a user-data document: path → bytes.
+fn written_files(doc: &str) -> BTreeMap<String, Vec<u8>> {
+    parse(doc)["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let content = f["content"].as_str().unwrap();
+            let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
+            let bytes = match f.get("encoding").and_then(Value::as_str) {
+                None => content.as_bytes().to_vec(),
+                Some("base64") => b64(content),
+                Some("gzip+base64") => gunzip(&b64(content)),
+                Some(other) => panic!("unexpected encoding {other}"),
+            };
+            (f["path"].as_str().unwrap().to_string(), bytes)
+        })
+        .collect()
+}
+
+/// The kube-vip Pod written to `path` by `doc`, decoded from its YAML.
+fn written_pod(doc: &str, path: &str) -> Option<k8s_openapi::api::core::v1::Pod> {
+    let files = written_files(doc);
+    let yaml = std::str::from_utf8(files.get(path)?).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_saphyr::from_str(yaml).expect("the manifest is a Pod");
+    // Round trip: the typed Pod serializes back to the same manifest.
+    assert_eq!(serde_saphyr::to_string(&pod).unwrap(), yaml);
+    Some(pod)
+}
+
+/// The `name=value` environment of the kube-vip container (`valueFrom` entries as `name=<fieldPath>`).
+fn pod_env(pod: &k8s_openapi::api::core::v1::Pod) -> BTreeMap<String, String> {
+    let container = &pod.spec.as_ref().unwrap().containers[0];
+    container
+        .env
+        .iter()
+        .flatten()
+        .map(|var| {
+            let value = var.value.clone().unwrap_or_else(|| {
+                let field = var.value_from.as_ref().and_then(|from| from.field_ref.as_ref());
+                format!("<{}>", field.unwrap().field_path)
+            });
+            (var.name.clone(), value)
+        })
+        .collect()
+}
+
+/// The host file mounted as kube-vip's kubeconfig, and where the container sees it.
+fn pod_kubeconfig(pod: &k8s_openapi::api::core::v1::Pod) -> (String, String) {
+    let spec = pod.spec.as_ref().unwrap();
+    let volume = &spec.volumes.as_ref().unwrap()[0];
+    let host = volume.host_path.as_ref().unwrap();
+    assert_eq!(
+        host.type_.as_deref(),
+        Some("File"),
+        "never created by the kubelet"
+    );
+    let mount = &spec.containers[0].volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(mount.name, volume.name);
+    (host.path.clone(), mount.mount_path.clone())
+}
+
+#[test]
+fn the_kube_vip_manifest_decodes_as_a_pod_that_announces_the_vip_by_arp_under_leader_election() {
+    for role in [Role::Init, Role::ControlPlaneJoin] {
+        for format in FORMATS {
+            let doc = render_document(&metal_fixture(role, *format)).unwrap();
+            let pod = written_pod(&doc, kube_vip::MANIFEST_PATH).expect("kube-vip manifest");
+            assert_eq!(
+                (pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref()),
+                (Some("kube-vip"), Some("kube-system"))
+            );
+            let spec = pod.spec.as_ref().unwrap();
+            assert_eq!(spec.host_network, Some(true));
+            let alias = &spec.host_aliases.as_ref().unwrap()[0];
+            assert_eq!(
+                (alias.ip.as_str(), alias.hostnames.as_deref()),
+                ("127.0.0.1", Some(&["kubernetes".to_string()][..]))
+            );
+            let container = &spec.containers[0];
+            assert_eq!(container.image.as_deref(), Some(kube_vip::DEFAULT_IMAGE));
+            assert_eq!(container.args.as_deref(), Some(&["manager".to_string()][..]));
+            let capabilities = container
+                .security_context
+                .as_ref()
+                .and_then(|context| context.capabilities.as_ref())
+                .and_then(|capabilities| capabilities.add.clone());
+            assert_eq!(capabilities, Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]));
+            let env = pod_env(&pod);
+            let want: BTreeMap<String, String> = [
+                ("vip_arp", "true"),
+                ("port", "6443"),
+                ("vip_interface", "eth0"),
+                ("vip_nodename", "<spec.nodeName>"),
+                ("cp_enable", "true"),
+                ("cp_namespace", "kube-system"),
+                ("vip_leaderelection", "true"),
+                ("vip_leaseduration", "5"),
+                ("vip_renewdeadline", "3"),
+                ("vip_retryperiod", "1"),
+                ("address", VIP),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            assert_eq!(env, want, "{role:?}");
+        }
+    }
+    // No interface in the spec: kube-vip picks the interface of the default route.
+    let mut input = metal_fixture(Role::ControlPlaneJoin, Format::AlpineConfig);
+    input.kube_vip.as_mut().unwrap().interface = None;
+    let pod = written_pod(&render_document(&input).unwrap(), kube_vip::MANIFEST_PATH).unwrap();
+    assert!(!pod_env(&pod).contains_key("vip_interface"));
+}
+
+#[test]
+fn kube_vip_starts_with_super_admin_conf_on_init_of_1_29_and_later_then_moves_to_admin_conf() {
+    let admin = (
+        "/etc/kubernetes/admin.conf".to_string(),
+        "/etc/kubernetes/admin.conf".to_string(),
+    );
+    let super_admin = (
+        "/etc/kubernetes/super-admin.conf".to_string(),
+        "/etc/kubernetes/admin.conf".to_string(),
+    );
+    let switch = format!(
+        "run mv -f {} {}\n",
+        kube_vip::ADMIN_MANIFEST_PATH,
+        kube_vip::MANIFEST_PATH
+    );
+    for (role, version, initial, switches) in [
+        (Role::Init, "v1.34.2", &super_admin, true),
+        (Role::Init, "v1.29.0", &super_admin, true),
+        (Role::Init, "v1.28.15", &admin, false),
+        (Role::ControlPlaneJoin, "v1.34.2", &admin, false),
+        (Role::ControlPlaneJoin, "v1.28.15", &admin, false),
+    ] {
+        let mut input = metal_fixture(role, Format::CloudConfig);
+        input.kubernetes_version = version.into();
+        let doc = render_document(&input).unwrap();
+        let pod = written_pod(&doc, kube_vip::MANIFEST_PATH).unwrap();
+        assert_eq!(&pod_kubeconfig(&pod), initial, "{role:?} {version}");
+        let staged = written_pod(&doc, kube_vip::ADMIN_MANIFEST_PATH);
+        let script = boot_script(&input).unwrap();
+        assert_eq!(
+            (staged.is_some(), script.contains(&switch)),
+            (switches, switches),
+            "{role:?} {version}"
+        );
+        if let Some(staged) = staged {
+            assert_eq!(pod_kubeconfig(&staged), admin);
+            let mut expected = pod.clone();
+            expected.spec.as_mut().unwrap().volumes.as_mut().unwrap()[0]
+                .host_path
+                .as_mut()
+                .unwrap()
+                .path = admin.0.clone();
+            assert_eq!(staged, expected, "only the kubeconfig differs");
+            // The switch follows a successful `kubeadm init` and precedes the sentinel.
+            let init = script.find("run kubeadm init --config").unwrap();
+            let moved = script.find(&switch).unwrap();
+            let sentinel = script
+                .find("run touch /run/cluster-api/bootstrap-success.complete")
+                .unwrap();
+            assert!(init < moved && moved < sentinel, "{script}");
+        }
+    }
+}
+
+#[test]
+fn aws_clusters_and_metal_workers_get_no_kube_vip() {
+    for (name, _, input, doc) in all_documents() {
+        let control_plane = input.role != Role::WorkerJoin && input.kube_vip.is_some();
+        assert_eq!(
+            written_files(&doc).contains_key(kube_vip::MANIFEST_PATH),
+            control_plane,
+            "{name}"
+        );
+        if !control_plane {
+            assert!(!doc.contains("kube-vip"), "{name}");
+            assert!(!boot_script(&input).unwrap().contains("kube-vip"), "{name}");
+        }
+    }
+}
+
+#[test]
+fn metal_control_plane_user_data_carries_the_manifest_path_and_the_vip() {
+    for role in [Role::Init, Role::ControlPlaneJoin] {
+        for format in FORMATS {
+            let input = metal_fixture(role, *format);
+            let doc = render_document(&input).unwrap();
+            assert!(
+                doc.contains(kube_vip::MANIFEST_PATH) && doc.contains(VIP),
+                "{doc}"
+            );
+            // The gzipped payload carries the same document.
+            let rendered = render(&input).unwrap();
+            let payload = if rendered.gzipped {
+                gunzip(&rendered.value)
+            } else {
+                rendered.value
+            };
+            assert_eq!(payload, doc.as_bytes());
+        }
+    }
+}
+
+#[test]
+fn bad_kube_vip_settings_are_rejected_with_the_offending_value() {
+    let base = metal_fixture(Role::Init, Format::AlpineConfig);
+    let with = |change: &dyn Fn(&mut KubeVip)| {
+        let mut input = base.clone();
+        change(input.kube_vip.as_mut().unwrap());
+        render(&input)
+    };
+    for address in ["10.0.0", "2001:db8::1", "vip.example.com", ""] {
+        assert_eq!(
+            with(&|vip| vip.address = address.into()),
+            Err(RenderError::InvalidControlPlaneVip(address.into()))
+        );
+    }
+    for interface in ["", "eth 0", "a-very-long-interface-name", "eth0\n"] {
+        assert_eq!(
+            with(&|vip| vip.interface = Some(interface.into())),
+            Err(RenderError::InvalidVipInterface(interface.into()))
+        );
+    }
+    assert!(matches!(
+        with(&|vip| vip.port = 0),
+        Err(RenderError::InvalidControlPlaneVip(_))
+    ));
+    for image in ["", "ghcr.io/kube-vip/kube-vip v1"] {
+        assert_eq!(
+            with(&|vip| vip.image = image.into()),
+            Err(RenderError::InvalidKubeVipImage(image.into()))
         );
     }
 }

@@ -307,7 +307,7 @@ fn components_install_cleanly_with_clusterctl() {
             );
         }
         if provider == BOOTSTRAP_PROVIDER {
-            // The bootstrap manager reads a Cluster's KubeZeroCluster (provider ID source).
+            // The bootstrap manager reads a Cluster's KubeZeroCluster (provider-ID source, VIP).
             assert!(
                 grants(
                     manager_role,

@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::render::ProviderIdSource;
+use crate::render::kube_vip::DEFAULT_IMAGE;
 
 const PIN: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 
@@ -70,7 +71,8 @@ fn build_for(
         certificates: None,
         ca_pin: PIN.to_string(),
         token,
-        provider_id: ProviderIdSource::Aws,
+        platform: &Platform::Aws,
+        kube_vip_image: DEFAULT_IMAGE,
     })
 }
 
@@ -264,7 +266,8 @@ fn build_errors_carry_the_reason_the_user_sees() {
         certificates: None,
         ca_pin: PIN.to_string(),
         token: None,
-        provider_id: ProviderIdSource::Aws,
+        platform: &Platform::Aws,
+        kube_vip_image: DEFAULT_IMAGE,
     })
     .unwrap_err();
     assert_eq!(no_discovery.reason(), reasons::INVALID_CONFIGURATION);
@@ -272,4 +275,99 @@ fn build_errors_carry_the_reason_the_user_sees() {
         no_discovery.to_string().starts_with("kubeadm: "),
         "{no_discovery}"
     );
+}
+
+/// A bare-metal platform with the VIP `10.0.0.5` on `eth1`.
+fn metal() -> Platform {
+    Platform::Metal(MetalCluster {
+        control_plane_vip: "10.0.0.5".into(),
+        vip_interface: Some("eth1".into()),
+    })
+}
+
+#[test]
+fn metal_control_planes_get_kube_vip_on_the_endpoint_port_and_others_none() {
+    let spec = config(json!({})).spec;
+    let cluster = cluster(json!({}));
+    for role in [KubeadmRole::Init, KubeadmRole::ControlPlaneJoin] {
+        assert_eq!(
+            kube_vip(&metal(), role, &spec, &cluster, "registry.example/kube-vip:v1").unwrap(),
+            Some(render::KubeVip {
+                address: "10.0.0.5".into(),
+                interface: Some("eth1".into()),
+                port: 6443,
+                image: "registry.example/kube-vip:v1".into(),
+            }),
+            "{role:?}"
+        );
+        assert_eq!(
+            kube_vip(&Platform::Aws, role, &spec, &cluster, DEFAULT_IMAGE).unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        kube_vip(&metal(), KubeadmRole::WorkerJoin, &spec, &cluster, DEFAULT_IMAGE).unwrap(),
+        None
+    );
+    assert_eq!(metal().provider_id_source(), ProviderIdSource::NoCloud);
+    assert_eq!(Platform::Aws.provider_id_source(), ProviderIdSource::Aws);
+    let read: MetalCluster = serde_json::from_value(json!({"controlPlaneVip": "10.0.0.5"})).unwrap();
+    assert_eq!(read.vip_interface, None);
+}
+
+#[test]
+fn a_metal_api_server_that_would_not_listen_on_the_vip_port_is_invalid_configuration() {
+    let cluster = cluster(json!({}));
+    let init = config(json!({"initConfiguration": {"localAPIEndpoint": {"bindPort": 8443}}})).spec;
+    let join =
+        config(json!({"joinConfiguration": {"controlPlane": {"localAPIEndpoint": {"bindPort": 8443}}}})).spec;
+    for (role, spec) in [(KubeadmRole::Init, &init), (KubeadmRole::ControlPlaneJoin, &join)] {
+        let error = kube_vip(&metal(), role, spec, &cluster, DEFAULT_IMAGE).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BuildError::VipPortMismatch {
+                    bind_port: 8443,
+                    endpoint_port: 6443
+                }
+            ),
+            "{error}"
+        );
+        assert_eq!(error.reason(), reasons::INVALID_CONFIGURATION);
+    }
+    // Workers serve no API: their bind port does not matter.
+    assert_eq!(
+        kube_vip(&metal(), KubeadmRole::WorkerJoin, &init, &cluster, DEFAULT_IMAGE).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn a_metal_init_data_secret_carries_the_kube_vip_manifest_and_an_aws_one_none() {
+    let config = config(json!({}));
+    let machine = machine(Some("v1.34.1"));
+    let cluster = cluster(json!({}));
+    for (platform, expected) in [(metal(), true), (Platform::Aws, false)] {
+        let built = build(BuildInputs {
+            config: &config,
+            machine: &machine,
+            cluster: &cluster,
+            role: KubeadmRole::Init,
+            user_files: Vec::new(),
+            certificates: None,
+            ca_pin: PIN.to_string(),
+            token: None,
+            platform: &platform,
+            kube_vip_image: DEFAULT_IMAGE,
+        })
+        .unwrap();
+        let value = &built.secret.data.as_ref().unwrap()[DATA_SECRET_VALUE_KEY].0;
+        let text = String::from_utf8(decode_value(value).unwrap()).unwrap();
+        assert_eq!(
+            text.contains(crate::render::kube_vip::MANIFEST_PATH) && text.contains("10.0.0.5"),
+            expected,
+            "{text}"
+        );
+        assert_eq!(text.contains("LABEL=cidata"), expected);
+    }
 }
