@@ -38,9 +38,19 @@ log() {
 	printf 'kubezero-installer: %s\n' "$*" >&2
 }
 
-# POST URL BODY; true on a 2xx answer. Only options busybox wget and GNU wget both have.
+# wget with the options busybox wget and GNU wget share. `-T` (stall timeout) only where it exists:
+# busybox built without FEATURE_WGET_TIMEOUT crashes on it (Debian's busybox before 1.36.1-5).
+kz_wget() {
+	if [ "$WGET_TIMEOUT" = yes ]; then
+		"$KZ_WGET" -q -t 1 -T "$KZ_HTTP_TIMEOUT" "$@"
+	else
+		"$KZ_WGET" -q -t 1 "$@"
+	fi
+}
+
+# POST URL BODY; true on a 2xx answer.
 http_post() {
-	"$KZ_WGET" -q -t 1 -T "$KZ_HTTP_TIMEOUT" -O /dev/null --post-data="$2" "$1"
+	kz_wget -O /dev/null --post-data="$2" "$1"
 }
 
 # report PHASE [REASON]: retried KZ_REPORT_ATTEMPTS times; the reason is cut to one printable line.
@@ -178,7 +188,7 @@ stream_raw() {
 	"${KZ_CHECKSUM_ALGO}sum" <"$sr_fifo" >"$KZ_WORK_DIR/image.sum" &
 	sr_sum_pid=$!
 	{
-		"$KZ_WGET" -q -t 1 -T "$KZ_HTTP_TIMEOUT" -O - "$KZ_IMAGE_URL"
+		kz_wget -O - "$KZ_IMAGE_URL"
 		echo "$?" >"$KZ_WORK_DIR/wget.rc"
 	} | {
 		tee "$sr_fifo"
@@ -202,7 +212,7 @@ convert_qcow2() {
 	command -v "$KZ_QEMU_IMG" >/dev/null 2>&1 ||
 		fail "qcow2 images need qemu-img, which the official Alpine ISOs do not carry; use a raw image"
 	cq_file="$KZ_WORK_DIR/image.qcow2"
-	"$KZ_WGET" -q -t 1 -T "$KZ_HTTP_TIMEOUT" -O "$cq_file" "$KZ_IMAGE_URL" ||
+	kz_wget -O "$cq_file" "$KZ_IMAGE_URL" ||
 		fail "download of the image failed (wget exit $?)"
 	IMAGE_SUM=$("${KZ_CHECKSUM_ALGO}sum" <"$cq_file" | cut -d ' ' -f 1)
 	[ "$IMAGE_SUM" = "$KZ_CHECKSUM" ] || fail "$(mismatch) (nothing written)"
@@ -314,6 +324,10 @@ wipe_disks() {
 	log "KZ_REPORT_URL is not set in $KZ_CONFIG"
 	power_off 1
 }
+WGET_TIMEOUT=no
+if "$KZ_WGET" --version 2>/dev/null | grep -q 'GNU Wget' || "$KZ_WGET" --help 2>&1 | grep -q -- '-T SEC'; then
+	WGET_TIMEOUT=yes
+fi
 mkdir -p "$(dirname "$KZ_WORK_DIR")"
 mkdir "$KZ_WORK_DIR" 2>/dev/null || {
 	log "$KZ_WORK_DIR exists: the installer already ran in this boot"

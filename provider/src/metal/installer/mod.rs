@@ -54,6 +54,9 @@
 //!   swap, ZFS (labels in the first and last 512 KiB), ISO 9660 and FAT; `blkdiscard` runs
 //!   before the zeroing on disks whose `queue/discard_max_bytes` is not 0. This is the metadata
 //!   clean Metal3 does by default, not a secure erase.
+//! - `wget` is called with the options busybox and GNU wget share (`-q -t 1 -O`, `--post-data`);
+//!   the stall timeout `-T` only where `--version`/`--help` shows it, since busybox built without
+//!   `FEATURE_WGET_TIMEOUT` crashes on it (the tests run the script under Debian's busybox too).
 //! - Networking: the live system configures none by itself, so the installer runs `udhcpc` on
 //!   every interface with a device (a DHCP network is required).
 //!

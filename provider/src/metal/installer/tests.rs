@@ -1,7 +1,8 @@
 //! Tests of the installer overlay and script. The script tests unpack the real overlay with Debian's
 //! `tar`, run the unpacked `installer.sh` with `sh` (dash: POSIX) against regular files standing in
-//! for disks, and serve the image and take the phase reports on 127.0.0.1. Missing tools
-//! (`shellcheck`, `tar`, `wget`, `sha256sum`) fail the tests: run scripts/test-tools.sh.
+//! for disks (and once under busybox `sh` with busybox applets only), and serve the image and take
+//! the phase reports on 127.0.0.1. Missing tools (`shellcheck`, `tar`, `wget`, `busybox`,
+//! `sha256sum`) fail the tests: run scripts/test-tools.sh.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -510,8 +511,35 @@ impl FakeHost {
 
     /// Unpacks the overlay for `config` with Debian's tar and runs its installer.sh with `sh`.
     fn run(&self, config: &InstallerConfig, env: &[(&str, String)]) -> Output {
-        require_tool("tar");
         require_tool("wget");
+        self.run_in(Command::new("sh"), config, env)
+    }
+
+    /// As [`FakeHost::run`], under busybox `sh` with only busybox applets on the PATH (its `wget`,
+    /// `dd`, `tee`, `sha256sum`, ...), as in the Alpine live system.
+    fn run_busybox(&self, config: &InstallerConfig) -> Output {
+        require_tool("busybox");
+        let applets = self.dir.join("busybox");
+        std::fs::create_dir_all(&applets).unwrap();
+        let status = Command::new("busybox")
+            .arg("--install")
+            .arg("-s")
+            .arg(&applets)
+            .status()
+            .unwrap();
+        assert!(status.success(), "busybox --install failed");
+        // Found on the test's PATH: with PATH set on the Command, the child's PATH would be searched.
+        let busybox = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|dir| dir.join("busybox"))
+            .find(|path| path.is_file())
+            .unwrap();
+        let mut command = Command::new(busybox);
+        command.arg("sh").env("PATH", &applets);
+        self.run_in(command, config, &[])
+    }
+
+    fn run_in(&self, mut command: Command, config: &InstallerConfig, env: &[(&str, String)]) -> Output {
+        require_tool("tar");
         let root = self.dir.join("overlay");
         std::fs::create_dir_all(&root).unwrap();
         let ovl = self.dir.join(APKOVL_FILE_NAME);
@@ -526,7 +554,6 @@ impl FakeHost {
         assert!(status.success(), "tar -xzf of the overlay failed");
 
         let bin = self.dir.join("bin");
-        let mut command = Command::new("sh");
         command
             .arg(root.join(INSTALLER_SCRIPT_PATH))
             .env("KZ_CONFIG", root.join(INSTALLER_ENV_PATH))
@@ -848,4 +875,48 @@ fn wipe_that_cannot_write_a_disk_reports_failed_not_wiped() {
     let sda = host.disk("sda");
     assert!(zeroed(&sda[..MIB]) && zeroed(&sda[7 * MIB..]));
     assert_eq!(host.actions(), ["poweroff "]);
+}
+
+#[test]
+fn install_and_wipe_work_under_busybox_as_in_the_live_system() {
+    let image = test_image();
+    let server = TestServer::start(image.clone(), None);
+    let host = FakeHost::new("busybox-install", &[FakeDisk::plain("sda")]);
+    let config = install_config(
+        image_spec(&server.url("/image"), &sha256_hex(&image)),
+        &server.url("/report"),
+    );
+    let out = host.run_busybox(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        phase_names(&server),
+        ["started", "written", "verified"],
+        "{}",
+        stderr(&out)
+    );
+    assert!(host.disk("sda")[..image.len()] == image[..]);
+    assert_eq!(host.actions(), ["reboot "]);
+
+    let server = TestServer::start(Vec::new(), None);
+    let mut sda = FakeDisk::plain("sda");
+    sda.partitions = vec![("sda1", 4096, 4096)];
+    let host = FakeHost::new("busybox-wipe", &[sda]);
+    let config = InstallerConfig {
+        mode: InstallerMode::Wipe,
+        report_url: server.url("/report"),
+        timeouts: InstallerTimeouts {
+            http: Duration::from_secs(5),
+            report_attempts: 2,
+        },
+    };
+    let out = host.run_busybox(&config);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(phase_names(&server), ["started", "wiped"], "{}", stderr(&out));
+    let sda = host.disk("sda");
+    assert!(zeroed(&sda[..MIB]) && zeroed(&sda[2 * MIB..4 * MIB]) && zeroed(&sda[7 * MIB..]));
+    assert!(untouched(&sda[MIB..2 * MIB]) && untouched(&sda[4 * MIB..7 * MIB]));
+    assert_eq!(
+        host.actions(),
+        ["wipefs -a dev/sda1", "wipefs -a dev/sda", "poweroff "]
+    );
 }
