@@ -128,7 +128,7 @@ list_disks() {
 		[ -e "$ld_path" ] || continue
 		ld_name=${ld_path##*/}
 		case "$ld_name" in
-		loop* | ram* | zram* | sr* | fd* | dm-* | md* | nbd* | zd*) continue ;;
+		loop* | ram* | zram* | sr* | fd* | dm-* | md* | nbd* | zd* | mmcblk*boot*) continue ;;
 		esac
 		[ "$(cat "$ld_path/removable" 2>/dev/null)" = 1 ] && continue
 		[ "$(cat "$ld_path/size" 2>/dev/null || echo 0)" -gt 0 ] 2>/dev/null || continue

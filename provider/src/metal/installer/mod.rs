@@ -11,7 +11,7 @@
 //! `*.apkovl.tar.gz*` to `/tmp/apkovls` (`nlplug-findfs.c`, `scandev_cb`, depth 1; devices where
 //! it found something stay mounted). The init then unpacks the first line with `tar -zxvf` into
 //! the RAM root and installs the packages of its `etc/apk/world` from the ISO's boot repository
-//! (`/media/cdrom/apks`, marked `.boot_repository`). Older inits (the `find_ovl` era) looked at
+//! (`apks/`, marked `.boot_repository`). Older inits (the `find_ovl` era) looked at
 //! `/media/{usb,floppy,cdrom}/*.apkovl.tar.gz*` the same way. The name before the suffix is free:
 //! `lbu` uses the hostname, we use [`APKOVL_FILE_NAME`].
 //!
@@ -65,6 +65,16 @@
 //! that is not virtual (loop, ram, sr, dm, md, ...), not removable and not boot media (mounted,
 //! or labelled `cidata`, or ISO 9660). Wipe mode wipes all such disks.
 //!
+//! Limits: a stale `*.apkovl.tar.gz` at the top of another filesystem of the host (a disk once
+//! used for a diskless Alpine) may be listed first and win; the console of the live system logs
+//! in as root without a password, as the ISO does.
+//!
+//! Sources read: mkinitfs `nlplug-findfs/nlplug-findfs.c`, `mkinitfs-bootparam.7.in`, an older
+//! `initramfs-init.in` (`find_ovl_dev`) and 3.x excerpts of it (`/tmp/apkovls`,
+//! `.default_boot_services`); aports `scripts/mkimg.base.sh`, `scripts/mkimg.standard.sh`,
+//! `main/busybox/busyboxconfig` and its patches, `main/openrc/firstboot.initd`; busybox
+//! `networking/wget.c` (long options).
+//!
 //! # Phase protocol
 //!
 //! The installer reports each phase as `POST <report_url>/<phase>` ([`Phase::as_str`]) with a
@@ -98,6 +108,8 @@ pub const LOCAL_START_PATH: &str = "etc/local.d/kubezero.start";
 /// Longest reason the installer sends with `failed` (and [`Phase::from_report`] keeps), in bytes.
 pub const MAX_REASON_LEN: usize = 512;
 
+/// Pause between two attempts of a report (`KZ_RETRY_SLEEP` in the script).
+const REPORT_RETRY_SLEEP: Duration = Duration::from_secs(5);
 /// Packages the live system installs from the ISO's boot repository (`etc/apk/world`).
 const WORLD: &str = "alpine-base\nwget\n";
 const HOSTNAME: &str = "kubezero-installer\n";
@@ -222,8 +234,19 @@ pub struct InstallerTimeouts {
     pub report_attempts: u32,
 }
 
+impl InstallerTimeouts {
+    /// The longest one phase report can take before the installer gives up on it: every attempt
+    /// stalling for [`InstallerTimeouts::http`], 5 s apart. A phase timeout on the provider side
+    /// shorter than this can fail a host whose report is merely being retried.
+    pub fn longest_report(&self) -> Duration {
+        let attempts = self.report_attempts.max(1);
+        self.http * attempts + REPORT_RETRY_SLEEP * (attempts - 1)
+    }
+}
+
 impl Default for InstallerTimeouts {
-    /// 60 s stalls, 30 attempts (a report gives up after about 3 minutes with a dead server).
+    /// 60 s stalls, 30 attempts: a report to a server that refuses connections gives up after about
+    /// 2.5 minutes, one to a server that stalls after [`InstallerTimeouts::longest_report`].
     fn default() -> Self {
         InstallerTimeouts {
             http: Duration::from_secs(60),
@@ -268,8 +291,8 @@ impl Phase {
     }
 
     /// Parses a report: the path segment after the report URL and the request body. The body of
-    /// `failed` is its reason (trimmed, cut to [`MAX_REASON_LEN`] bytes, invalid UTF-8 replaced);
-    /// other phases ignore the body.
+    /// `failed` is its reason (control characters blanked, trimmed, cut to [`MAX_REASON_LEN`]
+    /// bytes, invalid UTF-8 replaced); other phases ignore the body.
     pub fn from_report(phase: &str, body: &[u8]) -> Result<Phase, PhaseError> {
         Ok(match phase {
             "started" => Phase::Started,
@@ -277,7 +300,10 @@ impl Phase {
             "verified" => Phase::Verified,
             "wiped" => Phase::Wiped,
             "failed" => {
-                let text = String::from_utf8_lossy(body);
+                let text: String = String::from_utf8_lossy(body)
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
                 let mut reason = text.trim();
                 if reason.len() > MAX_REASON_LEN {
                     let mut end = MAX_REASON_LEN;

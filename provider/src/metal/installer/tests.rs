@@ -205,6 +205,19 @@ fn installer_env_quotes_user_input_for_the_shell() {
 }
 
 #[test]
+fn longest_report_covers_every_attempt_and_pause() {
+    let timeouts = InstallerTimeouts {
+        http: Duration::from_secs(10),
+        report_attempts: 3,
+    };
+    assert_eq!(timeouts.longest_report(), Duration::from_secs(3 * 10 + 2 * 5));
+    assert_eq!(
+        InstallerTimeouts::default().longest_report(),
+        Duration::from_secs(30 * 60 + 29 * 5)
+    );
+}
+
+#[test]
 fn wipe_env_carries_no_image_settings() {
     let config = InstallerConfig {
         mode: InstallerMode::Wipe,
@@ -284,6 +297,10 @@ fn phases_round_trip_through_the_report_protocol() {
     assert_eq!(failed, Phase::Failed("image checksum mismatch".to_string()));
     assert_eq!(failed.as_str(), "failed");
     assert_eq!(failed.reason(), Some("image checksum mismatch"));
+    assert_eq!(
+        Phase::from_report("failed", b"disk\n\x1b[31mgone\r\n").unwrap(),
+        Phase::Failed("disk  [31mgone".to_string())
+    );
     assert_eq!(
         Phase::from_report("failed", b"").unwrap(),
         Phase::Failed("the installer gave no reason".to_string())
