@@ -199,11 +199,11 @@ stream_raw() {
 	}
 	wait "$sr_sum_pid"
 	sr_rc=$(cat "$KZ_WORK_DIR/wget.rc")
-	[ "$sr_rc" = 0 ] || fail "download of the image failed (wget exit $sr_rc)"
+	[ "$sr_rc" = 0 ] || scrub_and_fail "download of the image failed (wget exit $sr_rc)"
 	sr_rc=$(cat "$KZ_WORK_DIR/dd.rc")
-	[ "$sr_rc" = 0 ] || fail "writing $ROOT_DISK failed: $(tail -n 1 "$KZ_WORK_DIR/dd.log")"
+	[ "$sr_rc" = 0 ] || scrub_and_fail "writing $ROOT_DISK failed: $(tail -n 1 "$KZ_WORK_DIR/dd.log")"
 	sr_rc=$(cat "$KZ_WORK_DIR/tee.rc")
-	[ "$sr_rc" = 0 ] || fail "hashing the image stream failed (tee exit $sr_rc)"
+	[ "$sr_rc" = 0 ] || scrub_and_fail "hashing the image stream failed (tee exit $sr_rc)"
 	IMAGE_SUM=$(cut -d ' ' -f 1 "$KZ_WORK_DIR/image.sum")
 }
 
@@ -217,8 +217,15 @@ convert_qcow2() {
 	IMAGE_SUM=$("${KZ_CHECKSUM_ALGO}sum" <"$cq_file" | cut -d ' ' -f 1)
 	[ "$IMAGE_SUM" = "$KZ_CHECKSUM" ] || fail "$(mismatch) (nothing written)"
 	"$KZ_QEMU_IMG" convert -n -f qcow2 -O raw "$cq_file" "$ROOT_DISK" ||
-		fail "qemu-img convert to $ROOT_DISK failed"
+		scrub_and_fail "qemu-img convert to $ROOT_DISK failed"
 	rm -f "$cq_file"
+}
+
+# scrub_and_fail REASON: nothing may boot a partial or unverified image, so clear the first and
+# last MiB of ROOT_DISK (partition tables, boot sector) before failing.
+scrub_and_fail() {
+	zero_edges "$ROOT_DISK" 0 "$(sectors_of "$ROOT_NAME")" || log "could not clear $ROOT_DISK"
+	fail "$1"
 }
 
 mismatch() {
@@ -239,11 +246,7 @@ install_image() {
 	esac
 	sync
 	report written || true
-	if [ "$IMAGE_SUM" != "$KZ_CHECKSUM" ]; then
-		# Nothing may boot the unverified bytes: clear the partition tables again.
-		zero_edges "$ROOT_DISK" 0 "$(sectors_of "$ROOT_NAME")" || log "could not clear $ROOT_DISK"
-		fail "$(mismatch)"
-	fi
+	[ "$IMAGE_SUM" = "$KZ_CHECKSUM" ] || scrub_and_fail "$(mismatch)"
 	# The provider acknowledges `verified` once the next boot is the disk; without that, a reboot
 	# could start this installer again, so power off instead and let the phase timeout decide.
 	report verified || power_off 1

@@ -45,7 +45,8 @@
 //! `blkdiscard` and `udhcpc`. Neither `util-linux` (`wipefs`) nor `qemu-img` is on the standard,
 //! virt or extended ISO, so:
 //! - raw images are streamed: `wget -O- | tee FIFO | dd`, with `sha256sum`/`sha512sum` reading
-//!   the FIFO, so the checksum is of the bytes written, from one download;
+//!   the FIFO, so the checksum is of the bytes written, from one download; a write that fails
+//!   or does not match has the disk's first and last MiB cleared, so nothing boots it;
 //! - qcow2 images need `qemu-img`; on the official ISOs the installer reports `failed` with a
 //!   reason saying so (where `qemu-img` exists it downloads to the RAM root, checks, converts);
 //! - wipe uses `wipefs -a` when present; either way it zeroes the first and last MiB of every

@@ -324,8 +324,9 @@ fn phases_round_trip_through_the_report_protocol() {
 
 // --- the script, run for real -----------------------------------------------------------------
 
-/// HTTP on 127.0.0.1: `GET /image` answers the image, `POST /report/<phase>` records the phase and
-/// body (answering 500 for `refuse`, if set). One connection at a time, as the script makes them.
+/// HTTP on 127.0.0.1: `GET /image` answers the image (closing the connection after `cut` bytes,
+/// if set), `POST /report/<phase>` records the phase and body (answering 500 for `refuse`, if
+/// set). One connection at a time, as the script makes them.
 struct TestServer {
     addr: SocketAddr,
     reports: Arc<Mutex<Vec<(String, String)>>>,
@@ -335,6 +336,10 @@ struct TestServer {
 
 impl TestServer {
     fn start(image: Vec<u8>, refuse: Option<&'static str>) -> TestServer {
+        TestServer::start_cut(image, refuse, None)
+    }
+
+    fn start_cut(image: Vec<u8>, refuse: Option<&'static str>, cut: Option<usize>) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let reports = Arc::new(Mutex::new(Vec::new()));
@@ -346,7 +351,7 @@ impl TestServer {
                     break;
                 }
                 if let Ok(stream) = stream {
-                    serve(stream, &image, &thread_reports, refuse);
+                    serve(stream, &image, &thread_reports, refuse, cut);
                 }
             }
         });
@@ -377,7 +382,13 @@ impl Drop for TestServer {
     }
 }
 
-fn serve(stream: TcpStream, image: &[u8], reports: &Mutex<Vec<(String, String)>>, refuse: Option<&str>) {
+fn serve(
+    stream: TcpStream,
+    image: &[u8],
+    reports: &Mutex<Vec<(String, String)>>,
+    refuse: Option<&str>,
+    cut: Option<usize>,
+) {
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
@@ -420,9 +431,13 @@ fn serve(stream: TcpStream, image: &[u8], reports: &Mutex<Vec<(String, String)>>
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
         payload.len()
     );
+    let sent = match cut {
+        Some(cut) if path == "/image" => &payload[..cut.min(payload.len())],
+        _ => payload,
+    };
     let _ = stream
         .write_all(head.as_bytes())
-        .and_then(|()| stream.write_all(payload));
+        .and_then(|()| stream.write_all(sent));
 }
 
 struct FakeDisk {
@@ -756,6 +771,29 @@ fn install_with_a_wrong_checksum_fails_never_verifies_and_powers_off() {
     // The unverified image must not boot: its first and last MiB are cleared again.
     let sda = host.disk("sda");
     assert!(zeroed(&sda[..MIB]) && zeroed(&sda[sda.len() - MIB..]));
+    assert_eq!(host.actions(), ["poweroff "]);
+}
+
+#[test]
+fn install_of_a_download_cut_short_fails_and_never_verifies() {
+    let image = test_image();
+    let server = TestServer::start_cut(image.clone(), None, Some(MIB + 7));
+    let host = FakeHost::new("cut", &[FakeDisk::plain("sda")]);
+    let config = install_config(
+        image_spec(&server.url("/image"), &sha256_hex(&image)),
+        &server.url("/report"),
+    );
+    let out = host.run(&config, &[]);
+    assert!(!out.status.success());
+    assert_eq!(phase_names(&server), ["started", "failed"], "{}", stderr(&out));
+    assert!(
+        server.phases()[1].1.contains("download of the image failed"),
+        "{:?}",
+        server.phases()
+    );
+    // What arrived was written; its first MiB is cleared again so the partial image cannot boot.
+    let sda = host.disk("sda");
+    assert!(zeroed(&sda[..MIB]) && sda[MIB..MIB + 7] == image[MIB..MIB + 7]);
     assert_eq!(host.actions(), ["poweroff "]);
 }
 
