@@ -62,7 +62,7 @@ if [[ "${NEXTEST:-0}" == 1 ]]; then
 fi
 echo "test: $(cargo --version), $(kubectl version --client 2>/dev/null | head -n 1)"
 
-# --- test world tools (moto, sushy-tools venv; shellcheck, cloud-init) -------------------------
+# --- test world tools (moto, sushy-tools venv; shellcheck, cloud-init, busybox, wget) ----------
 export KUBEZERO_VENV="${KUBEZERO_VENV:-${root}/.build/venv}"
 step tools scripts/test-tools.sh
 
