@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
     label("cluster.x-k8s.io/provider", "infrastructure-kubezero"),
     printcolumn = r#"{"name": "State", "type": "string", "description": "Provisioning state", "jsonPath": ".status.state"}"#,
     printcolumn = r#"{"name": "Power", "type": "string", "description": "Power state reported by the BMC", "jsonPath": ".status.powerState"}"#,
-    printcolumn = r#"{"name": "Consumer", "type": "string", "description": "KubeZeroMachine that claimed the host", "jsonPath": ".status.consumerRef.name"}"#,
+    printcolumn = r#"{"name": "Consumer", "type": "string", "description": "KubeZeroMachine that claimed the host", "jsonPath": ".spec.consumerRef.name"}"#,
     printcolumn = r#"{"name": "Reason", "type": "string", "description": "Why the host is (not) ready", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name": "BMC", "type": "string", "description": "BMC address", "jsonPath": ".spec.bmc.address", "priority": 1}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
@@ -40,6 +40,11 @@ pub struct KubeZeroHostSpec {
     /// Whether the host should be powered on while it is not provisioned.
     #[serde(default)]
     pub online: bool,
+
+    /// The KubeZeroMachine (same namespace) that claimed the host. Set and cleared by the provider
+    /// with a resourceVersion precondition, so a host is never claimed twice; not for users to set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_ref: Option<ConsumerRef>,
 
     /// Which disk to install to; default: the first disk the host reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,10 +114,6 @@ pub struct KubeZeroHostStatus {
     /// Power state last reported by the BMC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_state: Option<PowerState>,
-
-    /// The KubeZeroMachine (same namespace) that claimed the host.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consumer_ref: Option<ConsumerRef>,
 
     /// What inspection found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,4 +196,11 @@ pub struct ConsumerRef {
     /// Name of the KubeZeroMachine.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+
+    /// UID of the KubeZeroMachine (a new machine of the same name is another consumer).
+    #[schemars(length(min = 1, max = 64))]
+    pub uid: String,
 }
+
+/// Finalizer of every KubeZeroHost: deleting a claimed host waits until its machine released it.
+pub const HOST_FINALIZER: &str = "kubezerohost.infrastructure.cluster.x-k8s.io";

@@ -24,8 +24,8 @@ pub use cluster::{
     KubeZeroClusterTemplateResource, KubeZeroClusterTemplateSpec, KubeZeroClusterTemplateStatus,
 };
 pub use host::{
-    Bmc, BmcAuthMethod, ConsumerRef, DETACHED_ANNOTATION, HostHardware, HostState, KubeZeroHost,
-    KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo, PowerState, RootDeviceHints,
+    Bmc, BmcAuthMethod, ConsumerRef, DETACHED_ANNOTATION, HOST_FINALIZER, HostHardware, HostState,
+    KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo, PowerState, RootDeviceHints,
 };
 pub use machine::{
     KubeZeroMachine, KubeZeroMachineSpec, KubeZeroMachineStatus, KubeZeroMachineTemplate,
@@ -151,7 +151,7 @@ mod tests {
         assert!(template.contains(&("CPU".into(), ".status.capacity.cpu".into())));
         assert!(template.contains(&("Memory".into(), ".status.capacity.memory".into())));
         let host = columns(KubeZeroHost::crd());
-        assert!(host.contains(&("Consumer".into(), ".status.consumerRef.name".into())));
+        assert!(host.contains(&("Consumer".into(), ".spec.consumerRef.name".into())));
         assert!(host.contains(&(
             "Reason".into(),
             ".status.conditions[?(@.type==\"Ready\")].reason".into()

@@ -8,7 +8,8 @@
 //! Registration and inspection failures put the host in `Error` (or keep it `Registering` while the
 //! BMC is unreachable or the Secret missing) with the reason on `Ready` and `BMCAccessible`; every
 //! pass starts over from the credentials, so fixing the Secret or the spec recovers the host (a
-//! Secret change wakes the hosts that use it). Every state change is an Event.
+//! Secret change wakes the hosts that use it). Every state change is an Event. Every host carries
+//! [`HOST_FINALIZER`]: deleting a host that a machine claimed waits until the machine released it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -23,16 +24,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use kubezero_capi::conditions::{Condition, HasConditions, Observed};
 use kubezero_capi::contract::READY_CONDITION;
-use kubezero_capi::runtime::Context;
 use kubezero_capi::runtime::reconcile::{
     Error, WatchedKind, changes_controller, describe, namespace_of, run_controller, write_conditions,
 };
+use kubezero_capi::runtime::{Context, finalizers};
 use tracing::{Instrument, info};
 
 use super::{FIELD_MANAGER, ProviderError};
 use crate::api::{
-    BmcAuthMethod, DETACHED_ANNOTATION, HostHardware, HostState, KubeZeroHost, KubeZeroHostStatus,
-    MediaSlotInfo, PowerState,
+    BmcAuthMethod, DETACHED_ANNOTATION, HOST_FINALIZER, HostHardware, HostState, KubeZeroHost,
+    KubeZeroHostStatus, MediaSlotInfo, PowerState,
 };
 use crate::metal::redfish::{
     AuthMethod, Bmc, Credentials, MediaKind, Power, Redfish, RedfishError, ResetKind, System,
@@ -60,6 +61,8 @@ pub mod reasons {
     pub const NO_VIRTUAL_MEDIA: &str = "NoVirtualMedia";
     /// The host carries the detached annotation.
     pub const DETACHED: &str = "Detached";
+    /// The host is being deleted but a machine still holds it.
+    pub const DELETION_HELD: &str = "DeletionHeld";
 }
 
 /// Settings of the host controller.
@@ -174,7 +177,13 @@ async fn reconcile(
     async {
         let api: Api<KubeZeroHost> = Api::namespaced(context.client.clone(), &namespace);
         if host.meta().deletion_timestamp.is_some() {
-            state.redfish.forget(&host.spec.bmc.address);
+            return delete(&api, &context, &state, &host, &namespace).await;
+        }
+        if finalizers::add(&api, host.as_ref(), HOST_FINALIZER)
+            .await
+            .map_err(Error::write("update", "KubeZeroHost", &namespace, &name))?
+        {
+            // The write wakes the host again, now with its finalizer.
             return Ok(Action::await_change());
         }
         let outcome = observe(&host, &context, &state, &namespace).await?;
@@ -188,7 +197,6 @@ async fn reconcile(
         let status = KubeZeroHostStatus {
             state: Some(outcome.state),
             power_state: outcome.power.or(previous.power_state),
-            consumer_ref: previous.consumer_ref.clone(),
             hardware: outcome.hardware.clone().or(previous.hardware.clone()),
             conditions: Vec::new(),
         };
@@ -224,6 +232,47 @@ async fn reconcile(
     }
     .instrument(span)
     .await
+}
+
+/// Lets a deleted host go once no machine holds it; a claimed host waits for its release (which
+/// changes the host and so wakes this controller).
+async fn delete(
+    api: &Api<KubeZeroHost>,
+    context: &Context,
+    state: &State,
+    host: &KubeZeroHost,
+    namespace: &str,
+) -> Result<Action, ProviderError> {
+    if let Some(consumer) = &host.spec.consumer_ref {
+        let message = format!(
+            "deletion waits until KubeZeroMachine {namespace}/{} releases the host",
+            consumer.name
+        );
+        let ready = Observed::false_(READY_CONDITION, reasons::DELETION_HELD, message);
+        let status = host.status.clone().unwrap_or_default();
+        write_conditions(
+            api,
+            host,
+            context,
+            FIELD_MANAGER,
+            &[ready],
+            &[BMC_ACCESSIBLE_CONDITION],
+            |conditions| KubeZeroHostStatus { conditions, ..status },
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    state.redfish.forget(&host.spec.bmc.address);
+    state.forget_power_request(host);
+    finalizers::remove(api, host, HOST_FINALIZER)
+        .await
+        .map_err(Error::write(
+            "update",
+            "KubeZeroHost",
+            namespace,
+            &host.name_any(),
+        ))?;
+    Ok(Action::await_change())
 }
 
 /// Registers, inspects and settles the host; BMC failures become the outcome, Kubernetes failures
@@ -339,11 +388,7 @@ async fn observe(
         });
     }
 
-    let claimed = host
-        .status
-        .as_ref()
-        .and_then(|status| status.consumer_ref.as_ref())
-        .is_some();
+    let claimed = host.spec.consumer_ref.is_some();
     let mut next = if matches!(system.power, Power::PoweringOn | Power::PoweringOff) {
         Next::Soon
     } else {

@@ -15,6 +15,7 @@
 
 pub mod aws;
 pub mod backend;
+pub mod claim;
 pub mod gate;
 pub mod scope;
 pub mod status;

@@ -2,6 +2,7 @@
 //! register and inspect into `Available`, power follows `spec.online`, a wrong password is
 //! `BMCAuthFailed` until the Secret is fixed, a boot MAC the server lacks is `BootMACNotFound`, an
 //! unreachable BMC keeps the host `Registering`, and the detached annotation stops all BMC traffic.
+//! Claims: machines racing for fewer hosts claim distinct hosts, by resourceVersion precondition.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use kubezero_capi::conditions::find;
 use kubezero_provider::api::{HostState, KubeZeroHost, PowerState};
 use kubezero_test::cloud::{FakeSystem, Sushy};
@@ -41,7 +42,7 @@ fn credentials(name: &str, password: &str) -> Secret {
 fn host(name: &str, address: &str, secret: &str, boot_mac: &str, online: bool) -> KubeZeroHost {
     serde_json::from_value(json!({
         "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroHost",
-        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "rack-1"}},
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": "rack-1", "pool": "metal"}},
         "spec": {"bmc": {"address": address, "credentialsName": secret},
                  "bootMACAddress": boot_mac, "online": online}
     }))
@@ -232,4 +233,116 @@ async fn hosts_register_inspect_and_follow_their_spec() {
 fn base64_of(value: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(value)
+}
+
+/// An Available, Ready host as the host controller leaves it (written here directly: no manager runs).
+async fn available_host(hosts: &Api<KubeZeroHost>, name: &str, zone: &str) {
+    let mut object = host(name, "https://10.0.0.5", "bmc", "52:54:00:aa:bb:cc", false);
+    object
+        .labels_mut()
+        .insert("topology.kubernetes.io/zone".into(), zone.into());
+    hosts.create(&PostParams::default(), &object).await.unwrap();
+    let status = json!({"status": {"state": "Available", "conditions": [{"type": "Ready", "status": "True",
+        "reason": "Available", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    hosts
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_machines_racing_for_ten_hosts_claim_ten_distinct_hosts() {
+    use kubezero_provider::controllers::machine::claim::{Claim, ClaimRequest, claim, release};
+    let world = kubezero_test::world::World::start()
+        .await
+        .expect("the world starts");
+    let hosts: Api<KubeZeroHost> = Api::namespaced(world.client(), world.namespace());
+    for i in 0..10 {
+        available_host(
+            &hosts,
+            &format!("host-{i:02}"),
+            if i < 5 { "rack-1" } else { "rack-2" },
+        )
+        .await;
+    }
+    // The selector must select at least one label (CRD rule); all ten hosts carry this one.
+    let any_rack = BTreeMap::from([("pool".to_string(), "metal".to_string())]);
+
+    let race = (0..20).map(|i| {
+        let hosts = hosts.clone();
+        let any_rack = any_rack.clone();
+        async move {
+            let machine = format!("m-{i:02}");
+            let uid = format!("uid-{i:02}");
+            let request = ClaimRequest {
+                machine: &machine,
+                machine_uid: &uid,
+                match_labels: &any_rack,
+                zone: None,
+            };
+            (uid.clone(), claim(&hosts, &request).await.unwrap())
+        }
+    });
+    let outcomes = futures::future::join_all(race).await;
+    let mut claimed: Vec<(String, String)> = outcomes
+        .iter()
+        .filter_map(|(uid, outcome)| match outcome {
+            Claim::Held(host) => Some((host.name_any(), uid.clone())),
+            Claim::NoAvailableHost { .. } => None,
+        })
+        .collect();
+    claimed.sort();
+    let distinct: std::collections::BTreeSet<&String> = claimed.iter().map(|(host, _)| host).collect();
+    assert_eq!(claimed.len(), 10, "{claimed:?}");
+    assert_eq!(distinct.len(), 10, "one host claimed twice: {claimed:?}");
+    // What the API server holds agrees: each host names exactly the machine that won it.
+    for (host, uid) in &claimed {
+        let stored = hosts.get(host).await.unwrap();
+        assert_eq!(
+            stored.spec.consumer_ref.as_ref().map(|c| c.uid.as_str()),
+            Some(uid.as_str())
+        );
+    }
+    let waiting = outcomes
+        .iter()
+        .filter(|(_, o)| matches!(o, Claim::NoAvailableHost { matching: 10 }))
+        .count();
+    assert_eq!(waiting, 10);
+
+    // Claiming again finds the held host instead of a second one.
+    let (host, uid) = &claimed[0];
+    let request = ClaimRequest {
+        machine: "again",
+        machine_uid: uid,
+        match_labels: &any_rack,
+        zone: None,
+    };
+    match claim(&hosts, &request).await.unwrap() {
+        Claim::Held(again) => assert_eq!(&again.name_any(), host),
+        other => panic!("{other:?}"),
+    }
+
+    // A released host goes to the next machine, and only to one in its zone.
+    let stored = hosts.get(host).await.unwrap();
+    let zone = stored.labels()["topology.kubernetes.io/zone"].clone();
+    assert!(release(&hosts, &stored, uid).await.unwrap());
+    let elsewhere = if zone == "rack-1" { "rack-2" } else { "rack-1" };
+    let wrong_zone = ClaimRequest {
+        machine: "m-late",
+        machine_uid: "uid-late",
+        match_labels: &any_rack,
+        zone: Some(("topology.kubernetes.io/zone", elsewhere)),
+    };
+    assert!(matches!(
+        claim(&hosts, &wrong_zone).await.unwrap(),
+        Claim::NoAvailableHost { matching: 5 }
+    ));
+    let right_zone = ClaimRequest {
+        zone: Some(("topology.kubernetes.io/zone", zone.as_str())),
+        ..wrong_zone
+    };
+    match claim(&hosts, &right_zone).await.unwrap() {
+        Claim::Held(next) => assert_eq!(&next.name_any(), host),
+        other => panic!("{other:?}"),
+    }
 }
