@@ -284,14 +284,15 @@ async fn observe(
     namespace: &str,
 ) -> Result<Outcome, Error> {
     let previous_state = host.status.as_ref().and_then(|status| status.state);
-    let registered =
-        previous_state.is_some_and(|state| state != HostState::Registering && state != HostState::Error);
-    // A BMC that stops answering after registration does not take the host out of its state;
-    // Ready says it is not usable.
-    let unreachable_state = if registered {
-        previous_state.unwrap_or(HostState::Registering)
-    } else {
-        HostState::Registering
+    let claimed = host.spec.consumer_ref.is_some();
+    // The state a failed pass leaves: a claimed host keeps its state whatever the BMC does (its
+    // server may be running a node), a registered one keeps it while the BMC is unreachable, and a
+    // lasting refusal (credentials, address) puts an unclaimed host in Error. Ready says why.
+    let failed_state = |retryable: bool| match previous_state {
+        Some(previous) if claimed => previous,
+        Some(previous) if retryable && previous != HostState::Error => previous,
+        _ if retryable => HostState::Registering,
+        _ => HostState::Error,
     };
     if host.annotations().contains_key(DETACHED_ANNOTATION) {
         let why = format!("annotation {DETACHED_ANNOTATION} is set: no BMC requests, not claimable");
@@ -309,11 +310,7 @@ async fn observe(
     let credentials = match credentials(context, host, namespace).await? {
         Ok(credentials) => credentials,
         Err((reason, message)) => {
-            let state = if reason == reasons::CREDENTIALS_MISSING {
-                unreachable_state
-            } else {
-                HostState::Error
-            };
+            let state = failed_state(reason == reasons::CREDENTIALS_MISSING);
             return Ok(Outcome::refused(state, reason, &message, None));
         }
     };
@@ -325,7 +322,7 @@ async fn observe(
         Ok(bmc) => bmc,
         Err(error) => {
             return Ok(Outcome::refused(
-                HostState::Error,
+                failed_state(false),
                 error.reason(),
                 &error.to_string(),
                 Some(error),
@@ -335,11 +332,7 @@ async fn observe(
     let system = match bmc.system().await {
         Ok(system) => system,
         Err(error) => {
-            let state = if error.kind.is_retryable() {
-                unreachable_state
-            } else {
-                HostState::Error
-            };
+            let state = failed_state(error.kind.is_retryable());
             return Ok(Outcome::refused(
                 state,
                 error.reason(),
@@ -388,7 +381,6 @@ async fn observe(
         });
     }
 
-    let claimed = host.spec.consumer_ref.is_some();
     let mut next = if matches!(system.power, Power::PoweringOn | Power::PoweringOff) {
         Next::Soon
     } else {
