@@ -4,7 +4,8 @@
 # - a project-local Python venv at .build/venv (git-ignored) with pinned moto[server] (the AWS
 #   emulator) and sushy-tools (the Redfish BMC emulator); the Rust fixtures in test/src/cloud/ start
 #   their servers from it (KUBEZERO_VENV overrides the location);
-# - the Debian packages the tests call: shellcheck and cloud-init (validators for rendered boot data).
+# - the Debian packages the tests call: shellcheck and cloud-init (validators for rendered boot data),
+#   xorriso, genisoimage (isoinfo), mtools and blkid (readers of the NoCloud cidata images).
 #
 # Idempotent and quick when everything is present: pip runs only when the stamp file in the venv does
 # not record the pinned versions, apt only when a command is missing. Without apt (or not as root)
@@ -60,7 +61,8 @@ fi
 
 # --- Debian packages ---------------------------------------------------------------------------
 # command -> package
-declare -A debian=([shellcheck]=shellcheck [cloud-init]=cloud-init)
+declare -A debian=([shellcheck]=shellcheck [cloud-init]=cloud-init [xorriso]=xorriso [isoinfo]=genisoimage
+  [mcopy]=mtools [blkid]=util-linux)
 missing=()
 for cmd in "${!debian[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${debian[$cmd]}")

@@ -6,4 +6,5 @@ pub mod addons;
 pub mod api;
 pub mod aws;
 pub mod controllers;
+pub mod metal;
 pub mod settings;

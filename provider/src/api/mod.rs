@@ -24,7 +24,7 @@ pub use cluster::{
     KubeZeroClusterTemplateResource, KubeZeroClusterTemplateSpec, KubeZeroClusterTemplateStatus,
 };
 pub use host::{
-    Bmc, ConsumerRef, HostState, KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, PowerState,
+    Bmc, ConsumerRef, HostNetwork, HostState, KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, PowerState,
     RootDeviceHints,
 };
 pub use machine::{
