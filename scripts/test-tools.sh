@@ -6,6 +6,7 @@
 #   their servers from it (KUBEZERO_VENV overrides the location);
 # - the Debian packages the tests call: shellcheck and cloud-init (validators for rendered boot data),
 #   busybox and wget (the bare-metal installer script runs under both, as in the Alpine live system).
+#   xorriso, genisoimage (isoinfo), mtools and blkid (readers of the NoCloud cidata images).
 #
 # Idempotent and quick when everything is present: pip runs only when the stamp file in the venv does
 # not record the pinned versions, apt only when a command is missing. Without apt (or not as root)
@@ -61,7 +62,8 @@ fi
 
 # --- Debian packages ---------------------------------------------------------------------------
 # command -> package
-declare -A debian=([shellcheck]=shellcheck [cloud-init]=cloud-init [busybox]=busybox [wget]=wget)
+declare -A debian=([shellcheck]=shellcheck [cloud-init]=cloud-init [busybox]=busybox [wget]=wget
+  [xorriso]=xorriso [isoinfo]=genisoimage [mcopy]=mtools [blkid]=util-linux)
 missing=()
 for cmd in "${!debian[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${debian[$cmd]}")

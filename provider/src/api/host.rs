@@ -49,6 +49,11 @@ pub struct KubeZeroHostSpec {
     /// Which disk to install to; default: the first disk the host reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_device_hints: Option<RootDeviceHints>,
+
+    /// Static addresses of the boot NIC, written to the NoCloud `network-config` of the boot media;
+    /// without it the host configures its network by DHCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<HostNetwork>,
 }
 
 /// Baseboard management controller (Redfish) of a host.
@@ -204,3 +209,54 @@ pub struct ConsumerRef {
 
 /// Finalizer of every KubeZeroHost: deleting a claimed host waits until its machine released it.
 pub const HOST_FINALIZER: &str = "kubezerohost.infrastructure.cluster.x-k8s.io";
+
+/// An IPv4 address (dotted quad).
+const IPV4_PATTERN: &str =
+    r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$";
+/// An IPv6 address in colon notation (`::` shortening allowed, no embedded IPv4).
+const IPV6_PATTERN: &str = r"^[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7}$";
+/// An IPv4 or IPv6 address.
+const IP_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])|[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7})$";
+/// An IPv4 address with a prefix length of 0-32, or an IPv6 address with one of 0-128.
+const CIDR_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/([0-9]|[12][0-9]|3[0-2])|[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7}/([0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]))$";
+
+/// Static network configuration of a host's boot NIC (the one with `bootMACAddress`), rendered as
+/// netplan-style `network-config` version 2 for cloud-init or tiny-cloud.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostNetwork {
+    /// Addresses with prefix length, IPv4 (`10.0.0.5/24`) or IPv6 (`2001:db8::5/64`).
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(max = 43), regex(pattern = CIDR_PATTERN))
+    )]
+    pub addresses: Vec<String>,
+
+    /// IPv4 default gateway, e.g. `10.0.0.1`; needs an IPv4 address in `addresses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15), regex(pattern = IPV4_PATTERN))]
+    pub gateway4: Option<String>,
+
+    /// IPv6 default gateway, e.g. `2001:db8::1`; needs an IPv6 address in `addresses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 39), regex(pattern = IPV6_PATTERN))]
+    pub gateway6: Option<String>,
+
+    /// DNS servers, IPv4 or IPv6.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = 39), regex(pattern = IP_PATTERN)))]
+    pub nameservers: Vec<String>,
+
+    /// DNS search domains, e.g. `example.com`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 6),
+        inner(
+            length(max = 253),
+            regex(
+                pattern = r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$"
+            )
+        )
+    )]
+    pub search_domains: Vec<String>,
+}

@@ -24,8 +24,9 @@ pub use cluster::{
     KubeZeroClusterTemplateResource, KubeZeroClusterTemplateSpec, KubeZeroClusterTemplateStatus,
 };
 pub use host::{
-    Bmc, BmcAuthMethod, ConsumerRef, DETACHED_ANNOTATION, HOST_FINALIZER, HostHardware, HostState,
-    KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo, PowerState, RootDeviceHints,
+    Bmc, BmcAuthMethod, ConsumerRef, DETACHED_ANNOTATION, HOST_FINALIZER, HostHardware, HostNetwork,
+    HostState, KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo, PowerState,
+    RootDeviceHints,
 };
 pub use machine::{
     KubeZeroMachine, KubeZeroMachineSpec, KubeZeroMachineStatus, KubeZeroMachineTemplate,

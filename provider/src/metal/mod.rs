@@ -1,5 +1,7 @@
-//! The bare-metal backend: servers reached through their Redfish BMCs and installed from virtual
-//! media.
+//! The bare-metal backend: KubeZeroHost servers reached through their Redfish BMCs, the boot media
+//! the provider hands them (`cidata`: the NoCloud seed with the host's bootstrap data) and the
+//! installer overlay that writes Alpine to their disks.
 
+pub mod cidata;
 pub mod installer;
 pub mod redfish;
