@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Error;
 use super::http;
-use super::process::{ServerProcess, TempDir, free_port, venv_tool};
+use super::process::{Ready, ServerProcess, TempDir, free_port, venv_tool};
 
 /// The AWS account that publishes the official Alpine Linux AMIs.
 pub const ALPINE_OWNER_ID: &str = "538276064493";
@@ -114,7 +114,14 @@ impl MotoBuilder {
         for (name, value) in &self.env {
             command.env(name, value);
         }
-        let process = ServerProcess::spawn("moto_server", command, dir, addr, "/moto-api/", START_TIMEOUT)?;
+        let process = ServerProcess::spawn(
+            "moto_server",
+            command,
+            dir,
+            addr,
+            Ready::Http("/moto-api/"),
+            START_TIMEOUT,
+        )?;
         Ok(Moto { process })
     }
 }

@@ -82,16 +82,24 @@ pub(super) struct ServerProcess {
     dir: TempDir,
 }
 
+/// When a spawned server counts as ready.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Ready<'a> {
+    /// `GET <path>` answers with an HTTP status below 500.
+    Http(&'a str),
+    /// The port accepts connections (a TLS server, which a plain HTTP probe cannot ask).
+    Tcp,
+}
+
 impl ServerProcess {
     /// Spawns `command` with its output going to a log file in `dir`, the proxy variables cleared
-    /// for loopback, and waits until `GET {ready_path}` on `addr` answers with any HTTP status below
-    /// 500, for at most `timeout`.
+    /// for loopback, and waits until `ready` holds on `addr`, for at most `timeout`.
     pub(super) fn spawn(
         name: &str,
         mut command: Command,
         dir: TempDir,
         addr: SocketAddr,
-        ready_path: &str,
+        ready: Ready<'_>,
         timeout: Duration,
     ) -> Result<Self, Error> {
         let log = dir.path().join(format!("{name}.log"));
@@ -119,12 +127,15 @@ impl ServerProcess {
             log,
             dir,
         };
-        server.wait_ready(ready_path, timeout)?;
+        server.wait_ready(ready, timeout)?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self, path: &str, timeout: Duration) -> Result<(), Error> {
-        let url = format!("http://{}{path}", self.addr);
+    fn wait_ready(&mut self, ready: Ready<'_>, timeout: Duration) -> Result<(), Error> {
+        let url = match ready {
+            Ready::Http(path) => format!("http://{}{path}", self.addr),
+            Ready::Tcp => format!("tcp://{}", self.addr),
+        };
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self
@@ -139,9 +150,14 @@ impl ServerProcess {
                     tail: self.output_tail(),
                 });
             }
-            if let Ok(response) = http::get(self.addr, path, Duration::from_secs(2))
-                && response.status < 500
-            {
+            let answered = match ready {
+                Ready::Http(path) => http::get(self.addr, path, Duration::from_secs(2))
+                    .is_ok_and(|response| response.status < 500),
+                Ready::Tcp => {
+                    std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok()
+                }
+            };
+            if answered {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::Error;
-use super::process::{ServerProcess, TempDir, free_port, venv_tool};
+use super::process::{Ready, ServerProcess, TempDir, free_port, venv_tool};
 
 /// How long sushy-emulator gets to answer after start.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -63,6 +63,17 @@ impl FakeSystem {
     }
 }
 
+/// A self-signed certificate and key (PEM) for `127.0.0.1`.
+fn self_signed_certificate() -> Result<(String, String), Error> {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).map_err(|e| {
+        Error::io(
+            "generating the BMC certificate",
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
+}
+
 /// One htpasswd line `username:<bcrypt digest>` for sushy's auth file, hashed by the venv's Python
 /// (sushy accepts only bcrypt digests).
 fn htpasswd_entry(username: &str, password: &str) -> Result<String, Error> {
@@ -95,12 +106,19 @@ fn py_str(s: &str) -> String {
 pub struct Sushy {
     process: ServerProcess,
     systems: Vec<FakeSystem>,
+    tls: bool,
 }
 
 impl Sushy {
     /// Starts sushy-emulator serving `systems` (sushy's own default system when empty).
     pub fn start(systems: &[FakeSystem]) -> Result<Self, Error> {
-        Self::launch(systems, None)
+        Self::launch(systems, None, false)
+    }
+
+    /// Starts sushy-emulator serving `systems` over HTTPS with a fresh self-signed certificate for
+    /// `127.0.0.1` (as most BMCs ship), no authentication.
+    pub fn start_with_tls(systems: &[FakeSystem]) -> Result<Self, Error> {
+        Self::launch(systems, None, true)
     }
 
     /// Starts sushy-emulator serving `systems` behind HTTP Basic authentication: every path but
@@ -111,10 +129,10 @@ impl Sushy {
         username: &str,
         password: &str,
     ) -> Result<Self, Error> {
-        Self::launch(systems, Some((username, password)))
+        Self::launch(systems, Some((username, password)), false)
     }
 
-    fn launch(systems: &[FakeSystem], auth: Option<(&str, &str)>) -> Result<Self, Error> {
+    fn launch(systems: &[FakeSystem], auth: Option<(&str, &str)>, tls: bool) -> Result<Self, Error> {
         let program = venv_tool("sushy-emulator")?;
         let dir = TempDir::new("sushy")?;
         let port = free_port()?;
@@ -145,8 +163,27 @@ impl Sushy {
             }
             None => config.push_str("SUSHY_EMULATOR_AUTH_FILE = None\n"),
         }
-        config.push_str("SUSHY_EMULATOR_SSL_CERT = None\n");
-        config.push_str("SUSHY_EMULATOR_SSL_KEY = None\n");
+        if tls {
+            let (cert, key) = self_signed_certificate()?;
+            let cert_path = dir.path().join("bmc.crt");
+            let key_path = dir.path().join("bmc.key");
+            for (path, pem) in [(&cert_path, cert), (&key_path, key)] {
+                std::fs::write(path, pem).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+            }
+            let _ = writeln!(
+                config,
+                "SUSHY_EMULATOR_SSL_CERT = {}",
+                py_str(&cert_path.to_string_lossy())
+            );
+            let _ = writeln!(
+                config,
+                "SUSHY_EMULATOR_SSL_KEY = {}",
+                py_str(&key_path.to_string_lossy())
+            );
+        } else {
+            config.push_str("SUSHY_EMULATOR_SSL_CERT = None\n");
+            config.push_str("SUSHY_EMULATOR_SSL_KEY = None\n");
+        }
         if !systems.is_empty() {
             let entries: Vec<String> = systems
                 .iter()
@@ -172,18 +209,24 @@ impl Sushy {
             command,
             dir,
             addr,
-            "/redfish/v1/Systems",
+            if tls {
+                Ready::Tcp
+            } else {
+                Ready::Http("/redfish/v1/Systems")
+            },
             START_TIMEOUT,
         )?;
         Ok(Self {
             process,
             systems: systems.to_vec(),
+            tls,
         })
     }
 
-    /// `http://127.0.0.1:<port>`: the BMC address (Redfish root at `/redfish/v1`).
+    /// `http://127.0.0.1:<port>` (`https://` with TLS): the BMC address (Redfish root at `/redfish/v1`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.process.addr())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.process.addr())
     }
 
     /// The server's socket address.

@@ -185,3 +185,25 @@ async fn redfish_client_authenticates_and_classifies_refusals() {
         .unwrap_err();
     assert_eq!(gone.kind, RedfishErrorKind::NotFound, "{gone}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_client_verifies_bmc_certificates_unless_told_not_to() {
+    let host = FakeSystem::new("host-tls");
+    let sushy = Sushy::start_with_tls(std::slice::from_ref(&host)).unwrap();
+    assert!(sushy.url().starts_with("https://127.0.0.1:"));
+    let redfish = Redfish::new(settings());
+    let address = format!("{}{}", sushy.url(), sushy.system_path(&host.uuid));
+
+    // The self-signed certificate is refused when verifying, before any request is answered.
+    let refused = redfish
+        .bmc(&address, &anyone(), true)
+        .unwrap()
+        .system()
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind, RedfishErrorKind::Unreachable, "{refused}");
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+
+    let accepted = redfish.bmc(&address, &anyone(), false).unwrap();
+    assert_eq!(accepted.system().await.unwrap().power, Power::Off);
+}
