@@ -34,11 +34,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::Error;
+use super::proxy::{ProxyServer, UpstreamClient, forward, plain};
 
 /// Shares of AWS requests (each in `0.0..=1.0`, summed at most 1.0) answered with a fault, and the
 /// seed of the sequence that picks them.
@@ -283,7 +281,7 @@ pub fn error_answer(service: &str, fault: Fault, request_id: &str) -> Option<(St
 /// What the proxy task shares with its handle.
 struct Shared {
     upstream: SocketAddr,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     picker: Mutex<FaultPicker>,
     counts: Mutex<BTreeMap<String, ActionCounts>>,
     next_request: Mutex<u64>,
@@ -314,21 +312,16 @@ impl Shared {
     }
 }
 
-/// How long a dropped proxy waits for open connections to finish.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// A running fault-injecting proxy on 127.0.0.1, stopped when dropped.
 pub struct FaultProxy {
-    addr: SocketAddr,
+    server: ProxyServer,
     shared: Arc<Shared>,
-    shutdown: tokio_util::sync::CancellationToken,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for FaultProxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FaultProxy")
-            .field("addr", &self.addr)
+            .field("addr", &self.server.addr())
             .field("upstream", &self.shared.upstream)
             .finish()
     }
@@ -338,95 +331,36 @@ impl FaultProxy {
     /// Starts a proxy to the HTTP server at `upstream` (e.g. [`super::Moto::addr`]) injecting the
     /// faults of `config`.
     pub fn start(upstream: SocketAddr, config: FaultConfig) -> Result<Self, Error> {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| Error::io("binding 127.0.0.1:0", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| Error::io("making the proxy listener non-blocking", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("reading the proxy's bound port", e))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("fault-proxy")
-            .enable_all()
-            .build()
-            .map_err(|e| Error::io("building the proxy runtime", e))?;
-        let client = {
-            // The client's connection pool is bound to the runtime it is built in.
-            let _entered = runtime.enter();
-            Client::builder(TokioExecutor::new()).build_http::<Body>()
-        };
-        let shared = Arc::new(Shared {
-            upstream,
-            client,
-            picker: Mutex::new(FaultPicker::new(config)),
-            counts: Mutex::new(BTreeMap::new()),
-            next_request: Mutex::new(0),
-            launches: Mutex::new(BTreeMap::new()),
-            hold_mutating: Mutex::new(Duration::ZERO),
-        });
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let stopped = shutdown.clone();
-        let router = axum::Router::new().fallback(proxy).with_state(shared.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("fault-proxy".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            let _ = ready_tx.send(Err(error));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(Ok(()));
-                    let graceful = stopped.clone();
-                    let serve = axum::serve(listener, router)
-                        .with_graceful_shutdown(async move { graceful.cancelled().await });
-                    // Idle keep-alive connections of clients that outlive the proxy must not
-                    // hold the drop up: a short grace, then stop regardless.
-                    let deadline = async {
-                        stopped.cancelled().await;
-                        tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    };
-                    tokio::select! {
-                        _ = serve => {}
-                        () = deadline => {}
-                    }
-                });
-                // In-flight upstream calls end with the runtime.
-                runtime.shutdown_background();
-            })
-            .map_err(|e| Error::io("spawning the proxy thread", e))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(Error::io("registering the proxy listener", error)),
-            Err(_) => {
-                return Err(Error::Http {
-                    context: format!("fault proxy on {addr}"),
-                    message: "the proxy thread ended before it listened".into(),
-                });
-            }
-        }
-        Ok(Self {
-            addr,
-            shared,
-            shutdown,
-            thread: Some(thread),
-        })
+        let mut shared = None;
+        let server = ProxyServer::start("fault-proxy", |client| {
+            let state = Arc::new(Shared {
+                upstream,
+                client,
+                picker: Mutex::new(FaultPicker::new(config)),
+                counts: Mutex::new(BTreeMap::new()),
+                next_request: Mutex::new(0),
+                launches: Mutex::new(BTreeMap::new()),
+                hold_mutating: Mutex::new(Duration::ZERO),
+            });
+            shared = Some(state.clone());
+            axum::Router::new().fallback(proxy).with_state(state)
+        })?;
+        let shared = shared.ok_or_else(|| Error::Http {
+            context: "fault proxy".into(),
+            message: "the router was not built".into(),
+        })?;
+        Ok(Self { server, shared })
     }
 
     /// The proxy's address.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:<port>`: the endpoint URL to give an SDK or the provider instead of the
     /// emulator's.
     pub fn endpoint_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.server.addr())
     }
 
     /// Replaces the fault shares (and restarts the sequence at the new seed), e.g. to stop
@@ -481,18 +415,9 @@ impl FaultProxy {
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// Forwards one request, or answers it with the fault its turn in the sequence picked.
 async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(body) => body,
         Err(error) => return plain(StatusCode::BAD_REQUEST, format!("reading the request: {error}")),
@@ -536,18 +461,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
         return aws_error(&shared, &service, fault);
     }
 
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    parts.uri = match format!("http://{}{path}", shared.upstream).parse() {
-        Ok(uri) => uri,
-        Err(error) => return plain(StatusCode::BAD_REQUEST, format!("request path {path:?}: {error}")),
-    };
-    // hyper sets Host from the URI and frames the (buffered) body itself.
-    parts.headers.remove(header::HOST);
-    parts.headers.remove(header::TRANSFER_ENCODING);
-    parts.headers.remove(header::CONNECTION);
-    parts.version = http::Version::HTTP_11;
-    let forwarded = http::Request::from_parts(parts, Body::from(body));
-    match shared.client.request(forwarded).await {
+    match forward(&shared.client, shared.upstream, parts, body).await {
         Ok(answer) if client_token.is_some() => {
             // RunInstances with a token: keep a successful answer for retries with the same token.
             let status = answer.status();
@@ -580,10 +494,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, request: Request) -> Response 
             shared.hold(&action).await;
             answer.map(Body::new)
         }
-        Err(error) => plain(
-            StatusCode::BAD_GATEWAY,
-            format!("forwarding to {}: {error}", shared.upstream),
-        ),
+        Err(refused) => refused,
     }
 }
 
@@ -599,12 +510,6 @@ fn xml(status: StatusCode, body: bytes::Bytes) -> Response {
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"));
-    response
-}
-
-fn plain(status: StatusCode, message: String) -> Response {
-    let mut response = Response::new(Body::from(message));
-    *response.status_mut() = status;
     response
 }
 

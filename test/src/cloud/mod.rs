@@ -12,12 +12,15 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod bmc_faults;
 pub mod faults;
 pub mod http;
 mod moto;
 mod process;
+mod proxy;
 mod sushy;
 
+pub use bmc_faults::{BmcFaultConfig, BmcFaultCounts, BmcFaultProxy};
 pub use faults::{ActionCounts, FaultConfig, FaultProxy};
 pub use moto::{ALPINE_OWNER_ID, Moto, MotoBuilder, alpine_ami, alpine_amis, ec2_query};
 pub use process::{free_port, venv_dir};

@@ -3,6 +3,8 @@
 //! `BMCAuthFailed` until the Secret is fixed, a boot MAC the server lacks is `BootMACNotFound`, an
 //! unreachable BMC keeps the host `Registering`, and the detached annotation stops all BMC traffic.
 //! Claims: machines racing for fewer hosts claim distinct hosts, by resourceVersion precondition.
+//! Faults: behind a proxy failing a tenth of the BMC requests and timing out another tenth, every
+//! host still ends Available with its power as its spec says.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -345,4 +347,71 @@ async fn twenty_machines_racing_for_ten_hosts_claim_ten_distinct_hosts() {
         Claim::Held(next) => assert_eq!(&next.name_any(), host),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_converge_when_a_tenth_of_bmc_requests_fail_and_a_tenth_time_out() {
+    use kubezero_test::cloud::{BmcFaultConfig, BmcFaultProxy};
+    let systems: Vec<FakeSystem> = (0..8).map(|i| FakeSystem::new(format!("f-{i}"))).collect();
+    let sushy = Sushy::start_with_basic_auth(&systems, USER, PASSWORD).expect("sushy starts");
+    let faults = BmcFaultConfig {
+        seed: 14,
+        server_error: 0.1,
+        timeout: 0.1,
+        slow: 0.05,
+        hold: Duration::from_secs(3),
+        slow_delay: Duration::from_millis(300),
+    };
+    let proxy = std::sync::Arc::new(BmcFaultProxy::start(sushy.addr(), faults).expect("the proxy starts"));
+    let addresses: Vec<(String, String)> = systems
+        .iter()
+        .map(|s| {
+            (
+                format!("{}{}", proxy.url(), sushy.system_path(&s.uuid)),
+                s.macs[0].clone(),
+            )
+        })
+        .collect();
+    let flags = [
+        ("--host-poll-interval", "2s"),
+        ("--redfish-request-timeout", "2s"),
+    ];
+    let seen = proxy.clone();
+    with_managers_flags(Duration::from_secs(300), &flags, move |world| async move {
+        let secrets: Api<Secret> = Api::namespaced(world.client(), world.namespace());
+        let hosts: Api<KubeZeroHost> = Api::namespaced(world.client(), world.namespace());
+        secrets
+            .create(&PostParams::default(), &credentials("bmc", PASSWORD))
+            .await
+            .unwrap();
+        for (i, (address, mac)) in addresses.iter().enumerate() {
+            let object = host(&format!("f-{i}"), address, "bmc", mac, i % 2 == 0);
+            hosts.create(&PostParams::default(), &object).await.unwrap();
+        }
+        eventually_within(
+            "every host Available, the online ones On",
+            Duration::from_secs(240),
+            || async {
+                let listed = hosts.list(&Default::default()).await.ok()?.items;
+                let settled = listed.len() == 8
+                    && listed.iter().all(|h| {
+                        let status = h.status.as_ref();
+                        let online = h.spec.online;
+                        let power = status.and_then(|s| s.power_state);
+                        state_of(h) == Some(HostState::Available)
+                            && ready_reason(h) == "Available"
+                            && power == Some(if online { PowerState::On } else { PowerState::Off })
+                    });
+                settled.then_some(())
+            },
+        )
+        .await;
+    })
+    .await;
+    let counts = seen.counts();
+    assert!(
+        counts.server_errors > 0 && counts.timeouts > 0,
+        "faults were injected: {counts:?}"
+    );
+    eprintln!("BMC fault proxy: {counts:?}");
 }
