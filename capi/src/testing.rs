@@ -122,3 +122,17 @@ pub fn context(client: Client) -> Context {
         statuses: Arc::default(),
     }
 }
+
+/// Fails the calling test unless `cmd` runs (`cmd --version`): the validators and readers the tests
+/// call (shellcheck, cloud-init, xorriso, mtools, busybox) come from `scripts/test-tools.sh`.
+pub fn require_tool(cmd: &str) {
+    let found = std::process::Command::new(cmd)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        found.is_ok(),
+        "`{cmd}` is not installed: run scripts/test-tools.sh (CI installs it)"
+    );
+}

@@ -5,6 +5,7 @@
 //! every `#cloud-config` golden must pass `cloud-init schema`, and every `#alpine-config` golden may only
 //! use tiny-cloud's keys. Missing validators fail the tests (install them with scripts/test-tools.sh).
 
+use kubezero_capi::testing::require_tool;
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -273,18 +274,6 @@ fn golden_files_match() {
         mismatches.is_empty(),
         "golden files out of date (rerun with KUBEZERO_UPDATE_GOLDEN=1 and review the diff):\n{}",
         mismatches.join("\n")
-    );
-}
-
-fn require_tool(cmd: &str) {
-    let found = Command::new(cmd)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok(),
-        "`{cmd}` is not installed: run scripts/test-tools.sh (CI installs it)"
     );
 }
 

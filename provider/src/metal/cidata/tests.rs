@@ -2,9 +2,10 @@
 //! xorriso, isoinfo, blkid and mtools and by cloud-init's own NoCloud datasource (Debian's cloud-init
 //! under `/usr/bin/python3`). Missing tools fail the tests: install them with scripts/test-tools.sh.
 
+use kubezero_capi::testing::require_tool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
@@ -551,18 +552,6 @@ fn isoinfo_names(listing: &str) -> BTreeSet<String> {
         .filter(|line| line.starts_with('-'))
         .filter_map(|line| line.split_whitespace().last().map(str::to_owned))
         .collect()
-}
-
-fn require_tool(cmd: &str) {
-    let found = Command::new(cmd)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok(),
-        "`{cmd}` is not installed: run scripts/test-tools.sh (CI installs it)"
-    );
 }
 
 /// Runs `command`, failing the test with its output when it does not succeed.

@@ -4,6 +4,7 @@
 //! the phase reports on 127.0.0.1. Missing tools (`shellcheck`, `tar`, `wget`, `busybox`,
 //! `sha256sum`) fail the tests: run scripts/test-tools.sh.
 
+use kubezero_capi::testing::require_tool;
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,18 +21,6 @@ const MIB: usize = 1 << 20;
 /// Every fake disk is 8 MiB of 0xAA.
 const DISK_SECTORS: u64 = 16384;
 const FILL: u8 = 0xAA;
-
-fn require_tool(cmd: &str) {
-    let found = Command::new(cmd)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok(),
-        "`{cmd}` is not installed: run scripts/test-tools.sh (CI installs it)"
-    );
-}
 
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kubezero-installer-{}-{name}", std::process::id()));

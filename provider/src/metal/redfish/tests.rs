@@ -135,18 +135,19 @@ fn admin(password: &str, method: AuthMethod) -> Credentials {
     }
 }
 
+/// The scripted system at `base`, reached as admin with `password`.
+fn system_bmc(redfish: &Redfish, base: &str, password: &str, method: AuthMethod) -> Arc<Bmc> {
+    redfish
+        .bmc(&format!("{base}{SYSTEM}"), &admin(password, method), true)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn five_hundreds_are_retried_and_counted() {
     let script = Arc::new(Script::default());
     let base = serve(script.clone()).await;
     let redfish = Redfish::new(quick());
-    let bmc = redfish
-        .bmc(
-            &format!("{base}{SYSTEM}"),
-            &admin("secret", AuthMethod::Basic),
-            true,
-        )
-        .unwrap();
+    let bmc = system_bmc(&redfish, &base, "secret", AuthMethod::Basic);
 
     script.failures_first.store(2, Ordering::SeqCst);
     let system = bmc.system().await.unwrap();
@@ -203,13 +204,7 @@ async fn sessions_are_created_once_and_again_when_expired() {
     let script = Arc::new(Script::default());
     let base = serve(script.clone()).await;
     let redfish = Redfish::new(quick());
-    let bmc = redfish
-        .bmc(
-            &format!("{base}{SYSTEM}"),
-            &admin("secret", AuthMethod::Session),
-            true,
-        )
-        .unwrap();
+    let bmc = system_bmc(&redfish, &base, "secret", AuthMethod::Session);
     bmc.system().await.unwrap();
     bmc.system().await.unwrap();
     assert_eq!(script.sessions.load(Ordering::SeqCst), 1);
@@ -219,25 +214,13 @@ async fn sessions_are_created_once_and_again_when_expired() {
     bmc.system().await.unwrap();
     assert_eq!(script.sessions.load(Ordering::SeqCst), 2);
 
-    let wrong = redfish
-        .bmc(
-            &format!("{base}{SYSTEM}"),
-            &admin("nope", AuthMethod::Session),
-            true,
-        )
-        .unwrap();
+    let wrong = system_bmc(&redfish, &base, "nope", AuthMethod::Session);
     let error = wrong.system().await.unwrap_err();
     assert_eq!(
         (error.kind, error.operation),
         (RedfishErrorKind::Auth, "CreateSession")
     );
-    let basic = redfish
-        .bmc(
-            &format!("{base}{SYSTEM}"),
-            &admin("nope", AuthMethod::Basic),
-            true,
-        )
-        .unwrap();
+    let basic = system_bmc(&redfish, &base, "nope", AuthMethod::Basic);
     assert_eq!(basic.system().await.unwrap_err().reason(), "BMCAuthFailed");
 }
 
@@ -259,13 +242,7 @@ async fn reset_types_follow_what_the_bmc_offers() {
     let script = Arc::new(Script::default());
     let base = serve(script).await;
     let redfish = Redfish::new(quick());
-    let bmc = redfish
-        .bmc(
-            &format!("{base}{SYSTEM}"),
-            &admin("secret", AuthMethod::Basic),
-            true,
-        )
-        .unwrap();
+    let bmc = system_bmc(&redfish, &base, "secret", AuthMethod::Basic);
     let system = bmc.system().await.unwrap();
     // Only ForceOn is offered: On is sent as ForceOn (the server echoes it in a 400).
     let sent = bmc.reset(&system, ResetKind::On).await.unwrap_err();
@@ -286,13 +263,12 @@ async fn an_unreachable_bmc_is_retried_then_reported() {
         .unwrap()
         .port();
     let redfish = Redfish::new(quick());
-    let bmc = redfish
-        .bmc(
-            &format!("http://127.0.0.1:{port}{SYSTEM}"),
-            &admin("secret", AuthMethod::Basic),
-            true,
-        )
-        .unwrap();
+    let bmc = system_bmc(
+        &redfish,
+        &format!("http://127.0.0.1:{port}"),
+        "secret",
+        AuthMethod::Basic,
+    );
     let error = bmc.system().await.unwrap_err();
     assert_eq!(
         (error.kind, error.reason()),
