@@ -136,3 +136,30 @@ pub fn require_tool(cmd: &str) {
         "`{cmd}` is not installed: run scripts/test-tools.sh (CI installs it)"
     );
 }
+
+/// Fails the calling test unless `shellcheck -s sh` accepts `script` (named `name` in the message).
+pub fn assert_shellcheck_clean(name: &str, script: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    require_tool("shellcheck");
+    let mut child = Command::new("shellcheck")
+        .args(["-s", "sh", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shellcheck starts");
+    child
+        .stdin
+        .take()
+        .expect("shellcheck's stdin")
+        .write_all(script.as_bytes())
+        .expect("the script reaches shellcheck");
+    let out = child.wait_with_output().expect("shellcheck ends");
+    assert!(
+        out.status.success(),
+        "shellcheck failed for {name}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,11 +5,11 @@
 //! every `#cloud-config` golden must pass `cloud-init schema`, and every `#alpine-config` golden may only
 //! use tiny-cloud's keys. Missing validators fail the tests (install them with scripts/test-tools.sh).
 
-use kubezero_capi::testing::require_tool;
+use kubezero_capi::testing::{assert_shellcheck_clean, require_tool};
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -279,25 +279,9 @@ fn golden_files_match() {
 
 #[test]
 fn boot_scripts_pass_shellcheck() {
-    require_tool("shellcheck");
     for (name, format, input, _) in all_documents() {
         let script = boot_script(&input).unwrap();
-        let mut child = Command::new("shellcheck")
-            .args(["-s", "sh", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "shellcheck failed for {name} {}:\n{}{}",
-            format.as_str(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_shellcheck_clean(&format!("{name} {}", format.as_str()), &script);
     }
 }
 

@@ -4,7 +4,7 @@
 //! the phase reports on 127.0.0.1. Missing tools (`shellcheck`, `tar`, `wget`, `busybox`,
 //! `sha256sum`) fail the tests: run scripts/test-tools.sh.
 
-use kubezero_capi::testing::require_tool;
+use kubezero_capi::testing::{assert_shellcheck_clean, require_tool};
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,26 +58,11 @@ const SHA256_OF_NOTHING: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934
 
 #[test]
 fn installer_scripts_pass_shellcheck() {
-    require_tool("shellcheck");
     for (name, script) in [
         ("installer.sh", INSTALLER_SCRIPT),
         ("kubezero.start", LOCAL_START_SCRIPT),
     ] {
-        let mut child = Command::new("shellcheck")
-            .args(["-s", "sh", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "shellcheck failed for {name}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_shellcheck_clean(name, script);
     }
 }
 
