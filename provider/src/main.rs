@@ -9,6 +9,7 @@ use kubezero_capi::runtime::{Command, Context, execute};
 use kubezero_provider::api;
 use kubezero_provider::aws::clients::{AWS_REQUESTS_METRIC, ClientRegistry};
 use kubezero_provider::controllers::{addon_gates, cluster, host, machine, machine_template};
+use kubezero_provider::metal::media;
 use kubezero_provider::metal::redfish::{REDFISH_REQUESTS_METRIC, Redfish};
 use kubezero_provider::settings::ProviderArgs;
 
@@ -38,7 +39,20 @@ async fn main() -> ExitCode {
         context
             .metrics
             .register(name, help, redfish.request_counter().clone());
+        let media = {
+            let context = context.clone();
+            async move {
+                let Some(address) = args.media_bind_address else {
+                    return;
+                };
+                let state = media::MediaState::new(context.client.clone());
+                if let Err(error) = media::serve(address, state, context.shutdown.clone()).await {
+                    tracing::error!(%address, %error, "the boot media server stopped");
+                }
+            }
+        };
         tokio::join!(
+            media,
             cluster::run(context.clone(), clients.clone()),
             host::run(context.clone(), redfish, args.host_settings()),
             machine::run(context.clone(), clients.clone(), args.launcher_settings()),

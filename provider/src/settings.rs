@@ -47,6 +47,14 @@ pub struct ProviderArgs {
     /// How often the power state of a settled KubeZeroHost is read from its BMC (one request).
     #[arg(long, default_value = "60s", value_parser = parse_poll_interval)]
     pub host_poll_interval: Duration,
+
+    /// Address the boot media server listens on (e.g. `0.0.0.0:8090`); unset: no media server.
+    #[arg(long, env = "KUBEZERO_MEDIA_BIND_ADDRESS")]
+    pub media_bind_address: Option<std::net::SocketAddr>,
+
+    /// The URL BMCs and installers reach the media server at (e.g. `http://10.0.0.2:8090`).
+    #[arg(long, env = "KUBEZERO_MEDIA_URL")]
+    pub media_url: Option<String>,
 }
 
 /// A `--host-poll-interval` between 1 s and 1 h.
@@ -141,5 +149,11 @@ mod tests {
         assert!(Cli::try_parse_from(["k", "--redfish-requests-per-bmc", "0"]).is_err());
         assert_eq!(args.host_settings().poll_interval, Duration::from_secs(60));
         assert!(Cli::try_parse_from(["k", "--host-poll-interval", "0s"]).is_err());
+        assert_eq!(args.media_bind_address, None);
+        let media = Cli::try_parse_from(["k", "--media-bind-address", "127.0.0.1:8090"])
+            .unwrap()
+            .args;
+        assert_eq!(media.media_bind_address, Some(([127, 0, 0, 1], 8090).into()));
+        assert!(Cli::try_parse_from(["k", "--media-bind-address", "nowhere"]).is_err());
     }
 }

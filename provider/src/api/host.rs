@@ -124,6 +124,11 @@ pub struct KubeZeroHostStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware: Option<HostHardware>,
 
+    /// The provisioning for the current consumer: whose it is and how its media URLs are checked
+    /// (the installer's reports arrive as the `kubezero.io/installer-report` annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisioning: Option<HostProvisioning>,
+
     /// Conditions of the host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions")]
@@ -181,6 +186,19 @@ pub struct HostHardware {
     /// Boot mode the system reports (`UEFI`, `Legacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_mode: Option<String>,
+}
+
+/// One provisioning of a host for one machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostProvisioning {
+    /// UID of the KubeZeroMachine this provisioning is for.
+    #[schemars(length(max = 64))]
+    pub machine_uid: String,
+
+    /// SHA-256 (hex) of the media token: the media URLs carry the token, the status only its hash.
+    #[schemars(length(equal = 64), regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub token_sha256: String,
 }
 
 /// One virtual-media slot of a host's BMC.

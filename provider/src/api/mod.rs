@@ -25,8 +25,8 @@ pub use cluster::{
 };
 pub use host::{
     Bmc, BmcAuthMethod, ConsumerRef, DETACHED_ANNOTATION, HOST_FINALIZER, HostHardware, HostNetwork,
-    HostState, KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo, PowerState,
-    RootDeviceHints,
+    HostProvisioning, HostState, KubeZeroHost, KubeZeroHostSpec, KubeZeroHostStatus, MediaSlotInfo,
+    PowerState, RootDeviceHints,
 };
 pub use machine::{
     KubeZeroMachine, KubeZeroMachineSpec, KubeZeroMachineStatus, KubeZeroMachineTemplate,

@@ -198,6 +198,7 @@ async fn reconcile(
             state: Some(outcome.state),
             power_state: outcome.power.or(previous.power_state),
             hardware: outcome.hardware.clone().or(previous.hardware.clone()),
+            provisioning: previous.provisioning.clone(),
             conditions: Vec::new(),
         };
         write_conditions(

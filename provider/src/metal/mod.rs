@@ -4,4 +4,5 @@
 
 pub mod cidata;
 pub mod installer;
+pub mod media;
 pub mod redfish;

@@ -415,3 +415,137 @@ async fn hosts_converge_when_a_tenth_of_bmc_requests_fail_and_a_tenth_time_out()
     );
     eprintln!("BMC fault proxy: {counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_media_server_answers_only_the_current_provisioning_of_a_claimed_host() {
+    use crate::support::{create, dynamic};
+    use kubezero_provider::metal::media::{
+        INSTALLER_REPORT_ANNOTATION, InstallerReport, MediaState, cidata_path, new_token, router,
+        token_sha256,
+    };
+    let world = kubezero_test::world::World::start()
+        .await
+        .expect("the world starts");
+    let view = world.view();
+    let namespace = world.namespace().to_string();
+    let user_data = b"#cloud-config\nruncmd: [kubeadm join]\n".to_vec();
+
+    // The machine that holds the host: Machine -> bootstrap data Secret, KubeZeroMachine owned by it.
+    let secrets: Api<Secret> = Api::namespaced(world.client(), &namespace);
+    let mut data = credentials("m1-bootstrap", "unused");
+    data.data = Some(BTreeMap::from([(
+        "value".to_string(),
+        ByteString(user_data.clone()),
+    )]));
+    secrets.create(&PostParams::default(), &data).await.unwrap();
+    let machines = dynamic(&view, "cluster.x-k8s.io", "v1beta2", "Machine", "machines");
+    create(&view, &machines, json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+        "metadata": {"name": "m1", "labels": {"cluster.x-k8s.io/cluster-name": "metal"}},
+        "spec": {"clusterName": "metal", "bootstrap": {"dataSecretName": "m1-bootstrap"},
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroMachine", "name": "m1"}}}))
+    .await;
+    let machine_uid = machines.get("m1").await.unwrap().metadata.uid.unwrap();
+    let kzms = dynamic(
+        &view,
+        "infrastructure.cluster.x-k8s.io",
+        "v1alpha1",
+        "KubeZeroMachine",
+        "kubezeromachines",
+    );
+    create(&view, &kzms, json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "KubeZeroMachine",
+        "metadata": {"name": "m1", "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine",
+            "name": "m1", "uid": machine_uid, "controller": true}]},
+        "spec": {"metal": {"hostSelector": {"matchLabels": {"pool": "metal"}}}}}))
+    .await;
+    let kzm_uid = kzms.get("m1").await.unwrap().metadata.uid.unwrap();
+
+    // A host claimed by it, provisioning with `token`.
+    let token = new_token();
+    let hosts: Api<KubeZeroHost> = Api::namespaced(world.client(), &namespace);
+    let mut object = host("h1", "https://10.0.0.5", "bmc", "52:54:00:aa:bb:cc", false);
+    object.spec.consumer_ref = Some(kubezero_provider::api::ConsumerRef {
+        name: "m1".into(),
+        uid: kzm_uid.clone(),
+    });
+    hosts.create(&PostParams::default(), &object).await.unwrap();
+    let status = json!({"status": {"state": "Provisioning",
+        "provisioning": {"machineUid": kzm_uid, "tokenSha256": token_sha256(&token)}}});
+    hosts
+        .patch_status("h1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = router(MediaState::new(world.client()));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+
+    let image = http
+        .get(format!("{base}{}", cidata_path(&namespace, "h1", &token)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    let image = image.bytes().await.unwrap();
+    // ISO 9660: the primary volume descriptor at sector 16 names the volume `cidata`.
+    assert_eq!(&image[32769..32774], b"CD001");
+    assert!(
+        String::from_utf8_lossy(&image[32808..32840])
+            .trim_end()
+            .eq_ignore_ascii_case("cidata")
+    );
+    let found = |needle: &[u8]| image.windows(needle.len()).any(|w| w == needle);
+    assert!(found(&user_data), "the bootstrap data is on the medium");
+    assert!(found(
+        format!("instance-id: kubezero://{namespace}/h1").as_bytes()
+    ));
+
+    // Wrong token, wrong host, unknown phase.
+    let status_of = |path: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status_of(cidata_path(&namespace, "h1", &new_token())).await, 404);
+    assert_eq!(status_of(cidata_path(&namespace, "h2", &token)).await, 404);
+    let phase = |name: &str, token: &str, body: &'static str| {
+        http.post(format!("{base}/media/{namespace}/h1/{token}/phase/{name}"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(phase("installed", &token, "").await.unwrap().status(), 400);
+    assert_eq!(phase("failed", &new_token(), "x").await.unwrap().status(), 404);
+
+    // A report lands on the host as the annotation, for this provisioning.
+    assert_eq!(
+        phase("failed", &token, "checksum mismatch\n")
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let reported = hosts.get("h1").await.unwrap();
+    assert!(reported.annotations().contains_key(INSTALLER_REPORT_ANNOTATION));
+    let report = InstallerReport::of(&reported, &token_sha256(&token)).expect("a report for this token");
+    assert_eq!(
+        (report.phase.as_str(), report.reason.as_deref()),
+        ("failed", Some("checksum mismatch"))
+    );
+    assert!(InstallerReport::of(&reported, &token_sha256(&new_token())).is_none());
+
+    // Released: the same URL is 404.
+    let released = json!({"spec": {"consumerRef": null}});
+    hosts
+        .patch("h1", &PatchParams::default(), &Patch::Merge(&released))
+        .await
+        .unwrap();
+    assert_eq!(status_of(cidata_path(&namespace, "h1", &token)).await, 404);
+}
