@@ -109,7 +109,7 @@ real_mode() {
   done
   if [[ -f "${dir}/kubeconfig" ]]; then
     KUBEZERO_E2E_KUBECONFIG="${dir}/kubeconfig" timeout --kill-after=30s 600 \
-      cargo test --workspace --locked --test suite -- e2e:: churn:: reachability:: || status=$?
+      cargo test --workspace --locked --test suite -- e2e:: churn:: reachability:: hosts:: || status=$?
   else
     echo "test: mgmt-cluster did not start:" >&2
     status=1
