@@ -186,6 +186,11 @@ pub struct HostHardware {
     /// Boot mode the system reports (`UEFI`, `Legacy`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_mode: Option<String>,
+
+    /// The BMC address inspected (a host pointed at another BMC is inspected again).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 2048))]
+    pub bmc_address: String,
 }
 
 /// One provisioning of a host for one machine.

@@ -348,9 +348,14 @@ async fn observe(
         bmc.authority().to_string(),
     ));
 
-    let hardware = match host.status.as_ref().and_then(|status| status.hardware.clone()) {
+    let inspected = host
+        .status
+        .as_ref()
+        .and_then(|status| status.hardware.clone())
+        .filter(|hardware| hardware.bmc_address == host.spec.bmc.address);
+    let hardware = match inspected {
         Some(hardware) => hardware,
-        None => match inspect(&bmc, &system).await {
+        None => match inspect(host, &bmc, &system).await {
             Ok(hardware) => hardware,
             Err(error) => {
                 let ready = Observed::false_(READY_CONDITION, error.reason(), error.to_string());
@@ -480,8 +485,8 @@ async fn credentials(
     }))
 }
 
-/// Reads the NICs and virtual-media slots.
-async fn inspect(bmc: &Bmc, system: &System) -> Result<HostHardware, RedfishError> {
+/// Reads the NICs and virtual-media slots (again whenever the host's BMC address changes).
+async fn inspect(host: &KubeZeroHost, bmc: &Bmc, system: &System) -> Result<HostHardware, RedfishError> {
     let mac_addresses = bmc.mac_addresses(system).await?;
     let media_slots = bmc
         .media_slots(system)
@@ -503,6 +508,7 @@ async fn inspect(bmc: &Bmc, system: &System) -> Result<HostHardware, RedfishErro
         mac_addresses,
         media_slots,
         boot_mode: system.boot_mode.clone(),
+        bmc_address: host.spec.bmc.address.clone(),
     })
 }
 
@@ -633,6 +639,7 @@ mod tests {
                 media: media.iter().map(|m| m.to_string()).collect(),
             }],
             boot_mode: None,
+            bmc_address: "https://10.0.0.5".into(),
         }
     }
 

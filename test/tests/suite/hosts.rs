@@ -178,6 +178,21 @@ async fn hosts_register_inspect_and_follow_their_spec() {
                 state_of(h) == Some(HostState::Available)
             })
             .await;
+            // Pointed at another server: inspected again, and its boot MAC is none of that server's NICs.
+            let moved = json!({"spec": {"bmc": {"address": good.0}}});
+            hosts
+                .patch("auth", &PatchParams::default(), &Patch::Merge(&moved))
+                .await
+                .unwrap();
+            let reinspected = host_becomes(&hosts, "auth", "BootMACNotFound after the move", |h| {
+                ready_reason(h) == "BootMACNotFound"
+            })
+            .await;
+            let hardware = reinspected.status.and_then(|s| s.hardware).unwrap();
+            assert_eq!(
+                (hardware.mac_addresses, hardware.bmc_address),
+                (systems[0].macs.clone(), good.0.clone())
+            );
             // The boot MAC fixed in the spec: Available without a new inspection.
             let spec = json!({"spec": {"bootMACAddress": systems[2].macs[0]}});
             hosts
