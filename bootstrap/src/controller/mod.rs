@@ -740,9 +740,27 @@ mod tests {
         String::from_utf8(build::decode_value(&value).unwrap()).unwrap()
     }
 
+    /// Reconciles the control-plane config of a Cluster whose KubeZeroCluster `demo` has `spec`.
+    async fn reconcile_on_kubezero_cluster(spec: Value) -> (Value, Vec<Recorded>) {
+        let infra = "/apis/infrastructure.cluster.x-k8s.io/v1alpha1/namespaces/default/kubezeroclusters/demo";
+        let mut cluster = cluster(false, true, true);
+        cluster["spec"]["infrastructureRef"] =
+            json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"});
+        let kubezero_cluster = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+            "kind": "KubeZeroCluster", "metadata": {"name": "demo", "namespace": "default"}, "spec": spec});
+        reconcile_with(
+            config(None),
+            vec![
+                (MACHINE.into(), versioned(machine(None), true)),
+                (CLUSTER.into(), cluster),
+                (infra.into(), kubezero_cluster),
+            ],
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn metal_clusters_take_the_provider_id_from_nocloud_and_aws_ones_from_imds() {
-        let infra = "/apis/infrastructure.cluster.x-k8s.io/v1alpha1/namespaces/default/kubezeroclusters/demo";
         let manifest = crate::render::kube_vip::MANIFEST_PATH;
         for (backend, expected, absent) in [
             (
@@ -756,19 +774,7 @@ mod tests {
                 vec!["LABEL=cidata", "kube-vip", "10.0.0.5"],
             ),
         ] {
-            let mut cluster = cluster(false, true, true);
-            cluster["spec"]["infrastructureRef"] = json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"});
-            let kubezero_cluster = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-                "kind": "KubeZeroCluster", "metadata": {"name": "demo", "namespace": "default"}, "spec": backend});
-            let (_, requests) = reconcile_with(
-                config(None),
-                vec![
-                    (MACHINE.into(), versioned(machine(None), true)),
-                    (CLUSTER.into(), cluster),
-                    (infra.into(), kubezero_cluster),
-                ],
-            )
-            .await;
+            let (_, requests) = reconcile_on_kubezero_cluster(backend).await;
             let text = posted_user_data(&requests, "demo-cp-0");
             for expected in expected {
                 assert!(text.contains(expected), "{expected} in {text}");
@@ -781,22 +787,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_metal_spec_without_a_vip_is_reported_without_a_data_secret() {
-        let infra = "/apis/infrastructure.cluster.x-k8s.io/v1alpha1/namespaces/default/kubezeroclusters/demo";
-        let mut cluster = cluster(false, true, true);
-        cluster["spec"]["infrastructureRef"] =
-            json!({"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "KubeZeroCluster", "name": "demo"});
-        let kubezero_cluster = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
-            "kind": "KubeZeroCluster", "metadata": {"name": "demo", "namespace": "default"},
-            "spec": {"metal": {"vipInterface": "eth1"}}});
-        let (status, requests) = reconcile_with(
-            config(None),
-            vec![
-                (MACHINE.into(), versioned(machine(None), true)),
-                (CLUSTER.into(), cluster),
-                (infra.into(), kubezero_cluster),
-            ],
-        )
-        .await;
+        let (status, requests) =
+            reconcile_on_kubezero_cluster(json!({"metal": {"vipInterface": "eth1"}})).await;
         assert_eq!(
             ready(&status),
             ("False".into(), reasons::INVALID_CONFIGURATION.into())

@@ -372,23 +372,7 @@ fn alpine_config_uses_only_tiny_cloud_keys() {
 #[test]
 fn written_files_round_trip() {
     for (name, _, input, doc) in all_documents() {
-        let m = parse(&doc);
-        let files: BTreeMap<String, Vec<u8>> = m["write_files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| {
-                let content = f["content"].as_str().unwrap();
-                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.decode(s).unwrap();
-                let bytes = match f.get("encoding").and_then(Value::as_str) {
-                    None => content.as_bytes().to_vec(),
-                    Some("base64") => b64(content),
-                    Some("gzip+base64") => gunzip(&b64(content)),
-                    Some(other) => panic!("unexpected encoding {other}"),
-                };
-                (f["path"].as_str().unwrap().to_string(), bytes)
-            })
-            .collect();
+        let files = written_files(&doc);
         assert_eq!(
             files[KUBEADM_CONFIG_PATH],
             input.kubeadm_config.as_bytes(),
